@@ -1,0 +1,116 @@
+"""The training, validation and test tables of a config, read and checked.
+
+Columns are checked against the config before anything is fitted; labels get the config's
+`target.replace` and rows without a label are dropped. A validation fraction is split off the
+training table with the seed, stratified by class for classification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlcli.config import Config
+from mlcli.data import TableSource, read_table, require_columns, resolve_source
+from mlcli.errors import DataError
+from mlcli.features import label_values
+
+
+@dataclass
+class Splits:
+    """The tables of one training run and where they came from."""
+
+    train: pa.Table
+    validation: pa.Table
+    test: pa.Table | None
+    sources: dict[str, TableSource] = field(default_factory=dict)
+    dropped_unlabelled: dict[str, int] = field(default_factory=dict)
+
+
+def configured_columns(config: Config) -> list[str]:
+    """Every column the config names: the target, typed features and exclusions."""
+    return [config.target.column, *config.features.declared(), *config.features.exclude]
+
+
+def _read_checked(source: TableSource, config: Config, *, role: str) -> tuple[pa.Table, int]:
+    table = read_table(source)
+    if table.num_rows == 0:
+        raise DataError(f"{source.describe()}: the {role} table has no rows")
+    needed = configured_columns(config) if role == "training" else [config.target.column]
+    require_columns(table.column_names, needed, source=source.describe())
+    return _with_labels(table, config, source=source.describe())
+
+
+def _with_labels(table: pa.Table, config: Config, *, source: str) -> tuple[pa.Table, int]:
+    """The table with `target.replace` applied and unlabelled rows dropped, and their count."""
+    name = config.target.column
+    labels = label_values(table.column(name), config.target.replace)
+    if pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type):
+        labels = pc.if_else(pc.equal(labels, ""), None, labels)
+    table = table.set_column(table.column_names.index(name), name, labels)
+    if labels.null_count == len(labels):
+        raise DataError(f"{source}: target column {name!r} is empty: every value is missing")
+    if labels.null_count:
+        return table.filter(pc.is_valid(labels)), labels.null_count
+    return table, 0
+
+
+def stratified_split(
+    labels: np.ndarray, *, fraction: float, seed: int, stratify: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of (train, validation), the same for the same labels and seed."""
+    rng = np.random.default_rng(seed)
+    groups = (
+        [np.flatnonzero(labels == value) for value in np.unique(labels)]
+        if stratify
+        else [np.arange(len(labels))]
+    )
+    validation: list[np.ndarray] = []
+    for rows in groups:
+        shuffled = rng.permutation(rows)
+        validation.append(shuffled[: int(round(len(rows) * fraction))])
+    chosen = np.sort(np.concatenate(validation))
+    keep = np.ones(len(labels), dtype=bool)
+    keep[chosen] = False
+    if keep.sum() == 0 or len(chosen) == 0:
+        raise DataError(
+            f"data.validation {fraction} leaves an empty training or validation split "
+            f"of {len(labels)} rows; use a fraction between them or a validation file"
+        )
+    return np.flatnonzero(keep), chosen
+
+
+def load_splits(config: Config, *, base_dir: Path) -> Splits:
+    """Reads and checks the config's tables and splits off validation rows."""
+    data = config.data
+    sources = {"train": resolve_source(data.train, data=data, base_dir=base_dir)}
+    train, dropped = _read_checked(sources["train"], config, role="training")
+    dropped_unlabelled = {"train": dropped}
+    if isinstance(data.validation, float):
+        labels = train.column(config.target.column)
+        key = pc.cast(labels, pa.string()) if config.target.task != "regression" else labels
+        classification = config.target.task != "regression" and (
+            config.target.task is not None or not pa.types.is_floating(labels.type)
+        )
+        train_rows, validation_rows = stratified_split(
+            np.asarray(key.to_numpy(zero_copy_only=False)),
+            fraction=data.validation,
+            seed=config.seed,
+            stratify=classification,
+        )
+        validation = train.take(validation_rows)
+        train = train.take(train_rows)
+    else:
+        sources["validation"] = resolve_source(data.validation, data=data, base_dir=base_dir)
+        validation, dropped_unlabelled["validation"] = _read_checked(
+            sources["validation"], config, role="validation"
+        )
+    test = None
+    if data.test is not None:
+        sources["test"] = resolve_source(data.test, data=data, base_dir=base_dir)
+        test, dropped_unlabelled["test"] = _read_checked(sources["test"], config, role="test")
+    return Splits(train, validation, test, sources, dropped_unlabelled)

@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny generated tables, configs written to a temporary folder, and the
+real datasets of ../shared (tests that use them skip where that folder is absent)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pytest
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    """The real datasets, or a skip where ../shared is absent."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip("../shared/datasets is not present")
+    return SHARED_DATASETS
+
+
+def make_table(rows: int = 400, *, seed: int = 0) -> pa.Table:
+    """A small table with every feature type and a learnable target for each task."""
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(18, 80, rows)
+    income = rng.lognormal(10, 1, rows)
+    color = rng.choice(["red", "green", "blue"], rows)
+    grade = rng.integers(1, 5, rows)
+    member = rng.choice(["yes", "no"], rows)
+    words = np.array(["good", "great", "fine", "bad", "awful", "poor", "okay", "the", "a"])
+    text = [" ".join(rng.choice(words, 6)) for _ in range(rows)]
+    positive = np.array([sum(w in ("good", "great") for w in t.split()) for t in text])
+    score = (age - 50) / 15 + (color == "red") * 1.5 - (member == "no") + positive * 0.8
+    age_values: list[float | None] = [float(round(a, 1)) for a in age]
+    for index in range(0, rows, 17):
+        age_values[index] = None  # missing numbers
+    return pa.table(
+        {
+            "id": np.arange(rows),
+            "age": pa.array(age_values, pa.float64()),
+            "income": income.round(2),
+            "color": color,
+            "grade": grade,
+            "member": member,
+            "review": text,
+            "label": np.where(score > np.median(score), "high", "low"),
+            "tier": np.digitize(score, np.quantile(score, [0.33, 0.66])).astype(str),
+            "value": (score * 2.0 + rng.normal(0, 0.1, rows)).round(4),
+        }
+    )
+
+
+@pytest.fixture
+def tiny_csv(tmp_path: Path) -> Path:
+    """`data.csv` with a header, written from `make_table`."""
+    path = tmp_path / "data.csv"
+    pa_csv.write_csv(make_table(), path)
+    return path
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, tiny_csv: Path) -> Callable[..., Path]:
+    """Writes a config for the tiny table; keyword sections are merged over the defaults."""
+
+    def write(name: str = "config.yaml", **sections: Any) -> Path:
+        config: dict[str, Any] = {
+            "name": "tiny",
+            "seed": 7,
+            "data": {"train": tiny_csv.name, "validation": 0.25},
+            "target": {"column": "label", "task": "binary"},
+            "features": {"review": "text", "grade": "categorical", "exclude": ["id", "tier", "value"]},
+            "training": {"epochs": 2, "batch_size": 32, "steps_per_execution": 1},
+            "output": {"dir": str(tmp_path / "runs")},
+        }
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,134 @@
+"""Training on tiny generated tables: every task and feature type, the run directory, and the
+saved model's predictions on raw values (unseen categories and missing numbers included)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mlcli.cli import app
+from mlcli.runs import CHECKPOINTS, CONFIG, HISTORY, LEARNING_CURVES, MANIFEST, METRICS, MODEL, SCHEMA
+
+runner = CliRunner()
+
+
+def _train(config: Path, *extra: str) -> Path:
+    result = runner.invoke(app, ["train", str(config), "--quiet", *extra])
+    assert result.exit_code == 0, result.output
+    run = Path(result.stdout.strip().splitlines()[-1])
+    assert run.is_dir()
+    return run
+
+
+@pytest.mark.parametrize(
+    ("target", "task", "metric"),
+    [("label", "binary", "auc"), ("tier", "multiclass", "accuracy"), ("value", "regression", "rmse")],
+)
+def test_each_task_trains_a_complete_run(write_config, target, task, metric):
+    exclude = [c for c in ("id", "label", "tier", "value") if c != target]
+    config = write_config(
+        target={"column": target, "task": task},
+        features={"review": "text", "grade": "categorical", "exclude": exclude},
+    )
+    run = _train(config)
+    for name in (CONFIG, MANIFEST, SCHEMA, MODEL, HISTORY, METRICS, LEARNING_CURVES, CHECKPOINTS):
+        assert (run / name).exists(), name
+    assert (run.parent / "latest").resolve() == run.resolve()
+    metrics = json.loads((run / METRICS).read_text())
+    assert math.isfinite(metrics["validation"][metric])
+    manifest = json.loads((run / MANIFEST).read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["rows"]["train"] + manifest["rows"]["validation"] == 400
+    assert len((run / HISTORY).read_text().strip().splitlines()) == 1 + manifest["epochs_run"]
+    schema = json.loads((run / SCHEMA).read_text())
+    types = {c["name"]: c["type"] for c in schema["columns"]}
+    assert types == {
+        "age": "numeric",
+        "income": "numeric",
+        "color": "categorical",
+        "grade": "categorical",
+        "member": "binary",
+        "review": "text",
+    }
+    assert schema["target"]["task"] == task
+
+
+def test_classification_learns_the_signal(write_config):
+    config = write_config(training={"epochs": 15, "batch_size": 32, "steps_per_execution": 4})
+    run = _train(config)
+    metrics = json.loads((run / METRICS).read_text())
+    # the label is a deterministic function of the features: far above the 0.5 of chance
+    assert metrics["validation"]["accuracy"] > 0.75
+
+
+def test_labels_keep_the_users_values_and_positive_class(write_config):
+    config = write_config(target={"column": "label", "task": "binary", "positive_class": "low"})
+    run = _train(config)
+    schema = json.loads((run / SCHEMA).read_text())
+    assert schema["target"]["classes"] == ["high", "low"]
+    config = write_config(target={"column": "label", "task": "binary", "positive_class": "high"})
+    run = _train(config)
+    assert json.loads((run / SCHEMA).read_text())["target"]["classes"] == ["low", "high"]
+
+
+def test_saved_model_takes_raw_values_and_reloads_identically(write_config):
+    import keras
+    import tensorflow as tf
+
+    from mlcli.features import FeatureSchema
+
+    run = _train(write_config())
+    model = keras.saving.load_model(run / MODEL, safe_mode=True)
+    schema = FeatureSchema.load(run / SCHEMA)
+    rows = {
+        "age": [[35.0], [float("nan")], [70.0]],
+        "income": [[20000.0], [30000.0], [float("nan")]],
+        "color": [["red"], ["never-seen-colour"], [""]],
+        "grade": [[1], [99], [3]],
+        "member": [["yes"], ["no"], ["maybe"]],
+        "review": [["good great fine"], [""], ["unseen words only"]],
+    }
+    tensors = {c.name: tf.constant(rows[c.name], dtype=c.dtype) for c in schema.columns}
+    first = keras.ops.convert_to_numpy(model(tensors))
+    assert first.shape == (3, 1)
+    assert np.all(np.isfinite(first)) and np.all((first >= 0) & (first <= 1))
+    again = keras.saving.load_model(run / MODEL, safe_mode=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(tensors)), first, atol=1e-6)
+
+
+def test_class_weight_balanced_and_options_train(write_config):
+    config = write_config(
+        training={"epochs": 2, "batch_size": 64, "class_weight": "balanced", "optimizer": "adamw"},
+        model={"hidden_units": [16], "dropout": 0.2, "batch_norm": True, "l2": 0.001},
+    )
+    _train(config)
+
+
+def test_missing_column_exits_3_and_leaves_no_run(write_config, tmp_path):
+    config = write_config(target={"column": "labell", "task": "binary"})
+    result = runner.invoke(app, ["train", str(config), "--quiet"])
+    assert result.exit_code == 3
+    assert "'labell'" in result.stderr and "did you mean 'label'" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_validation_file_and_test_file(write_config, tiny_csv):
+    config = write_config(data={"train": tiny_csv.name, "validation": tiny_csv.name, "test": tiny_csv.name})
+    run = _train(config)
+    metrics = json.loads((run / METRICS).read_text())
+    assert metrics["test"]["rows"] == 400 and metrics["validation"]["rows"] == 400
+
+
+def test_stdout_last_line_is_the_run_and_plain_epoch_lines(write_config):
+    result = runner.invoke(app, ["train", str(write_config())])
+    assert result.exit_code == 0, result.output
+    assert "[epoch] 1/2" in result.stderr
+    assert Path(result.stdout.strip().splitlines()[-1]).is_dir()
+    json_result = runner.invoke(app, ["train", str(write_config()), "--log-format", "json"])
+    events = [json.loads(line) for line in json_result.stderr.splitlines() if line.startswith("{")]
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
