@@ -192,7 +192,9 @@ def validate(
         table.add_row(name, kind)
     for name, why in report.excluded.items():
         table.add_row(name, f"excluded: {why}")
-    table.add_row(report.config.target.column, f"target ({report.config.target.task or 'inferred'})")
+    table.add_row(
+        report.config.target.column, f"target ({report.config.target.task or 'inferred'})"
+    )
     _stdout().print(table)
 
 

@@ -90,7 +90,7 @@ class SourceSpec(StrictModel):
     """A table: one or more files (globs allowed) with optional per-file CSV settings."""
 
     path: str | list[str]
-    csv: CsvOverrides = Field(default_factory=CsvOverrides)  # type: ignore[arg-type]
+    csv: CsvOverrides = Field(default_factory=CsvOverrides)
 
 
 Source = str | list[str] | SourceSpec
@@ -103,7 +103,7 @@ class DataConfig(StrictModel):
     validation: Annotated[float, Field(gt=0, lt=1)] | Source = 0.1
     test: Source | None = None
     format: Literal["auto", "csv", "parquet"] = "auto"
-    csv: CsvOptions = Field(default_factory=CsvOptions)  # type: ignore[arg-type]
+    csv: CsvOptions = Field(default_factory=CsvOptions)
 
 
 class TargetConfig(StrictModel):
@@ -166,7 +166,7 @@ class FeaturesConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, FeatureType | FeatureSpec]  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, FeatureType | FeatureSpec]
 
     exclude: list[str] = Field(default_factory=list)
 
@@ -186,7 +186,7 @@ def spec_for(feature_type: str) -> NumericSpec | CategoricalSpec | BinarySpec | 
         "binary": BinarySpec,
         "text": TextSpec,
     }
-    return kinds[feature_type](type=feature_type)  # type: ignore[arg-type]
+    return kinds[feature_type](type=feature_type)
 
 
 class ModelConfig(StrictModel):
@@ -216,9 +216,7 @@ class TrainingConfig(StrictModel):
     batch_size: int = Field(256, ge=1)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     learning_rate: float = Field(0.001, gt=0.0, le=10.0)
-    early_stopping: EarlyStoppingConfig | None = Field(
-        default_factory=EarlyStoppingConfig  # type: ignore[arg-type]
-    )
+    early_stopping: EarlyStoppingConfig | None = Field(default_factory=EarlyStoppingConfig)
     class_weight: Literal["none", "balanced"] = "none"
     steps_per_execution: int = Field(
         32, ge=1, description="Batches per compiled call: fewer Python round trips."
@@ -240,9 +238,9 @@ class Config(StrictModel):
     data: DataConfig
     target: TargetConfig
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
-    training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[arg-type]
-    output: OutputConfig = Field(default_factory=OutputConfig)  # type: ignore[arg-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
 
     @field_validator("features")
     @classmethod

@@ -35,7 +35,7 @@ class TableSource:
 
     paths: tuple[Path, ...]
     format: Format
-    csv: CsvOptions = field(default_factory=CsvOptions)  # type: ignore[arg-type]
+    csv: CsvOptions = field(default_factory=CsvOptions)
     stdin: BinaryIO | None = None
 
     @property
@@ -115,10 +115,12 @@ def resolve_source(
         patterns = spec
     paths = expand_paths(patterns, base_dir=base_dir)
     chosen = format_override or data.format
-    formats = {_format_of(p) for p in paths} if chosen == "auto" else {chosen}
+    formats: set[Format] = {_format_of(p) for p in paths}
+    if chosen in ("csv", "parquet"):
+        formats = {"parquet" if chosen == "parquet" else "csv"}
     if len(formats) > 1:
         raise DataError(f"{paths[0]}: a table mixes CSV and Parquet files; use one format")
-    fmt: Format = formats.pop()  # type: ignore[assignment]
+    fmt = formats.pop()
     csv = merged_csv_options(data.csv, overrides)
     tsv = all(".tsv" in [s.lower() for s in p.suffixes] for p in paths)
     if tsv and "delimiter" not in csv.model_fields_set:

@@ -27,7 +27,6 @@ from mlcli.model import build_core, compile_core, compose, predict_raw  # noqa: 
 from mlcli.preprocessing import build_preprocessor, encode  # noqa: E402
 
 
-
 @dataclass
 class EncodedSplit:
     """One split as the core network sees it: encoded features and label indices or values."""
@@ -104,7 +103,7 @@ def encode_split(
     return EncodedSplit(encode(preprocessor, arrays, schema), labels)
 
 
-def _dataset(split: EncodedSplit, *, batch_size: int, seed: int | None) -> tf.data.Dataset:
+def _dataset(split: EncodedSplit, *, batch_size: int, seed: int | None) -> Any:
     dataset = tf.data.Dataset.from_tensor_slices((split.features, split.labels))
     if seed is not None:
         dataset = dataset.shuffle(split.rows, seed=seed, reshuffle_each_iteration=True)

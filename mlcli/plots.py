@@ -17,7 +17,9 @@ def plot_learning_curves(history_csv: Path, output: Path) -> None:
         rows = list(csv.DictReader(handle))
     if not rows:
         return
-    metrics = [k for k in rows[0] if k not in ("epoch", "learning_rate") and not k.startswith("val_")]
+    metrics = [
+        k for k in rows[0] if k not in ("epoch", "learning_rate") and not k.startswith("val_")
+    ]
     epochs = [int(row["epoch"]) + 1 for row in rows]
     figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
     for axis, metric in zip(axes[0], metrics, strict=True):

@@ -72,7 +72,7 @@ def stratified_split(
     validation: list[np.ndarray] = []
     for rows in groups:
         shuffled = rng.permutation(rows)
-        validation.append(shuffled[: int(round(len(rows) * fraction))])
+        validation.append(shuffled[: round(len(rows) * fraction)])
     chosen = np.sort(np.concatenate(validation))
     keep = np.ones(len(labels), dtype=bool)
     keep[chosen] = False

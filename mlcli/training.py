@@ -205,5 +205,3 @@ def _partial_run(path: Path) -> runs.Run:
     if not run.file(runs.CONFIG).is_file():
         raise RunError(f"{path}: holds no config.yaml; it cannot be resumed")
     return run
-
-

@@ -58,7 +58,9 @@ def validate(
     if data.test is not None:
         sources["test"] = resolve_source(data.test, data=data, base_dir=base_dir)
     sample = read_sample(sources["train"])
-    require_columns(sample.column_names, configured_columns(config), source=sources["train"].describe())
+    require_columns(
+        sample.column_names, configured_columns(config), source=sources["train"].describe()
+    )
     for role, source in sources.items():
         if role != "train":
             other = read_sample(source, rows=100)

@@ -77,7 +77,11 @@ def write_config(tmp_path: Path, tiny_csv: Path) -> Callable[..., Path]:
             "seed": 7,
             "data": {"train": tiny_csv.name, "validation": 0.25},
             "target": {"column": "label", "task": "binary"},
-            "features": {"review": "text", "grade": "categorical", "exclude": ["id", "tier", "value"]},
+            "features": {
+                "review": "text",
+                "grade": "categorical",
+                "exclude": ["id", "tier", "value"],
+            },
             "training": {"epochs": 2, "batch_size": 32, "steps_per_execution": 1},
             "output": {"dir": str(tmp_path / "runs")},
         }
@@ -91,3 +95,35 @@ def write_config(tmp_path: Path, tiny_csv: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny trained run per task (`binary`, `multiclass`, `regression`), trained once.
+
+    Every feature type is present: numeric with missing values, categorical (string and
+    integer), binary and text. The runs are shared: tests must not modify them.
+    """
+    from mlcli.config import parse_config
+    from mlcli.training import train
+
+    folder = tmp_path_factory.mktemp("trained")
+    data = folder / "data.csv"
+    pa_csv.write_csv(make_table(), data)
+    found: dict[str, Path] = {}
+    for task, target in (("binary", "label"), ("multiclass", "tier"), ("regression", "value")):
+        exclude = [c for c in ("id", "label", "tier", "value") if c != target]
+        config = parse_config(
+            {
+                "name": f"tiny-{task}",
+                "seed": 3,
+                "data": {"train": str(data), "validation": 0.25, "test": str(data)},
+                "target": {"column": target, "task": task},
+                "features": {"review": "text", "grade": "categorical", "exclude": exclude},
+                "training": {"epochs": 3, "batch_size": 32, "steps_per_execution": 4},
+                "output": {"dir": str(folder / "runs")},
+            }
+        )
+        found[task] = train(config, base_dir=folder)
+    found["data"] = data
+    return found

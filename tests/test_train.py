@@ -12,7 +12,16 @@ import pytest
 from typer.testing import CliRunner
 
 from mlcli.cli import app
-from mlcli.runs import CHECKPOINTS, CONFIG, HISTORY, LEARNING_CURVES, MANIFEST, METRICS, MODEL, SCHEMA
+from mlcli.runs import (
+    CHECKPOINTS,
+    CONFIG,
+    HISTORY,
+    LEARNING_CURVES,
+    MANIFEST,
+    METRICS,
+    MODEL,
+    SCHEMA,
+)
 
 runner = CliRunner()
 
@@ -27,7 +36,11 @@ def _train(config: Path, *extra: str) -> Path:
 
 @pytest.mark.parametrize(
     ("target", "task", "metric"),
-    [("label", "binary", "auc"), ("tier", "multiclass", "accuracy"), ("value", "regression", "rmse")],
+    [
+        ("label", "binary", "auc"),
+        ("tier", "multiclass", "accuracy"),
+        ("value", "regression", "rmse"),
+    ],
 )
 def test_each_task_trains_a_complete_run(write_config, target, task, metric):
     exclude = [c for c in ("id", "label", "tier", "value") if c != target]
@@ -118,7 +131,9 @@ def test_missing_column_exits_3_and_leaves_no_run(write_config, tmp_path):
 
 
 def test_validation_file_and_test_file(write_config, tiny_csv):
-    config = write_config(data={"train": tiny_csv.name, "validation": tiny_csv.name, "test": tiny_csv.name})
+    config = write_config(
+        data={"train": tiny_csv.name, "validation": tiny_csv.name, "test": tiny_csv.name}
+    )
     run = _train(config)
     metrics = json.loads((run / METRICS).read_text())
     assert metrics["test"]["rows"] == 400 and metrics["validation"]["rows"] == 400
