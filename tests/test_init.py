@@ -1,0 +1,220 @@
+"""`mlcli init`: dialect sniffing, column profiling and a config that `mlcli train` accepts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mlcli.cli import app
+from mlcli.config import load_config
+from mlcli.profiling import profile_column, profile_target
+from mlcli.sniffing import sniff_csv
+from mlcli.validation import validate
+
+runner = CliRunner()
+
+
+def _profile(values: list, name: str = "x") -> tuple[str, str]:
+    profile = profile_column(name, pa.chunked_array([values]))
+    return profile.kind, profile.reason
+
+
+def test_identifiers_are_excluded_with_a_reason():
+    assert _profile(list(range(1, 301)), "customer")[0] == "excluded"  # counts up
+    kind, reason = _profile([f"u-{i:04x}" for i in range(300)], "user_id")
+    assert kind == "excluded"
+    assert "identifier" in reason
+    shuffled = np.random.default_rng(0).permutation(300).tolist()
+    assert _profile(shuffled, "amount")[0] == "numeric"  # unique, but neither named nor ordered
+
+
+def test_low_cardinality_integers_are_categories_and_wide_ones_numbers():
+    rng = np.random.default_rng(1)
+    kind, reason = _profile(rng.integers(1, 6, 400).tolist(), "grade")
+    assert kind == "categorical"
+    assert "5 distinct" in reason
+    assert _profile(rng.integers(0, 90, 400).tolist(), "age")[0] == "numeric"
+    assert _profile(rng.integers(0, 2, 400).tolist(), "flag")[0] == "binary"
+
+
+def test_free_text_gets_a_sequence_length_and_short_strings_are_categories():
+    rng = np.random.default_rng(2)
+    words = ["cheap", "offer", "call", "now", "meeting", "at", "noon", "see", "you"]
+    texts = [" ".join(rng.choice(words, rng.integers(5, 12))) for _ in range(300)]
+    profile = profile_column("message", pa.chunked_array([texts]))
+    assert profile.kind == "text"
+    assert profile.sequence_length is not None and 16 <= profile.sequence_length <= 256
+    assert _profile(rng.choice(["red", "green", "blue"], 300).tolist())[0] == "categorical"
+
+
+def rng_choice(values: range, size: int) -> list[int]:
+    return np.random.default_rng(4).choice(list(values), size).tolist()
+
+
+def test_dates_are_categories_when_few_and_excluded_when_many():
+    few = [f"2024-0{m}-01" for m in rng_choice(range(1, 7), 300)]
+    kind, reason = _profile(few, "month_start")
+    assert (kind, "dates" in reason) == ("categorical", True)
+    days = np.datetime64("2020-01-01") + np.random.default_rng(3).integers(0, 900, 300)
+    kind, reason = _profile([str(d) for d in days], "signup")
+    assert kind == "excluded"
+    assert "date" in reason
+
+
+def test_constant_empty_and_skewed_columns():
+    assert _profile(["x"] * 50)[0] == "excluded"
+    assert _profile([None] * 50)[0] == "excluded"
+    amounts = np.random.default_rng(5).lognormal(3, 2, 500).round(2).tolist()
+    profile = profile_column("amount", pa.chunked_array([amounts]))
+    assert (profile.kind, profile.transform) == ("numeric", "log")
+
+
+def test_target_task_and_rarer_positive_class():
+    labels = pa.chunked_array([["no"] * 80 + ["yes"] * 20])
+    target = profile_target("y", labels, task=None)
+    assert (target.task, target.positive_class) == ("binary", "yes")
+    values = pa.chunked_array([np.linspace(0, 10, 200).tolist()])
+    assert profile_target("v", values, task=None).task == "regression"
+    assert profile_target("v", values, task="regression").reason.startswith("numbers")
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _uci_like(tmp_path: Path, rows: int = 300) -> Path:
+    """No header, ', ' separators, '?' for missing values, like UCI's Adult."""
+    rng = np.random.default_rng(6)
+    lines = ["|banner line"]
+    for i in range(rows):
+        job = "?" if i % 23 == 0 else rng.choice(["Private", "State-gov", "Self-emp"])
+        age = int(rng.integers(18, 80))
+        lines.append(f"{age}, {job}, {rng.normal():.3f}, {'>50K' if age > 45 else '<=50K'}")
+    return _write(tmp_path / "people.data", "\n".join(lines) + "\n")
+
+
+def test_sniffs_uci_style_files(tmp_path):
+    dialect = sniff_csv(_uci_like(tmp_path))
+    assert dialect.delimiter == ","
+    assert (dialect.header, dialect.trim_whitespace, dialect.skip_rows) == (False, True, 1)
+    assert dialect.na_values == ["?"]
+    assert "?" in dialect.reasons["na_values"]
+
+
+def test_sniffs_semicolons_quoted_header_and_unbalanced_quotes(tmp_path):
+    quoted = _write(
+        tmp_path / "a.csv", '"x";"kind"\n' + "".join(f'{i};"k{i % 3}"\n' for i in range(50))
+    )
+    dialect = sniff_csv(quoted)
+    assert (dialect.delimiter, dialect.header, dialect.quoting) == (";", True, True)
+    rows = "".join(f'{"ham" if i % 4 else "spam"}\t"hi" she said {i}\n' for i in range(60))
+    dialect = sniff_csv(_write(tmp_path / "sms", rows))
+    assert (dialect.delimiter, dialect.header, dialect.quoting) == ("\t", False, False)
+
+
+def test_init_writes_a_commented_config_that_validates(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = _uci_like(tmp_path)
+    result = runner.invoke(app, ["init", str(data), "--target", "3", "-o", "cfg/people.yaml"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == "cfg/people.yaml"
+    assert "col_3" in result.stdout and "target: binary" in result.stdout
+    text = (tmp_path / "cfg" / "people.yaml").read_text()
+    assert "# names for a file without a header line" in text
+    config, base = load_config(tmp_path / "cfg" / "people.yaml")
+    assert config.data.csv.header is False and config.data.csv.skip_rows == 1
+    assert "?" in config.data.csv.na_values and config.data.csv.trim_whitespace
+    assert (config.target.column, config.target.task) == ("col_3", "binary")
+    assert config.features.declared()["col_1"].type == "categorical"
+    report = validate(config, base_dir=base)
+    assert report.feature_types == {"col_0": "numeric", "col_1": "categorical", "col_2": "numeric"}
+
+
+def test_init_keeps_an_existing_config_unless_forced(tmp_path, tiny_csv):
+    output = _write(tmp_path / "config.yaml", "name: mine\n")
+    args = ["init", str(tiny_csv), "--target", "label", "-o", str(output)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "--force" in result.stderr
+    assert output.read_text() == "name: mine\n"
+    assert runner.invoke(app, [*args, "--force", "-q"]).exit_code == 0
+    document = yaml.safe_load(output.read_text())
+    assert document["features"]["review"]["type"] == "text"
+    assert "id" in document["features"]["exclude"]
+
+
+def test_unknown_target_is_a_data_error_with_a_suggestion(tmp_path, tiny_csv):
+    result = runner.invoke(
+        app, ["init", str(tiny_csv), "--target", "lable", "-o", str(tmp_path / "c.yaml")]
+    )
+    assert result.exit_code == 3
+    assert "did you mean 'label'" in result.stderr
+    assert not (tmp_path / "c.yaml").exists()
+
+
+def test_init_reads_parquet_and_json_output(tmp_path, monkeypatch):
+    from conftest import make_table
+
+    monkeypatch.chdir(tmp_path)
+    pq.write_table(make_table(200), tmp_path / "table.parquet")
+    result = runner.invoke(
+        app, ["init", "table.parquet", "--target", "value", "--log-format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["target"]["task"] == "regression"
+    assert report["csv"] == {}
+    config, _ = load_config(tmp_path / "config.yaml")
+    assert config.data.train == "table.parquet"
+
+
+def test_init_imports_no_tensorflow():
+    code = "import sys, mlcli.cli, mlcli.initializing; print('tensorflow' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_written_config_trains_unchanged(tmp_path, monkeypatch):
+    from mlcli.training import train
+
+    monkeypatch.chdir(tmp_path)
+    data = _uci_like(tmp_path, rows=200)
+    result = runner.invoke(app, ["init", str(data), "--target", "col_3", "-q"])
+    assert result.exit_code == 0, result.output
+    run = train("config.yaml", overrides=["training.epochs=1"])
+    assert (run / "model.keras").is_file()
+    assert run.parent.name == "people"
+
+
+@pytest.mark.parametrize(
+    ("relative", "target", "task"),
+    [
+        ("adult/adult.data", "14", "binary"),
+        ("bank_marketing/bank-full.csv", "y", "binary"),
+        ("sms_spam/SMSSpamCollection", "0", "binary"),
+        ("wine_quality/winequality-red.csv", "quality", "multiclass"),
+        ("abalone/abalone.data", "8", "regression"),
+        ("california_housing/housing_geron_variant.csv", "median_house_value", "regression"),
+    ],
+)
+def test_init_on_shared_datasets_validates(shared_datasets, tmp_path, relative, target, task):
+    output = tmp_path / "config.yaml"
+    result = runner.invoke(
+        app, ["init", str(shared_datasets / relative), "-t", target, "-o", str(output), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    config, base = load_config(output)
+    assert config.target.task == task
+    validate(config, base_dir=base)
