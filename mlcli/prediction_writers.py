@@ -1,0 +1,120 @@
+"""Writers that append prediction batches to CSV, Parquet or JSON lines as they come.
+
+Each writer opens its sink on the first batch (whose schema every later batch is cast to), and
+`close` finishes the file (a Parquet footer, a compressed stream's trailer). `abort` releases
+whatever is open after an error; the caller removes the partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from mlcli.errors import DataError
+
+FORMATS = ("csv", "parquet", "jsonl")
+
+
+class BatchWriter:
+    """Base writer: opens `sink` (a path, or a stream it does not own) on the first batch."""
+
+    def __init__(self, sink: Path | BinaryIO, *, compression: str | None = None) -> None:
+        self.sink = sink
+        self.compression = compression
+        self.schema: pa.Schema | None = None
+        self._stream: Any = None
+        self._writer: Any = None
+        self._target: Any = None
+
+    def _open_stream(self) -> Any:
+        if isinstance(self.sink, Path):
+            self._stream = pa.output_stream(str(self.sink), compression=self.compression)
+            return self._stream
+        return self.sink
+
+    def _conform(self, table: pa.Table) -> pa.Table:
+        if self.schema is None:
+            self.schema = table.schema
+            return table
+        try:
+            return table.cast(self.schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as error:
+            raise DataError(
+                f"a later batch's columns do not match the first one's ({error}); "
+                "the input files must share one schema"
+            ) from error
+
+    def write(self, table: pa.Table) -> None:
+        """Appends one batch of rows."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finishes the output; the file is complete afterwards."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        elif not isinstance(self.sink, Path):
+            self.sink.flush()
+
+    def abort(self) -> None:
+        """Releases what is still open, ignoring errors (the output is discarded)."""
+        for handle in (self._writer, self._stream):
+            if handle is not None:
+                with contextlib.suppress(Exception):  # the partial output is removed next
+                    handle.close()
+        self._writer = self._stream = None
+
+
+class CsvBatchWriter(BatchWriter):
+    """CSV with a header row (pyarrow's CSV writer)."""
+
+    def write(self, table: pa.Table) -> None:
+        table = self._conform(table)
+        if self._writer is None:
+            self._writer = pa_csv.CSVWriter(self._open_stream(), table.schema)
+        self._writer.write_table(table)
+
+
+class ParquetBatchWriter(BatchWriter):
+    """Parquet, one row group per batch."""
+
+    def write(self, table: pa.Table) -> None:
+        table = self._conform(table)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._open_stream(), table.schema)
+        self._writer.write_table(table)
+
+
+class JsonLinesBatchWriter(BatchWriter):
+    """One JSON object per row (pandas' JSON writer; missing values are null)."""
+
+    def write(self, table: pa.Table) -> None:
+        table = self._conform(table)
+        if self._target is None:
+            self._target = self._open_stream()
+        text = table.to_pandas().to_json(orient="records", lines=True, double_precision=15)
+        if text and not text.endswith("\n"):
+            text += "\n"
+        self._target.write(text.encode("utf-8"))
+
+
+def open_writer(
+    format: str, sink: Path | BinaryIO | None, *, compression: str | None = None
+) -> BatchWriter:
+    """The writer for `format` (csv, parquet, jsonl) into `sink`."""
+    if sink is None:
+        raise ValueError("open_writer needs a path or a stream")
+    kinds: dict[str, type[BatchWriter]] = {
+        "csv": CsvBatchWriter,
+        "parquet": ParquetBatchWriter,
+        "jsonl": JsonLinesBatchWriter,
+    }
+    return kinds[format](sink, compression=compression)
