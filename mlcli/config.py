@@ -26,7 +26,9 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -101,7 +103,9 @@ class DataConfig(StrictModel):
 
     train: Source
     validation: Annotated[float, Field(gt=0, lt=1)] | Source = 0.1
-    test: Source | None = None
+    test: Annotated[float, Field(gt=0, lt=1)] | Source | None = Field(
+        None, description="A table like train, or a fraction of train split off with the seed."
+    )
     format: Literal["auto", "csv", "parquet"] = "auto"
     csv: CsvOptions = Field(default_factory=CsvOptions)
 
@@ -118,14 +122,21 @@ class TargetConfig(StrictModel):
         default_factory=dict,
         description="Label values renamed before use, e.g. {'>50K.': '>50K'} for adult.test.",
     )
+    scale: float = Field(
+        1.0,
+        gt=0,
+        description="Regression: the target is multiplied by this when read (1e-5: $ to $100k).",
+    )
 
 
 class NumericSpec(StrictModel):
     """A number: missing values imputed with the mean plus an indicator, then normalised."""
 
     type: Literal["numeric"]
-    transform: Literal["none", "log"] = Field(
-        "none", description="`log`: log1p of the value (for non-negative, heavy-tailed columns)."
+    transform: Literal["none", "log", "quantile"] = Field(
+        "none",
+        description="`log`: log1p of the value (for non-negative, heavy-tailed columns); "
+        "`quantile`: the normal score of the value's quantile in the training split.",
     )
 
 
@@ -189,15 +200,87 @@ def spec_for(feature_type: str) -> NumericSpec | CategoricalSpec | BinarySpec | 
     return kinds[feature_type](type=feature_type)
 
 
-class ModelConfig(StrictModel):
-    """The network: the classic MLP over the encoded features."""
+Activation = Literal["relu", "gelu", "silu", "tanh", "elu", "selu"]
+Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class NumericEmbeddingConfig(StrictModel):
+    """How numeric columns enter the network (Gorishniy et al. 2022).
+
+    `none`: the normalised value itself; `piecewise_linear`: the value encoded over quantile
+    bins of the training split, then a learned linear map and ReLU per feature (PLE-Q-LR);
+    `periodic`: sin/cos of learned frequencies, then a learned linear map and ReLU (PLR).
+    """
+
+    type: Literal["none", "piecewise_linear", "periodic"] = "none"
+    dim: int = Field(16, ge=1, le=1024, description="Embedding size per numeric feature.")
+    bins: int = Field(32, ge=2, le=128, description="piecewise_linear: quantile bins.")
+    frequencies: int = Field(16, ge=1, le=256, description="periodic: frequencies per feature.")
+    frequency_scale: float = Field(
+        0.1, gt=0.0, description="periodic: standard deviation of the initial frequencies."
+    )
+
+
+class MlpConfig(StrictModel):
+    """The classic MLP over the encoded features (the default)."""
 
     type: Literal["mlp"] = "mlp"
     hidden_units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 64])
-    activation: Literal["relu", "gelu", "silu", "tanh", "elu", "selu"] = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    activation: Activation = "relu"
+    dropout: Dropout = 0.0
     batch_norm: bool = False
     l2: float = Field(0.0, ge=0.0)
+    numeric_embedding: NumericEmbeddingConfig = Field(default_factory=NumericEmbeddingConfig)
+
+
+class ResNetConfig(StrictModel):
+    """A residual MLP (Gorishniy et al. 2021): blocks of norm, dense, dropout, dense, add."""
+
+    type: Literal["resnet"]
+    width: int = Field(128, ge=1, description="Width of the residual stream.")
+    blocks: int = Field(2, ge=1, le=64)
+    hidden_factor: float = Field(2.0, gt=0.0, description="Hidden width / residual width.")
+    activation: Activation = "relu"
+    hidden_dropout: Dropout = 0.1
+    residual_dropout: Dropout = 0.0
+    numeric_embedding: NumericEmbeddingConfig = Field(default_factory=NumericEmbeddingConfig)
+
+
+class FTTransformerConfig(StrictModel):
+    """A small FT-Transformer (Gorishniy et al. 2021): one token per feature plus [CLS]."""
+
+    type: Literal["ft_transformer"]
+    token_dim: int = Field(64, ge=4, le=1024, description="Token size; a multiple of `heads`.")
+    blocks: int = Field(2, ge=1, le=16)
+    heads: int = Field(4, ge=1, le=64)
+    ffn_factor: float = Field(4 / 3, gt=0.0, description="ReGLU hidden size / token size.")
+    attention_dropout: Dropout = 0.2
+    ffn_dropout: Dropout = 0.1
+    residual_dropout: Dropout = 0.0
+    numeric_embedding: NumericEmbeddingConfig = Field(default_factory=NumericEmbeddingConfig)
+
+    @model_validator(mode="after")
+    def _heads_divide_token_dim(self) -> FTTransformerConfig:
+        if self.token_dim % self.heads:
+            raise ValueError(f"token_dim {self.token_dim} is not a multiple of heads {self.heads}")
+        return self
+
+
+MODEL_TYPES = ("mlp", "resnet", "ft_transformer")
+
+
+def _model_type(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return str(value.get("type", "mlp"))
+    return str(getattr(value, "type", "mlp"))
+
+
+ModelConfig = Annotated[
+    Annotated[MlpConfig, Tag("mlp")]
+    | Annotated[ResNetConfig, Tag("resnet")]
+    | Annotated[FTTransformerConfig, Tag("ft_transformer")],
+    Discriminator(_model_type),
+]
 
 
 class EarlyStoppingConfig(StrictModel):
@@ -209,25 +292,108 @@ class EarlyStoppingConfig(StrictModel):
     restore_best_weights: bool = True
 
 
+# `--device` and `training.device`: every GPU or else the CPU, the CPU, N logical CPU devices
+# (MirroredStrategy on one CPU, for tests), every GPU, or the GPUs of the given indices.
+DEVICE_PATTERN = r"^(auto|cpu|cpu:[1-9][0-9]*|gpu|gpu:[0-9]+(,[0-9]+)*)$"
+
+
 class TrainingConfig(StrictModel):
     """How the model is fitted."""
 
     epochs: int = Field(10, ge=1, le=100000)
-    batch_size: int = Field(256, ge=1)
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    batch_size: int = Field(
+        256, ge=1, description="Rows per step per replica; the global batch is this times replicas."
+    )
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adamw"
     learning_rate: float = Field(0.001, gt=0.0, le=10.0)
+    weight_decay: float = Field(
+        1e-4,
+        ge=0.0,
+        le=1.0,
+        description="Decoupled weight decay of the weights (not of biases or norm scales).",
+    )
+    learning_rate_schedule: Literal["none", "cosine", "reduce_on_plateau"] = Field(
+        "reduce_on_plateau",
+        description="cosine: decay to 0 over `epochs`; reduce_on_plateau: halve it after "
+        "half the early-stopping patience (at least 1 epoch) without improvement.",
+    )
     early_stopping: EarlyStoppingConfig | None = Field(default_factory=EarlyStoppingConfig)
     class_weight: Literal["none", "balanced"] = "none"
     steps_per_execution: int = Field(
         32, ge=1, description="Batches per compiled call: fewer Python round trips."
     )
     jit_compile: bool = Field(False, description="XLA-compile the training step.")
+    tensorboard: bool = Field(
+        False, description="TensorBoard logs under <run>/logs (pip install 'mlcli[tensorboard]')."
+    )
+    device: str = Field(
+        "auto",
+        pattern=DEVICE_PATTERN,
+        description="auto | cpu | cpu:N | gpu | gpu:0,1 (mlcli.devices); --device overrides it.",
+    )
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32", description="Mixed precision computes in 16 bits; the output stays float32."
+    )
+
+
+class TuneRange(StrictModel):
+    """A searched config value: `choices`, or a range from `low` to `high`.
+
+    Integer bounds (`{low: 1, high: 4}`) give integers; write `0.0` for a float range.
+    """
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = Field(False, description="Sample on a log scale (both bounds above 0).")
+    step: float | None = Field(None, gt=0.0)
+    choices: list[Any] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> TuneRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either `choices` or `low` and `high`, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give `choices`, or both `low` and `high`")
+        if self.low > self.high:
+            raise ValueError(f"`low` {self.low} is above `high` {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a `log` range needs `low` above 0, found {self.low}")
+        return self
+
+
+class TuneConfig(StrictModel):
+    """`mlcli tune`: the values searched (dotted config keys) and the metric to optimise."""
+
+    metric: str = Field(
+        "validation.loss", description="`<split>.<metric>` of metrics.json, e.g. validation.auc."
+    )
+    direction: Literal["auto", "minimize", "maximize"] = Field(
+        "auto", description="auto: maximise accuracy and auc, minimise the others."
+    )
+    parameters: dict[str, TuneRange] = Field(min_length=1)
 
 
 class OutputConfig(StrictModel):
     """Where runs are written. Relative to the current directory."""
 
     dir: str = "runs"
+
+
+class MlflowConfig(StrictModel):
+    """An MLflow tracking server or store that receives each run (`mlcli[mlflow]`)."""
+
+    uri: str | None = Field(
+        None, description="sqlite:///mlflow.db, http://host:5000, ... (or $MLFLOW_TRACKING_URI)."
+    )
+    experiment: str | None = Field(None, description="Experiment name; default: the config's name.")
+
+
+class TrackingConfig(StrictModel):
+    """Experiment trackers that receive parameters, metrics, artifacts and the model."""
+
+    mlflow: MlflowConfig | None = None
 
 
 class Config(StrictModel):
@@ -238,9 +404,11 @@ class Config(StrictModel):
     data: DataConfig
     target: TargetConfig
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=MlpConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    tune: TuneConfig | None = Field(None, description="Search ranges for `mlcli tune`.")
+    tracking: TrackingConfig | None = Field(None, description="MLflow tracking of each run.")
 
     @field_validator("features")
     @classmethod
@@ -432,7 +600,10 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
         )
         if len(loc) >= 3 and loc[0] == "features" and loc[2] in typing.get_args(FeatureType):
             loc = loc[:2] + loc[3:]  # the tag pydantic adds inside a feature spec
-        problems.append((_format_loc(loc), loc, problem))
+        displayed = loc
+        if len(loc) >= 2 and loc[0] == "model" and loc[1] in MODEL_TYPES:
+            displayed = loc[:1] + loc[2:]  # the model family's tag (kept in loc for valid keys)
+        problems.append((_format_loc(displayed), loc, problem))
     keys = [key for key, _, _ in problems]
     lines: list[str] = []
     reported: set[str] = set()
@@ -459,6 +630,12 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
             options = re.findall(r"'([^']*)'", problem.get("ctx", {}).get("expected", ""))
             hint = difflib.get_close_matches(str(found), options, n=1, cutoff=0.6)
             message = f"{where}: expected one of {', '.join(options)}, found {found!r}"
+            message += f" (did you mean {hint[0]!r}?)" if hint else ""
+        elif problem["type"] == "union_tag_invalid":
+            tag = str(problem.get("ctx", {}).get("tag"))
+            hint = difflib.get_close_matches(tag, MODEL_TYPES, n=1, cutoff=0.6)
+            message = f"config key `{key}.type`: expected one of {', '.join(MODEL_TYPES)}, "
+            message += f"found {tag!r}"
             message += f" (did you mean {hint[0]!r}?)" if hint else ""
         elif problem["type"] == "value_error":
             message = f"{where}: {problem['msg'].removeprefix('Value error, ')}"
@@ -513,15 +690,19 @@ def load_config(
     Returns the config and the folder that relative data paths are taken from.
     """
     config_path = Path(path)
-    document = read_yaml(config_path)
+    document = load_document(config_path, overrides=overrides)
+    return parse_config(document, source=str(config_path)), config_path.resolve().parent
+
+
+def load_document(path: Path, *, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """A config file as a raw mapping, `${VAR}` filled and overrides applied, not validated."""
+    document = read_yaml(path)
     if document is not None and not isinstance(document, Mapping):
         raise ConfigError(
-            f"{config_path}: the config must be a YAML mapping of keys, "
-            f"found {type(document).__name__}"
+            f"{path}: the config must be a YAML mapping of keys, found {type(document).__name__}"
         )
     document = _fill_env(dict(document or {}), "")
-    document = apply_overrides(document, overrides)
-    return parse_config(document, source=str(config_path)), config_path.resolve().parent
+    return apply_overrides(document, overrides)
 
 
 def config_to_yaml(config: Config) -> str:

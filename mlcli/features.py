@@ -37,6 +37,9 @@ INT_MISSING = -(2**62)
 # A string column whose values average this many words or more is free text.
 _TEXT_MIN_MEAN_TOKENS = 4.0
 _ONE_HOT_MAX = 32
+# Numeric columns keep this many quantile points (probabilities 0, 1/128, ..., 1): the quantile
+# transform interpolates between them and piecewise-linear embeddings take bin edges from them.
+QUANTILE_POINTS = 129
 
 
 @dataclass
@@ -54,6 +57,7 @@ class ColumnSchema:
     encoding: str = "one_hot"  # one_hot | embedding (categorical, binary)
     embedding_dim: int = 0
     sequence_length: int = 0
+    quantiles: list[float] = field(default_factory=list)  # numeric, after `log`, if any
 
 
 @dataclass
@@ -65,6 +69,7 @@ class TargetSchema:
     classes: list[Any] = field(default_factory=list)
     mean: float = 0.0
     std: float = 1.0
+    scale: float = 1.0  # regression: raw target values are multiplied by this
 
     @property
     def positive_class(self) -> Any:
@@ -218,7 +223,12 @@ def _numeric_column(name: str, column: pa.ChunkedArray, spec: NumericSpec) -> Co
     variance = pc.variance(values, ddof=0).as_py()
     if mean is None:
         raise DataError(f"column {name!r} has no values in the training split")
+    probabilities = np.linspace(0.0, 1.0, QUANTILE_POINTS).tolist()
+    quantiles = [float(q) for q in pc.quantile(values, q=probabilities).to_pylist()]
+    if spec.transform == "quantile":
+        mean, variance = 0.0, 1.0  # the transform's scores are standard normal already
     return ColumnSchema(
+        quantiles=quantiles,
         name=name,
         type="numeric",
         dtype="float32",
@@ -368,10 +378,11 @@ def build_target(column: pa.ChunkedArray, config: Config) -> TargetSchema:
         raise DataError(f"target column {name!r} is empty: every value is missing")
     task = config.target.task or infer_task(values)
     if task == "regression":
-        numbers = numeric_values(values, name)
+        scale = config.target.scale
+        numbers = pc.multiply(numeric_values(values, name), scale)
         mean = pc.mean(numbers).as_py()
         std = math.sqrt(pc.variance(numbers, ddof=0).as_py() or 1.0)
-        return TargetSchema(column=name, task=task, mean=float(mean), std=std or 1.0)
+        return TargetSchema(column=name, task=task, mean=float(mean), std=std or 1.0, scale=scale)
     classes = sorted(pc.unique(values).to_pylist(), key=lambda v: (str(type(v)), v))
     if len(classes) < 2:
         raise DataError(
@@ -402,7 +413,7 @@ def encode_labels(column: pa.ChunkedArray, target: TargetSchema, *, source: str)
         values = numeric_values(column, target.column)
         if values.null_count:
             raise DataError(f"{source}: target {target.column!r} has missing values")
-        return values.to_numpy().astype(np.float32)
+        return (values.to_numpy() * target.scale).astype(np.float32)
     classes = pa.array(target.classes)
     try:
         cast = pc.cast(column, classes.type)

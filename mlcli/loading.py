@@ -50,6 +50,8 @@ def load_model(path: Path) -> Any:
         raise RunError(f"{path}: only .keras models are loaded; .h5 and pickles are refused")
     import keras
 
+    import mlcli.layers  # noqa: F401  (registers mlcli's layers for deserialization)
+
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except (OSError, ValueError, TypeError, KeyError) as error:

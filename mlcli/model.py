@@ -1,4 +1,4 @@
-"""The network: a core MLP over encoded features, and the saved model around it.
+"""The network: a core model over encoded features, and the saved model around it.
 
 `build_core` takes the preprocessor's encoded outputs; `compose` puts the preprocessor in
 front so that the saved model takes raw column values and returns the head's output:
@@ -15,9 +15,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mlcli.architectures import build_body
 from mlcli.config import ModelConfig, TrainingConfig
 from mlcli.features import FeatureSchema
-from mlcli.preprocessing import CATEGORICAL_PREFIX, NUMERIC, TEXT_PREFIX, raw_inputs, to_tensors
+from mlcli.preprocessing import NUMERIC, raw_inputs, to_tensors
 
 
 def core_inputs(encoded_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, keras.KerasTensor]:
@@ -29,60 +30,29 @@ def core_inputs(encoded_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, kera
     return inputs
 
 
-def _encoded_features(
-    schema: FeatureSchema, inputs: Mapping[str, keras.KerasTensor]
-) -> list[keras.KerasTensor]:
-    parts: list[keras.KerasTensor] = []
-    if NUMERIC in inputs:
-        parts.append(inputs[NUMERIC])
-    for column in schema.columns:
-        if column.type == "text":
-            tokens = inputs[TEXT_PREFIX + column.name]
-            # no mask: an empty text (all padding) must still average to a finite vector
-            embedded = keras.layers.Embedding(len(column.vocabulary) + 2, column.embedding_dim)(
-                tokens
-            )
-            parts.append(keras.layers.GlobalAveragePooling1D()(embedded))
-        elif column.type in ("categorical", "binary"):
-            index = inputs[CATEGORICAL_PREFIX + column.name]
-            size = len(column.vocabulary) + 1  # slot 0 is out-of-vocabulary
-            if column.encoding == "embedding":
-                embedded = keras.layers.Embedding(size, column.embedding_dim)(index)
-                parts.append(keras.layers.Flatten()(embedded))
-            else:
-                parts.append(keras.layers.CategoryEncoding(size, output_mode="one_hot")(index))
-    return parts
-
-
 def build_core(
     schema: FeatureSchema,
     config: ModelConfig,
     *,
     encoded_shapes: Mapping[str, tuple[int, ...]],
 ) -> keras.Model:
-    """The MLP from encoded features to the task's head."""
+    """The configured network (`model.type`) from encoded features to the task's head."""
     inputs = core_inputs(encoded_shapes)
-    parts = _encoded_features(schema, inputs)
-    x = parts[0] if len(parts) == 1 else keras.layers.Concatenate()(parts)
-    regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
-    for units in config.hidden_units:
-        x = keras.layers.Dense(units, kernel_regularizer=regularizer)(x)
-        if config.batch_norm:
-            x = keras.layers.BatchNormalization()(x)
-        x = keras.layers.Activation(config.activation)(x)
-        if config.dropout > 0:
-            x = keras.layers.Dropout(config.dropout)(x)
+    x = build_body(schema, config, inputs)
     target = schema.target
+    # the head computes in float32 under mixed precision (training.precision) too
     if target.task == "binary":
-        output = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
+        output = keras.layers.Dense(1, activation="sigmoid", name="probability", dtype="float32")(x)
     elif target.task == "multiclass":
         output = keras.layers.Dense(
-            len(target.classes), activation="softmax", name="probabilities"
+            len(target.classes), activation="softmax", name="probabilities", dtype="float32"
         )(x)
     else:
         # the head learns a standardised target; Rescaling puts it back in the user's units
-        standard = keras.layers.Dense(1, name="standardized")(x)
-        output = keras.layers.Rescaling(target.std, offset=target.mean, name="prediction")(standard)
+        standard = keras.layers.Dense(1, name="standardized", dtype="float32")(x)
+        output = keras.layers.Rescaling(
+            target.std, offset=target.mean, name="prediction", dtype="float32"
+        )(standard)
     return keras.Model(inputs=inputs, outputs=output, name="core")
 
 
@@ -103,22 +73,36 @@ def loss_and_metrics(task: str) -> tuple[keras.losses.Loss, list[keras.metrics.M
     ]
 
 
-def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
-    """The configured optimizer at the configured learning rate."""
+def make_optimizer(
+    config: TrainingConfig, *, steps_per_epoch: int = 1
+) -> keras.optimizers.Optimizer:
+    """The configured optimizer, learning rate (or cosine schedule) and weight decay."""
     optimizers: dict[str, Any] = {
         "adam": keras.optimizers.Adam,
         "adamw": keras.optimizers.AdamW,
         "sgd": keras.optimizers.SGD,
         "rmsprop": keras.optimizers.RMSprop,
     }
-    return optimizers[config.optimizer](learning_rate=config.learning_rate)
+    learning_rate: Any = config.learning_rate
+    if config.learning_rate_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch)
+        )
+    optimizer = optimizers[config.optimizer](
+        learning_rate=learning_rate, weight_decay=config.weight_decay
+    )
+    # decay the weights only: not biases, norm scales and offsets, nor the [CLS] token
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "token"])
+    return optimizer
 
 
-def compile_core(core: keras.Model, task: str, config: TrainingConfig) -> None:
+def compile_core(
+    core: keras.Model, task: str, config: TrainingConfig, *, steps_per_epoch: int = 1
+) -> None:
     """Compiles the core with the task's loss and metrics."""
     loss, metrics = loss_and_metrics(task)
     core.compile(
-        optimizer=make_optimizer(config),
+        optimizer=make_optimizer(config, steps_per_epoch=steps_per_epoch),
         loss=loss,
         metrics=metrics,
         steps_per_execution=config.steps_per_execution,
@@ -144,3 +128,19 @@ def predict_raw(
     dataset = tf.data.Dataset.from_tensor_slices(to_tensors(arrays, schema)).batch(batch_size)
     parts = [keras.ops.convert_to_numpy(model(batch, training=False)) for batch in dataset]
     return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+
+
+def schedule_callbacks(config: TrainingConfig) -> list[keras.callbacks.Callback]:
+    """`reduce_on_plateau`: halve the learning rate when the monitored metric stalls."""
+    if config.learning_rate_schedule != "reduce_on_plateau":
+        return []
+    stopping = config.early_stopping
+    return [
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=stopping.monitor if stopping else "val_loss",
+            factor=0.5,
+            patience=max(1, (stopping.patience if stopping else 4) // 2),
+            min_delta=stopping.min_delta if stopping else 0.0,
+            min_lr=config.learning_rate / 64,
+        )
+    ]

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from mlcli.features import ColumnSchema, FeatureSchema
+from mlcli.layers import QuantileTransform
 
 NUMERIC = "numeric"
 CATEGORICAL_PREFIX = "categorical__"
@@ -34,6 +35,8 @@ def _numeric(column: ColumnSchema, value: keras.KerasTensor) -> list[keras.Keras
     missing = keras.ops.isnan(value)
     if column.transform == "log":
         value = keras.ops.log1p(keras.ops.maximum(value, -1.0 + 1e-7))
+    elif column.transform == "quantile":
+        value = QuantileTransform(column.quantiles, name=f"quantile_{_safe(column.name)}")(value)
     filled = keras.ops.where(missing, keras.ops.full_like(value, column.mean), value)
     normalised = keras.layers.Normalization(
         mean=column.mean, variance=column.variance, name=f"normalize_{_safe(column.name)}"

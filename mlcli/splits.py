@@ -84,33 +84,45 @@ def stratified_split(
     return np.flatnonzero(keep), chosen
 
 
+# A test fraction is always the same rows of a table, whatever `seed` the model is trained with.
+TEST_SPLIT_SEED = 0
+
+
+def split_off(
+    table: pa.Table, config: Config, *, fraction: float, seed: int
+) -> tuple[pa.Table, pa.Table]:
+    """(the rest, a seeded `fraction` of the rows), stratified by class for classification."""
+    labels = table.column(config.target.column)
+    key = pc.cast(labels, pa.string()) if config.target.task != "regression" else labels
+    classification = config.target.task != "regression" and (
+        config.target.task is not None or not pa.types.is_floating(labels.type)
+    )
+    rest, part = stratified_split(
+        np.asarray(key.to_numpy(zero_copy_only=False)),
+        fraction=fraction,
+        seed=seed,
+        stratify=classification,
+    )
+    return table.take(rest), table.take(part)
+
+
 def load_splits(config: Config, *, base_dir: Path) -> Splits:
-    """Reads and checks the config's tables and splits off validation rows."""
+    """Reads and checks the config's tables and splits off test and validation rows."""
     data = config.data
     sources = {"train": resolve_source(data.train, data=data, base_dir=base_dir)}
     train, dropped = _read_checked(sources["train"], config, role="training")
     dropped_unlabelled = {"train": dropped}
+    test = None
+    if isinstance(data.test, float):
+        train, test = split_off(train, config, fraction=data.test, seed=TEST_SPLIT_SEED)
     if isinstance(data.validation, float):
-        labels = train.column(config.target.column)
-        key = pc.cast(labels, pa.string()) if config.target.task != "regression" else labels
-        classification = config.target.task != "regression" and (
-            config.target.task is not None or not pa.types.is_floating(labels.type)
-        )
-        train_rows, validation_rows = stratified_split(
-            np.asarray(key.to_numpy(zero_copy_only=False)),
-            fraction=data.validation,
-            seed=config.seed,
-            stratify=classification,
-        )
-        validation = train.take(validation_rows)
-        train = train.take(train_rows)
+        train, validation = split_off(train, config, fraction=data.validation, seed=config.seed)
     else:
         sources["validation"] = resolve_source(data.validation, data=data, base_dir=base_dir)
         validation, dropped_unlabelled["validation"] = _read_checked(
             sources["validation"], config, role="validation"
         )
-    test = None
-    if data.test is not None:
+    if data.test is not None and not isinstance(data.test, float):
         sources["test"] = resolve_source(data.test, data=data, base_dir=base_dir)
         test, dropped_unlabelled["test"] = _read_checked(sources["test"], config, role="test")
     return Splits(train, validation, test, sources, dropped_unlabelled)

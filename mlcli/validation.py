@@ -55,7 +55,7 @@ def validate(
     sources = {"train": resolve_source(data.train, data=data, base_dir=base_dir)}
     if not isinstance(data.validation, float):
         sources["validation"] = resolve_source(data.validation, data=data, base_dir=base_dir)
-    if data.test is not None:
+    if data.test is not None and not isinstance(data.test, float):
         sources["test"] = resolve_source(data.test, data=data, base_dir=base_dir)
     sample = read_sample(sources["train"])
     require_columns(
