@@ -1,0 +1,132 @@
+"""Keras callbacks that make a run resumable and observable.
+
+`RunCheckpoint` is Keras's `BackupAndRestore` (model, optimizer and epoch counter, double
+buffered so that a kill during a save leaves the previous checkpoint) that also keeps the
+early-stopping state and best weights, and never saves an epoch whose loss is not finite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from mlcli.reporting import Reporter
+
+CALLBACK_STATE = "callback_state.json"
+BEST_WEIGHTS = "best_weights.npz"
+KERAS_METADATA = "training_metadata.json"
+
+
+def completed_epochs(checkpoint_dir: Path) -> int:
+    """The number of epochs a checkpoint folder holds (0 when there is none)."""
+    for name in (KERAS_METADATA, f"{KERAS_METADATA}.bkp"):
+        path = checkpoint_dir / name
+        if path.is_file():
+            try:
+                return int(json.loads(path.read_text())["epoch"])
+            except (ValueError, KeyError):
+                continue
+    return 0
+
+
+# The counters of Keras callbacks that decide what happens next, saved with each checkpoint.
+_STATE_ATTRIBUTES: dict[type, tuple[str, ...]] = {
+    keras.callbacks.EarlyStopping: ("wait", "best", "best_epoch"),
+    keras.callbacks.ReduceLROnPlateau: ("wait", "best", "cooldown_counter"),
+}
+
+
+def _jsonable(value: Any) -> Any:
+    return None if value is None else float(value) if not isinstance(value, int) else value
+
+
+class RunCheckpoint(keras.callbacks.BackupAndRestore):
+    """Backs up the training state at each epoch's end and restores it when a run resumes.
+
+    Besides Keras's own backup (weights, optimizer, epoch), it keeps the counters of
+    early stopping and learning-rate reduction and early stopping's best weights.
+    """
+
+    def __init__(self, checkpoint_dir: Path, *, stateful: list[keras.callbacks.Callback]) -> None:
+        super().__init__(str(checkpoint_dir), delete_checkpoint=False, double_checkpoint=True)
+        self.checkpoint_dir = checkpoint_dir
+        self.stateful = [c for c in stateful if type(c) in _STATE_ATTRIBUTES]
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        state_file = self.checkpoint_dir / CALLBACK_STATE
+        if not state_file.is_file():
+            return
+        states = json.loads(state_file.read_text())
+        for index, callback in enumerate(self.stateful):
+            for name, value in states.get(str(index), {}).items():
+                setattr(callback, name, value)
+            weights_file = self.checkpoint_dir / BEST_WEIGHTS
+            if isinstance(callback, keras.callbacks.EarlyStopping) and weights_file.is_file():
+                with np.load(weights_file, allow_pickle=False) as stored:
+                    callback.best_weights = [stored[f"w{i}"] for i in range(len(stored.files))]
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            return  # keep the last good checkpoint
+        super().on_epoch_end(epoch, logs)
+        states = {}
+        for index, callback in enumerate(self.stateful):
+            names = _STATE_ATTRIBUTES[type(callback)]
+            states[str(index)] = {name: _jsonable(getattr(callback, name)) for name in names}
+            if isinstance(callback, keras.callbacks.EarlyStopping):
+                self._save_best_weights(callback, epoch)
+        temporary = self.checkpoint_dir / f".{CALLBACK_STATE}.tmp"
+        temporary.write_text(json.dumps(states))
+        os.replace(temporary, self.checkpoint_dir / CALLBACK_STATE)
+
+    def _save_best_weights(self, stopping: keras.callbacks.EarlyStopping, epoch: int) -> None:
+        target = self.checkpoint_dir / BEST_WEIGHTS
+        improved = stopping.best_epoch == epoch or not target.exists()
+        if not (stopping.restore_best_weights and stopping.best_weights is not None and improved):
+            return
+        temporary = self.checkpoint_dir / f".{BEST_WEIGHTS}.tmp.npz"
+        arrays = {f"w{i}": w for i, w in enumerate(stopping.best_weights)}
+        np.savez(temporary, **arrays)  # type: ignore[arg-type]
+        os.replace(temporary, target)
+
+
+class ReporterCallback(keras.callbacks.Callback):
+    """Forwards Keras's training events to a `Reporter`."""
+
+    def __init__(self, reporter: Reporter, *, epochs: int, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.reporter = reporter
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self._epoch_started = 0.0
+        self._last_step = 0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.reporter.start_progress("training", self.epochs * self.steps_per_epoch)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_started = time.monotonic()
+        self._last_step = 0
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        step = batch + 1
+        shown = {k: float(v) for k, v in (logs or {}).items() if k == "loss"}
+        self.reporter.advance(step - self._last_step, **shown)
+        self._last_step = step
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.reporter.advance(self.steps_per_epoch - self._last_step)
+        values = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
+        self.reporter.epoch(epoch + 1, self.epochs, time.monotonic() - self._epoch_started, values)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.reporter.stop_progress()
