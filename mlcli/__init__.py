@@ -16,7 +16,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 # Modules are named training, evaluation, ... so that `mlcli.train` stays the function.
-_API = {"train": "mlcli.training"}
+_API = {
+    "train": "mlcli.training",
+    "evaluate": "mlcli.evaluation",
+    "predict": "mlcli.prediction",
+    "export": "mlcli.exporting",
+    "tune": "mlcli.tuning",
+}
 
 
 def __getattr__(name: str) -> Any:
