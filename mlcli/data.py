@@ -171,6 +171,26 @@ def _clean_strings(table: pa.Table, csv: CsvOptions) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
+def _check_csv(table: pa.Table, csv: CsvOptions, source: str, *, first: bool) -> None:
+    """Catches bytes that are not UTF-8 and a header line read as data."""
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            raise DataError(
+                f"{source}: column {name!r} holds bytes that are not UTF-8 text; "
+                "re-encode the file as UTF-8"
+            )
+    if first and not csv.header and csv.columns and table.num_rows:
+        row = [
+            str(v).strip() if v is not None else ""
+            for v in table.slice(0, 1).to_pylist()[0].values()
+        ]
+        if row == [c.strip() for c in csv.columns]:
+            raise DataError(
+                f"{source}: the first line repeats the column names but data.csv.header is "
+                "false; set header: true"
+            )
+
+
 def _arrow_error(source: str, error: Exception) -> DataError:
     text = str(error).strip().splitlines()[0]
     if "invalid UTF8" in text or "UTF8" in text:
@@ -191,6 +211,7 @@ def _read_csv_file(path: Path, csv: CsvOptions, column_types: Mapping[str, pa.Da
         raise DataError(f"{path}: cannot read the file: {error}") from error
     if table.num_columns == 0:
         raise DataError(f"{path}: the file is empty, expected a table with a header or rows")
+    _check_csv(table, csv, str(path), first=True)
     return _clean_strings(table, csv)
 
 
@@ -280,9 +301,12 @@ def _iter_csv(
         reader = pa_csv.open_csv(
             stream, read_options=read, parse_options=parse, convert_options=convert
         )
+        first = True
         for batch in reader:
-            table = _clean_strings(pa.Table.from_batches([batch]), csv)
-            yield from table.to_batches()
+            table = pa.Table.from_batches([batch])
+            _check_csv(table, csv, name, first=first)
+            first = False
+            yield from _clean_strings(table, csv).to_batches()
     except StopIteration:
         return
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:

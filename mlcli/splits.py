@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from mlcli.config import Config
 from mlcli.data import TableSource, read_table, require_columns, resolve_source
 from mlcli.errors import DataError
-from mlcli.features import label_values
+from mlcli.features import label_values, numeric_values
 
 
 @dataclass
@@ -42,7 +42,20 @@ def _read_checked(source: TableSource, config: Config, *, role: str) -> tuple[pa
         raise DataError(f"{source.describe()}: the {role} table has no rows")
     needed = configured_columns(config) if role == "training" else [config.target.column]
     require_columns(table.column_names, needed, source=source.describe())
+    _check_numbers(table, config, source=source.describe())
     return _with_labels(table, config, source=source.describe())
+
+
+def _check_numbers(table: pa.Table, config: Config, *, source: str) -> None:
+    """Text in a declared numeric column, or an infinity anywhere, named by file row."""
+    declared = {n for n, spec in config.features.declared().items() if spec.type == "numeric"}
+    for name in table.column_names:
+        column = table.column(name)
+        if name in declared or pa.types.is_floating(column.type):
+            try:
+                numeric_values(column, name)
+            except DataError as error:
+                raise DataError(f"{source}: {error}") from error
 
 
 def _with_labels(table: pa.Table, config: Config, *, source: str) -> tuple[pa.Table, int]:
