@@ -120,9 +120,9 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path: Path, sig
 def test_same_seed_gives_identical_metrics_and_predictions(write_config, tmp_path: Path):
     import keras
 
+    from mlcli.features import model_inputs
     from mlcli.loading import open_run
     from mlcli.model import predict_raw
-    from mlcli.features import model_inputs
     from tests.conftest import make_table as table
 
     config = write_config(training={"epochs": 3, "batch_size": 32, "steps_per_execution": 2})
@@ -136,7 +136,9 @@ def test_same_seed_gives_identical_metrics_and_predictions(write_config, tmp_pat
     outputs = []
     for run in runs:
         loaded = open_run(run)
-        outputs.append(predict_raw(loaded.model, model_inputs(rows, loaded.schema, source="t"), loaded.schema))
+        outputs.append(
+            predict_raw(loaded.model, model_inputs(rows, loaded.schema, source="t"), loaded.schema)
+        )
     assert keras.ops.all(outputs[0] == outputs[1])
 
 

@@ -60,8 +60,9 @@ def test_concurrent_runs_with_one_name_never_share_a_directory(write_config, tmp
 
 yaml_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 config_keys = st.sampled_from(
@@ -70,7 +71,9 @@ config_keys = st.sampled_from(
 documents = st.dictionaries(config_keys, yaml_values, max_size=6) | yaml_values
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(document=documents)
 def test_random_yaml_never_crashes_validate(tmp_path_factory, document):
     folder = tmp_path_factory.mktemp("fuzz")
@@ -83,7 +86,9 @@ def test_random_yaml_never_crashes_validate(tmp_path_factory, document):
 
 csv_bytes = st.binary(max_size=400) | st.lists(
     st.lists(
-        st.sampled_from(["1", "2.5", "", "?", "inf", "nan", "a", "b", '"q"', "x y z", "-3", "\xe9"]),
+        st.sampled_from(
+            ["1", "2.5", "", "?", "inf", "nan", "a", "b", '"q"', "x y z", "-3", "\xe9"]
+        ),
         min_size=1,
         max_size=4,
     ),
@@ -107,7 +112,9 @@ def _fuzz_config(folder: Path) -> Path:
     return path
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=csv_bytes)
 def test_random_csv_never_crashes_validate(tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("fuzzcsv")
@@ -116,7 +123,9 @@ def test_random_csv_never_crashes_validate(tmp_path_factory, data):
     assert result.exit_code in (0, 2, 3), result.output
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=csv_bytes)
 def test_random_csv_never_crashes_train(tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("fuzztrain")

@@ -1,0 +1,138 @@
+"""Reading tables: every quirk of the shared datasets through the config alone, compression,
+Parquet, globs and directories."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+
+from mlcli.config import parse_config
+from mlcli.data import read_table, resolve_source
+from mlcli.splits import load_splits
+from tests.conftest import REPO, make_table
+
+ADULT_COLUMNS = [
+    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
+    "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week",
+    "native-country", "income",
+]  # fmt: skip
+
+
+def _config(data: dict, target: str = "label", replace: dict | None = None):
+    target_section = {"column": target, "replace": replace or {}}
+    return parse_config({"name": "t", "data": data, "target": target_section}, source="test")
+
+
+def test_adult_quirks_are_read_through_the_config(shared_datasets: Path):
+    config = _config(
+        {
+            "train": str(shared_datasets / "adult" / "adult.data"),
+            "test": {
+                "path": str(shared_datasets / "adult" / "adult.test"),
+                "csv": {"skip_rows": 1},
+            },
+            "csv": {
+                "header": False,
+                "columns": ADULT_COLUMNS,
+                "trim_whitespace": True,
+                "na_values": ["?"],
+            },
+        },
+        target="income",
+        replace={">50K.": ">50K", "<=50K.": "<=50K"},
+    )
+    splits = load_splits(config, base_dir=Path("/"))
+    assert splits.train.num_rows + splits.validation.num_rows == 32561
+    assert splits.test is not None and splits.test.num_rows == 16281
+    labels = set(splits.test.column("income").to_pylist())
+    assert labels == {">50K", "<=50K"}, "the trailing periods must be mapped away"
+    assert splits.train.column("age").type == pa.int64()
+    workclass = splits.train.column("workclass")
+    assert workclass.null_count > 0, "'?' must read as missing"
+    assert all(not v.startswith(" ") for v in workclass.drop_null().to_pylist()[:100])
+
+
+def test_bank_marketing_semicolons_and_quotes(shared_datasets: Path):
+    config = _config(
+        {
+            "train": str(shared_datasets / "bank_marketing" / "bank-full.csv"),
+            "csv": {"delimiter": ";"},
+        },
+        target="y",
+    )
+    table = read_table(resolve_source(config.data.train, data=config.data, base_dir=Path("/")))
+    assert table.num_rows == 45211 and table.num_columns == 17
+    assert set(table.column("y").to_pylist()) == {"yes", "no"}
+
+
+def test_sms_spam_tabs_without_quoting(shared_datasets: Path):
+    config = _config(
+        {
+            "train": str(shared_datasets / "sms_spam" / "SMSSpamCollection"),
+            "csv": {
+                "delimiter": "\t",
+                "header": False,
+                "columns": ["label", "message"],
+                "quoting": False,
+                "na_values": [],
+            },
+        }
+    )
+    table = read_table(resolve_source(config.data.train, data=config.data, base_dir=Path("/")))
+    assert table.num_rows == 5574
+    assert set(table.column("label").to_pylist()) == {"ham", "spam"}
+    assert any(m.startswith('"') for m in table.column("message").to_pylist())
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".csv.zst", ".parquet", ".tsv"])
+def test_formats_and_compression(tmp_path: Path, suffix: str):
+    table = make_table(50)
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(table, path)
+    elif suffix == ".tsv":
+        pa_csv.write_csv(table, path, write_options=pa_csv.WriteOptions(delimiter="\t"))
+    elif suffix == ".csv.gz":
+        plain = tmp_path / "plain.csv"
+        pa_csv.write_csv(table, plain)
+        path.write_bytes(gzip.compress(plain.read_bytes()))
+    elif suffix == ".csv.zst":
+        with pa.CompressedOutputStream(str(path), "zstd") as stream:
+            pa_csv.write_csv(table, stream)
+    else:
+        pa_csv.write_csv(table, path)
+    config = _config({"train": path.name})
+    read = read_table(resolve_source(config.data.train, data=config.data, base_dir=tmp_path))
+    assert read.num_rows == 50
+    assert read.column("label").to_pylist() == table.column("label").to_pylist()
+
+
+def test_globs_lists_and_directories(tmp_path: Path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    table = make_table(90)
+    for index in range(3):
+        pq.write_table(table.slice(index * 30, 30), folder / f"part-{index}.parquet")
+    for spec in [
+        "parts/*.parquet",
+        "parts",
+        ["parts/part-0.parquet", "parts/part-1.parquet", "parts/part-2.parquet"],
+    ]:
+        config = _config({"train": spec})
+        read = read_table(resolve_source(config.data.train, data=config.data, base_dir=tmp_path))
+        assert read.column("id").to_pylist() == list(range(90))
+
+
+def test_shipped_examples_carry_their_data():
+    for config_path in sorted((REPO / "examples").glob("*/config.yaml")):
+        from mlcli.config import load_config
+
+        config, base = load_config(config_path)
+        source = resolve_source(config.data.train, data=config.data, base_dir=base)
+        assert all(path.is_file() for path in source.paths), config_path
+        assert all(REPO in path.parents for path in source.paths), "examples must not use ../shared"
