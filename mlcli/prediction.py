@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,7 @@ PREDICTION = "prediction"
 _SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl"}
 _SUFFIX_FORMATS[".ndjson"] = "jsonl"
 _COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
+T = TypeVar("T")
 
 
 @dataclass
@@ -133,6 +134,25 @@ def _check_options(
         raise ConfigError(f"--keep {clash[0]}: predict writes a column of that name itself")
 
 
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """Yields from `items`, producing the next item in a thread while the caller works.
+
+    Reading and parsing the next batch (pyarrow, which releases the GIL) overlaps the model's
+    work on the current one (TensorFlow, likewise); errors surface in the caller.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    done: Any = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcli-read") as pool:
+        future = pool.submit(next, items, done)
+        while True:
+            item = future.result()
+            if item is done:
+                return
+            future = pool.submit(next, items, done)
+            yield item
+
+
 def _partial_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.{secrets.token_hex(4)}.partial")
 
@@ -189,9 +209,13 @@ def predict(
     started, rows = time.monotonic(), 0
     writer = open_writer(chosen, temporary or stream, compression=compression)
     reporter.start_progress("predicting", None)
+    batches = (
+        (table, predictor.prepare(table, source=source.describe()))
+        for table in _batches(source, loaded.schema, keep, batch_size)
+    )
     try:
-        for table in _batches(source, loaded.schema, keep, batch_size):
-            outputs = predictor.outputs(table, source=source.describe())
+        for table, prepared in prefetched(batches):
+            outputs = predictor.run(prepared)
             writer.write(_output_table(table, outputs, loaded.schema, keep, threshold))
             rows += table.num_rows
             elapsed = max(time.monotonic() - started, 1e-9)
@@ -211,8 +235,12 @@ def predict(
         if temporary is not None:
             temporary.unlink(missing_ok=True)
     seconds = time.monotonic() - started
+    rate = rows / max(seconds, 1e-9)
     reporter.event(
-        "predicted", f"{rows} rows in {seconds:.1f}s ({rows / max(seconds, 1e-9):.0f} rows/s)"
+        "predicted",
+        f"{rows} rows in {seconds:.1f}s ({rate:.0f} rows/s)",
+        rows=rows,
+        seconds=seconds,
     )
     return PredictionSummary(rows=rows, seconds=seconds, output=str(final or "-"))
 

@@ -1,0 +1,173 @@
+"""Batch prediction at scale: `mlcli predict` against the naive pandas recipe, same run, same data.
+
+Generates Adult-like CSVs (rows drawn with replacement from examples/adult/adult.data, written
+exactly as UCI publishes them: no header, ", " separators, "?" for missing values), then times
+each contender in its own subprocess and reads that child's peak RSS from `os.wait4`:
+
+- mlcli:  `python -m mlcli predict RUN --data big.csv --output out.csv`
+- naive:  `pandas.read_csv` -> `model.predict` (a dict of tf tensors) -> `DataFrame.to_csv`
+
+Usage (the run is the Adult example's; generated files go under --workdir, never the repo):
+
+    python -m mlcli train examples/adult/config.yaml --quiet
+    python benchmarks/predict_bench.py --run runs/adult-income/latest --rows 1000000 4000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+ADULT = REPO / "examples" / "adult" / "adult.data"
+# The naive recipe's model.predict batch: the same as mlcli's default, so that the model's own
+# work is the same and the comparison measures reading, converting and writing.
+NAIVE_BATCH = 65536
+
+
+def generate(rows: int, path: Path, *, seed: int = 0) -> Path:
+    """An Adult-like CSV of `rows` lines drawn with replacement from adult.data."""
+    if path.exists():
+        return path
+    lines = [line for line in ADULT.read_text().splitlines() if line.strip()]
+    rng = np.random.default_rng(seed)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w") as handle:
+        for start in range(0, rows, 200_000):
+            picks = rng.integers(0, len(lines), min(200_000, rows - start))
+            handle.write("\n".join(lines[i] for i in picks) + "\n")
+    partial.rename(path)
+    return path
+
+
+def measure(command: list[str]) -> dict[str, float]:
+    """Wall and CPU seconds, peak RSS (MiB) and the seconds from first read to last write."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.monotonic() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{stderr}")
+    work = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return {
+        "seconds": seconds,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux reports KiB
+        "work_seconds": next(r["seconds"] for r in work if r.get("event") == "predicted"),
+    }
+
+
+def naive(run: Path, data: Path, output: Path) -> None:
+    """The recipe people write first: the whole table in pandas, one predict, one to_csv."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import pandas as pd
+    import tensorflow as tf
+
+    from mlcli.loading import load_model
+
+    schema = json.loads((run / "schema.json").read_text())
+    columns = _adult_columns(run)
+    model = load_model(run / "model.keras")
+    started = time.monotonic()
+    frame = pd.read_csv(data, header=None, names=columns, skipinitialspace=True, na_values=["?"])
+    inputs = {}
+    for column in schema["columns"]:
+        values = frame[column["name"]]
+        if column["dtype"] == "string":
+            array = values.fillna("").astype(str).to_numpy().reshape(-1, 1)
+        else:
+            array = values.to_numpy(dtype=column["dtype"]).reshape(-1, 1)
+        inputs[column["name"]] = tf.constant(array, dtype=column["dtype"])
+    probability = model.predict(inputs, batch_size=NAIVE_BATCH, verbose=0).reshape(-1)
+    classes = np.asarray(schema["target"]["classes"], dtype=object)
+    pd.DataFrame(
+        {"prediction": classes[(probability > 0.5).astype(int)], "probability": probability}
+    ).to_csv(output, index=False)
+    seconds = time.monotonic() - started
+    print(json.dumps({"event": "predicted", "seconds": seconds}), file=sys.stderr)
+
+
+def _adult_columns(run: Path) -> list[str]:
+    import yaml
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    return list(config["data"]["csv"]["columns"])
+
+
+def _agreement(mlcli_output: Path, naive_output: Path, rows: int = 100_000) -> float:
+    import pandas as pd
+
+    ours = pd.read_csv(mlcli_output, nrows=rows).iloc[:, -1].to_numpy()
+    theirs = pd.read_csv(naive_output, nrows=rows)["probability"].to_numpy()
+    return float(np.max(np.abs(ours - theirs)))
+
+
+def main() -> None:
+    """Runs both contenders on each size and prints a Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=REPO / "runs" / "adult-income" / "latest")
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/mlcli-predict-bench"))
+    parser.add_argument("--naive-child", nargs=3, metavar=("RUN", "DATA", "OUTPUT"))
+    args = parser.parse_args()
+    if args.naive_child:
+        naive(*(Path(p) for p in args.naive_child))
+        return
+    run = args.run.resolve()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    print("| rows | contender | read→write s | rows/s | total wall s | CPU s | peak RSS MiB |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    results: dict[tuple[int, str], dict[str, float]] = {}
+    differences: dict[int, float] = {}
+    for rows in args.rows:
+        data = generate(rows, args.workdir / f"adult-{rows}.csv")
+        outputs = {name: args.workdir / f"out-{name}-{rows}.csv" for name in ("mlcli", "naive")}
+        mlcli = ["-m", "mlcli", "predict", str(run), "--data", str(data), "--force"]
+        mlcli += ["--log-format", "json"]
+        commands = {
+            "mlcli": [sys.executable, *mlcli, "--output", str(outputs["mlcli"])],
+            "naive": [
+                sys.executable,
+                __file__,
+                "--naive-child",
+                str(run),
+                str(data),
+                str(outputs["naive"]),
+            ],
+        }
+        for name, command in commands.items():
+            result = measure(command)
+            results[rows, name] = result
+            print(
+                f"| {rows:,} | {name} | {result['work_seconds']:.1f} | "
+                f"{rows / result['work_seconds']:,.0f} | {result['seconds']:.1f} | "
+                f"{result['cpu_seconds']:.1f} | {result['peak_rss_mib']:,.0f} |",
+                flush=True,
+            )
+        differences[rows] = _agreement(outputs["mlcli"], outputs["naive"])
+    print()
+    for rows in args.rows:
+        naive_s, mlcli_s = results[rows, "naive"], results[rows, "mlcli"]
+        speedup = naive_s["work_seconds"] / mlcli_s["work_seconds"]
+        overall = naive_s["seconds"] / mlcli_s["seconds"]
+        print(
+            f"{rows:,} rows: mlcli {speedup:.2f}x the naive rows/s read→write "
+            f"({overall:.2f}x counting start-up); max abs probability difference "
+            f"mlcli vs naive on the first 100k rows: {differences[rows]:.1e}"
+        )
+    if len(args.rows) > 1:
+        small, large = min(args.rows), max(args.rows)
+        ratio = results[large, "mlcli"]["peak_rss_mib"] / results[small, "mlcli"]["peak_rss_mib"]
+        print(f"mlcli peak RSS at {large:,} rows / at {small:,} rows: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""`mlcli predict` on the tiny trained runs: outputs equal the saved model's own, every output
+format, stdin to stdout, missing columns, unseen values, and an interrupted predict."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from mlcli.cli import app
+
+runner = CliRunner()
+
+
+def _predict(*args: str, input: bytes | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["predict", *args], input=input)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _own_outputs(run: Path, table: pa.Table) -> np.ndarray:
+    """The saved model's outputs through the training code's own path (`model.predict_raw`)."""
+    from mlcli.features import model_inputs
+    from mlcli.loading import open_run
+    from mlcli.model import predict_raw
+
+    loaded = open_run(run)
+    return predict_raw(
+        loaded.model, model_inputs(table, loaded.schema, source="test"), loaded.schema
+    )
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_outputs_equal_the_saved_models_own(trained_runs, tmp_path, task):
+    run, data = trained_runs[task], trained_runs["data"]
+    output = tmp_path / "out.csv"
+    code, stdout, stderr = _predict(
+        str(run), "--data", str(data), "-o", str(output), "--keep", "id"
+    )
+    assert code == 0, stderr
+    assert stdout.strip() == str(output)
+    assert "400 rows in" in stderr
+    table = pa_csv.read_csv(data)
+    written = pa_csv.read_csv(output)
+    assert written.num_rows == 400
+    assert written.column("id").to_pylist() == table.column("id").to_pylist()
+    own = _own_outputs(run, table)
+    classes = json.loads((run / "schema.json").read_text())["target"]["classes"]
+    if task == "regression":
+        assert written.column_names == ["id", "prediction"]
+        np.testing.assert_allclose(written.column("prediction").to_numpy(), own[:, 0], atol=1e-5)
+        return
+    probability = [n for n in written.column_names if n.startswith("probability_")]
+    assert len(probability) == (1 if task == "binary" else len(classes))
+    got = np.stack([written.column(n).to_numpy() for n in probability], axis=1)
+    np.testing.assert_allclose(got, own, atol=1e-6)
+    expected = (own[:, 0] > 0.5).astype(int) if task == "binary" else own.argmax(axis=1)
+    predicted = [str(v) for v in written.column("prediction").to_pylist()]
+    assert predicted == [str(classes[i]) for i in expected]
+
+
+def test_parquet_and_json_lines_and_compressed_csv(trained_runs, tmp_path):
+    run, data = str(trained_runs["binary"]), str(trained_runs["data"])
+    results = {}
+    for name in ("out.parquet", "out.jsonl", "out.csv.gz"):
+        code, _, stderr = _predict(run, "--data", data, "-o", str(tmp_path / name), "-q")
+        assert code == 0, stderr
+    results["parquet"] = pq.read_table(tmp_path / "out.parquet")
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    results["jsonl"] = pa.Table.from_pylist([json.loads(line) for line in lines])
+    results["csv.gz"] = pa_csv.read_csv(tmp_path / "out.csv.gz")
+    for table in results.values():
+        assert table.num_rows == 400
+        assert (
+            table.column("prediction").to_pylist() == results["parquet"]["prediction"].to_pylist()
+        )
+    code, _, stderr = _predict(run, "--data", data, "-o", str(tmp_path / "out.parquet"))
+    assert code == 2 and "--force" in stderr
+    code, _, stderr = _predict(run, "--data", data, "-o", str(tmp_path / "out.xyz"))
+    assert code == 2 and "--format" in stderr
+
+
+def test_stdin_to_stdout_without_label_with_unseen_values(trained_runs):
+    table = pa_csv.read_csv(trained_runs["data"]).drop(["label", "tier", "value"]).slice(0, 50)
+    colors = ["purple"] * 10 + table.column("color").to_pylist()[10:]
+    table = table.set_column(table.column_names.index("color"), "color", pa.array(colors))
+    table = table.set_column(
+        table.column_names.index("income"), "income", pa.nulls(50, pa.float64())
+    )
+    sink = io.BytesIO()
+    pa_csv.write_csv(table, sink)
+    code, stdout, stderr = _predict(
+        str(trained_runs["binary"]), "--data", "-", "--output", "-", input=sink.getvalue()
+    )
+    assert code == 0, stderr
+    written = pa_csv.read_csv(io.BytesIO(stdout.encode()))
+    assert written.num_rows == 50  # stdout holds the CSV and nothing else
+    assert np.all(np.isfinite(written.column(written.column_names[1]).to_numpy()))
+
+
+def test_missing_columns_exit_3_and_write_nothing(trained_runs, tmp_path):
+    table = pa_csv.read_csv(trained_runs["data"]).drop(["color", "review"])
+    pa_csv.write_csv(table, tmp_path / "partial.csv")
+    output = tmp_path / "out.csv"
+    code, _, stderr = _predict(
+        str(trained_runs["binary"]), "--data", str(tmp_path / "partial.csv"), "-o", str(output)
+    )
+    assert code == 3
+    assert "'color'" in stderr and "'review'" in stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "partial.csv"]
+    code, _, stderr = _predict(str(tmp_path / "nowhere"), "--data", "x.csv", "-o", str(output))
+    assert code == 4
+
+
+def test_an_interrupted_predict_leaves_no_output(trained_runs, tmp_path, monkeypatch):
+    from mlcli.inference import Predictor
+
+    pq.write_table(pa_csv.read_csv(trained_runs["data"]), tmp_path / "data.parquet")
+    calls = []
+    original = Predictor.run
+
+    def interrupted(self, prepared):
+        calls.append(prepared.rows)
+        if len(calls) == 3:  # two batches are already written to the partial file
+            raise KeyboardInterrupt
+        return original(self, prepared)
+
+    monkeypatch.setattr(Predictor, "run", interrupted)
+    output = tmp_path / "out.parquet"
+    code, _, stderr = _predict(
+        str(trained_runs["binary"]),
+        "--data",
+        str(tmp_path / "data.parquet"),
+        "-o",
+        str(output),
+        "--batch-size",
+        "100",
+    )
+    assert code == 130 and "interrupted" in stderr
+    assert calls == [100, 100, 100]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.parquet"]
