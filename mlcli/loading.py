@@ -61,11 +61,15 @@ def load_model(path: Path) -> Any:
 def labels_from_outputs(
     outputs: np.ndarray, schema: FeatureSchema, *, threshold: float = 0.5
 ) -> list:
-    """The predicted labels in the user's own values (classification) or the values."""
+    """The predicted labels in the user's own values (classification) or the values.
+
+    A binary row is positive when its probability is above `threshold`, as Keras's
+    `BinaryAccuracy` (training's accuracy) and `mlcli predict` decide.
+    """
     target = schema.target
     if target.task == "regression":
         return outputs.reshape(-1).tolist()
     classes = np.asarray(target.classes, dtype=object)
     if target.task == "binary":
-        return classes[(outputs.reshape(-1) >= threshold).astype(int)].tolist()
+        return classes[(outputs.reshape(-1) > threshold).astype(int)].tolist()
     return classes[np.argmax(outputs, axis=1)].tolist()
