@@ -22,6 +22,7 @@ _API = {
     "predict": "mlcli.prediction",
     "export": "mlcli.exporting",
     "tune": "mlcli.tuning",
+    "init": "mlcli.initializing",
 }
 
 

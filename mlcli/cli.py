@@ -428,7 +428,8 @@ def init(
     log_format: LogFormatOption = "text",
 ) -> None:
     """Write a commented starting config for DATA from a sample of its rows; trains nothing."""
-    from mlcli.initializing import init_config, report_dict, summary_table
+    from mlcli.initializing import init as init_config
+    from mlcli.initializing import report_dict, summary_table
 
     names = [name.strip() for name in columns.split(",")] if columns else None
     report = run_guarded(

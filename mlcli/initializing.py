@@ -6,7 +6,7 @@ is written with a comment beside every guess. The text is validated with the con
 before it is written, so that `mlcli train` accepts it unchanged.
 
 ```python
-report = init_config("data.csv", target="label", output="config.yaml")
+report = mlcli.init("data.csv", target="label", output="config.yaml")
 ```
 """
 
@@ -123,7 +123,7 @@ def _data_path(data: Path, config_dir: Path) -> str:
         return str(absolute)
 
 
-def init_config(
+def init(
     data: str | Path,
     *,
     target: str,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,9 @@ def log_model(client: MlflowClient, run_id: str, path: Path) -> None:
     `runs:/<run id>/model` loads it, without touching MLflow's process-wide active run.
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr plain
-    with tempfile.TemporaryDirectory(prefix="mlcli-mlflow-") as folder:
+    with tempfile.TemporaryDirectory(prefix="mlcli-mlflow-") as folder, warnings.catch_warnings():
+        # an input example would make MLflow run the model while saving it
+        warnings.filterwarnings("ignore", message="An input example was not provided")
         saved = Path(folder) / MODEL_NAME
         mlflow.pyfunc.save_model(
             path=str(saved),

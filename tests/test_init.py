@@ -218,3 +218,13 @@ def test_init_on_shared_datasets_validates(shared_datasets, tmp_path, relative, 
     config, base = load_config(output)
     assert config.target.task == task
     validate(config, base_dir=base)
+
+
+def test_python_api(tiny_csv, tmp_path):
+    import mlcli
+
+    report = mlcli.init(tiny_csv, target="tier", task="multiclass", output=tmp_path / "c.yaml")
+    assert report.target.task == "multiclass"
+    assert {p.name: p.kind for p in report.columns}["grade"] == "categorical"
+    config, _ = load_config(tmp_path / "c.yaml")
+    assert config.target.task == "multiclass"
