@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
 import yaml
+from conftest import make_table
 from typer.testing import CliRunner
 
 from mlcli.cli import app
-from tests.conftest import make_table
 
 runner = CliRunner()
 

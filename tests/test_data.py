@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+from conftest import REPO, make_table
 
 from mlcli.config import parse_config
 from mlcli.data import read_table, resolve_source
 from mlcli.splits import load_splits
-from tests.conftest import REPO, make_table
 
 ADULT_COLUMNS = [
     "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",

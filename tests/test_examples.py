@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from typer.testing import CliRunner
 
 from mlcli.cli import app
-from tests.conftest import REPO
 
 runner = CliRunner()
 EXAMPLES = sorted((REPO / "examples").glob("*/config*.yaml"))

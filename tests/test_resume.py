@@ -13,8 +13,7 @@ from pathlib import Path
 import pyarrow.csv as pa_csv
 import pytest
 import yaml
-
-from tests.conftest import make_table
+from conftest import make_table
 
 MLCLI = [sys.executable, "-m", "mlcli"]
 
@@ -119,11 +118,11 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path: Path, sig
 
 def test_same_seed_gives_identical_metrics_and_predictions(write_config, tmp_path: Path):
     import keras
+    from conftest import make_table as table
 
     from mlcli.features import model_inputs
     from mlcli.loading import open_run
     from mlcli.model import predict_raw
-    from tests.conftest import make_table as table
 
     config = write_config(training={"epochs": 3, "batch_size": 32, "steps_per_execution": 2})
     first = _train(str(config), cwd=tmp_path)
