@@ -1,0 +1,151 @@
+"""Micro-batching: requests that arrive together share one model call.
+
+Each request's rows wait in a bounded asyncio queue. One gatherer takes the first waiting
+request, adds every request already queued (and, for at most `timeout_s`, requests still
+being parsed) up to `max_rows` rows, runs the model once on the concatenated columns in a
+worker thread, and hands each request its own slice of the outputs. While the model runs,
+new requests queue up, so batches grow with the load without any waiting at low load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Columns = Mapping[str, np.ndarray]
+ModelCall = Callable[[Columns], np.ndarray]
+
+
+class QueueFullError(Exception):
+    """The queue holds `max_queue` requests already; the caller should answer 503."""
+
+
+@dataclass
+class _Pending:
+    columns: Columns
+    rows: int
+    future: asyncio.Future[np.ndarray] = field(repr=False)
+
+
+class Batcher:
+    """Gathers concurrent requests into batches of at most `max_rows` rows per model call.
+
+    Example:
+
+    ```python
+    batcher = Batcher(model_call, max_rows=256, timeout_s=0.001)
+    await batcher.start()
+    outputs = await batcher.submit({"age": np.array([[39.0]], np.float32)}, rows=1)
+    await batcher.stop()
+    ```
+    """
+
+    def __init__(
+        self, call: ModelCall, *, max_rows: int, timeout_s: float, max_queue: int = 4096
+    ) -> None:
+        self.call = call
+        self.max_rows = max_rows
+        self.timeout_s = timeout_s
+        self.max_queue = max_queue
+        self.batches = 0
+        self.batched_rows = 0
+        self._arriving = 0
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._carry: _Pending | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def start(self) -> None:
+        """Starts the gatherer on the running event loop."""
+        self._queue = asyncio.Queue(maxsize=self.max_queue)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcli-model")
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stops the gatherer once the requests already queued are answered."""
+        if self._task is None or self._queue is None or self._executor is None:
+            return
+        while not self._queue.empty() or self._carry is not None:
+            await asyncio.sleep(0.01)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._executor.shutdown(wait=True)
+        self._task = None
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Marks a request as being read and parsed: a gathering batch may wait for it."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
+
+    async def submit(self, columns: Columns, *, rows: int) -> np.ndarray:
+        """The model's outputs for `rows` rows of `columns` (each shaped (rows, 1))."""
+        if self._queue is None:
+            raise RuntimeError("Batcher.submit() before start()")
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Pending(columns, rows, future))
+        except asyncio.QueueFull:
+            raise QueueFullError(f"{self.max_queue} requests are waiting already") from None
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather(loop)
+            columns = _concatenate([pending.columns for pending in batch])
+            try:
+                outputs = await loop.run_in_executor(self._executor, self.call, columns)
+            except Exception as error:
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
+                continue
+            self.batches += 1
+            start = 0
+            for pending in batch:
+                stop = start + pending.rows
+                if not pending.future.done():  # the client may have gone
+                    pending.future.set_result(outputs[start:stop])
+                start = stop
+            self.batched_rows += start
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[_Pending]:
+        assert self._queue is not None
+        first, self._carry = self._carry, None
+        if first is None:
+            first = await self._queue.get()
+        batch, rows = [first], first.rows
+        deadline = loop.time() + self.timeout_s
+        while rows < self.max_rows:
+            if self._queue.empty():
+                remaining = deadline - loop.time()
+                if self._arriving == 0 or remaining <= 0:
+                    break
+                try:
+                    pending = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                pending = self._queue.get_nowait()
+            if rows + pending.rows > self.max_rows:
+                self._carry = pending  # the next batch starts with it
+                break
+            batch.append(pending)
+            rows += pending.rows
+        return batch
+
+
+def _concatenate(parts: list[Columns]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return dict(parts[0])
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}

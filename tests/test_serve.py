@@ -1,0 +1,238 @@
+"""`mlcli serve` as a real server on a free loopback port: TF Serving's REST API in rows and
+columns gives `mlcli predict`'s numbers, every bad request gets its status and the server goes
+on, the access log has a line per request, and SIGTERM finishes the request in flight and
+exits 0. Multiclass and regression outputs are checked in-process through the same app."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pytest
+from typer.testing import CliRunner
+
+from mlcli.cli import app
+
+runner = CliRunner()
+MAX_BODY = 65536
+ROWS = 40
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    port: int
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(run: Path, folder: Path, *options: str) -> Server:
+    port = _free_port()
+    log = folder / "serve.log"
+    command = [sys.executable, "-m", "mlcli", "serve", str(run), "--port", str(port)]
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [*command, "--log-format", "json", *options], stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode}: {log.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return Server(process, url, port, log)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"the server did not answer within 180 s: {log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def server(trained_runs, tmp_path_factory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("serve")
+    started = _start(
+        trained_runs["binary"], folder, "--name", "tiny", "--max-body-bytes", str(MAX_BODY)
+    )
+    yield started
+    if started.process.poll() is None:
+        started.process.kill()
+        started.process.wait()
+
+
+@pytest.fixture(scope="module")
+def table(trained_runs) -> pa.Table:
+    """The first rows of the training data: missing ages included (rows 0 and 17)."""
+    return pa_csv.read_csv(trained_runs["data"]).slice(0, ROWS)
+
+
+def _predict_cli(run: Path, table: pa.Table, folder: Path) -> pa.Table:
+    data, output = folder / "rows.csv", folder / "predictions.csv"
+    pa_csv.write_csv(table, data)
+    result = runner.invoke(
+        app, ["predict", str(run), "--data", str(data), "--output", str(output), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    return pa_csv.read_csv(output)
+
+
+def _post(server: Server, body: Any, *, model: str = "tiny") -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{server.url}/v1/models/{model}:predict", content=content, timeout=30)
+
+
+def test_rows_and_columns_give_the_numbers_of_mlcli_predict(server, trained_runs, table, tmp_path):
+    expected = _predict_cli(trained_runs["binary"], table, tmp_path)
+    positive = next(c for c in expected.column_names if c.startswith("probability_"))
+    rows = _post(server, {"instances": table.to_pylist()})  # extra columns are ignored
+    columns = _post(server, {"inputs": table.to_pydict()})
+    assert rows.status_code == 200, rows.text
+    assert columns.status_code == 200, columns.text
+    predictions = rows.json()["predictions"]
+    outputs = columns.json()["outputs"]
+    assert [p["label"] for p in predictions] == expected.column("prediction").to_pylist()
+    assert outputs["label"] == expected.column("prediction").to_pylist()
+    for index, probability in enumerate(expected.column(positive).to_pylist()):
+        assert predictions[index]["probabilities"][1] == pytest.approx(probability, abs=1e-5)
+        assert outputs["probabilities"][index][1] == pytest.approx(probability, abs=1e-5)
+        assert math.fsum(predictions[index]["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_status_metadata_and_health(server, trained_runs):
+    status = httpx.get(f"{server.url}/v1/models/tiny").json()
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    metadata = httpx.get(f"{server.url}/v1/models/tiny/metadata").json()
+    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    schema = json.loads((trained_runs["binary"] / "schema.json").read_text())
+    dtypes = {"float32": "DT_FLOAT", "int64": "DT_INT64", "string": "DT_STRING"}
+    assert {k: v["dtype"] for k, v in signature["inputs"].items()} == {
+        c["name"]: dtypes[c["dtype"]] for c in schema["columns"]
+    }
+    assert set(signature["outputs"]) == {"label", "probabilities"}
+    assert metadata["metadata"]["mlcli"]["classes"] == schema["target"]["classes"]
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+
+
+def test_nan_and_null_are_both_a_missing_number(server, table):
+    row = table.slice(1, 1).to_pylist()[0]
+    as_null = _post(server, {"instances": [{**row, "age": None}]}).json()
+    as_nan = _post(server, b'{"instances": [%s]}' % json.dumps({**row, "age": math.nan}).encode())
+    assert as_nan.status_code == 200, as_nan.text
+    assert as_nan.json() == as_null
+    as_list = _post(server, {"instances": [{k: [v] for k, v in row.items()}]})
+    assert as_list.json() == _post(server, {"instances": [row]}).json()
+
+
+def _row(table: pa.Table, **changes: Any) -> dict[str, Any]:
+    return {**table.slice(2, 1).to_pylist()[0], **changes}
+
+
+def _bad_requests(table: pa.Table) -> list[tuple[str, bytes, int, str]]:
+    row = _row(table)
+    without_color = {k: v for k, v in row.items() if k != "color"}
+    columns = table.slice(0, 3).to_pydict()
+
+    def body(value: Any) -> bytes:
+        return json.dumps(value).encode()
+
+    return [
+        ("malformed JSON", b'{"instances": [', 400, "not valid JSON"),
+        ("not an object", b"[1, 2]", 400, "JSON object"),
+        ("both", body({"instances": [row], "inputs": columns}), 400, "found both"),
+        ("neither", body({"rows": [row]}), 400, "found neither"),
+        ("missing column", body({"instances": [row, without_color]}), 400, "'color'"),
+        ("missing input", body({"inputs": {"age": [1.0]}}), 400, "'color'"),
+        ("wrong type", body({"instances": [_row(table, age="old")]}), 400, "'age'"),
+        ("row not object", body({"instances": [row, [1, 2]]}), 400, "instances[1]"),
+        ("number for text", body({"instances": [_row(table, color=2.5)]}), 400, "'color'"),
+        ("NaN for text", b'{"instances": [%s]}' % body(_row(table, color=math.nan)), 400, "NaN"),
+        ("infinite", b'{"instances": [%s]}' % body(_row(table, age=math.inf)), 400, "'age'"),
+        ("empty rows", body({"instances": []}), 400, "empty"),
+        ("empty columns", body({"inputs": {k: [] for k in columns}}), 400, "empty"),
+        ("ragged", body({"inputs": {**columns, "age": [1.0]}}), 400, "length"),
+        ("signature", body({"signature_name": "x", "instances": [row]}), 400, "signature"),
+        ("too large", b" " * (MAX_BODY + 1), 413, "limit"),
+    ]
+
+
+def test_every_bad_request_gets_its_status_and_the_server_goes_on(server, table):
+    good = {"instances": [_row(table)]}
+    for case, body, status, needle in _bad_requests(table):
+        response = _post(server, body)
+        assert response.status_code == status, (case, response.text)
+        assert needle in response.json()["error"], (case, response.text)
+        assert _post(server, good).status_code == 200, case
+
+
+def test_unknown_model_path_and_streamed_oversize_body(server, table):
+    unknown = _post(server, {"instances": [_row(table)]}, model="other")
+    assert unknown.status_code == 404
+    assert "'other'" in unknown.json()["error"]
+    assert httpx.get(f"{server.url}/v2/nothing").status_code == 404
+    chunks = (b" " * 4096 for _ in range(MAX_BODY // 4096 + 2))  # no Content-Length
+    streamed = httpx.post(f"{server.url}/v1/models/tiny:predict", content=chunks, timeout=30)
+    assert streamed.status_code == 413
+    assert _post(server, {"instances": [_row(table)]}).status_code == 200
+
+
+def test_the_access_log_has_one_json_line_per_request(server, table):
+    before = len(server.log.read_text().splitlines())
+    _post(server, {"instances": [_row(table)]})
+    _post(server, b"{")
+    httpx.get(f"{server.url}/v1/models/none")
+    time.sleep(0.2)
+    lines = server.log.read_text().splitlines()[before:]
+    events = [json.loads(line) for line in lines]
+    assert [(e["event"], e["method"], e["status"]) for e in events] == [
+        ("request", "POST", 200),
+        ("request", "POST", 400),
+        ("request", "GET", 404),
+    ]
+    assert events[0]["path"] == "/v1/models/tiny:predict"
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    sock.settimeout(60)
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_sigterm_answers_the_request_in_flight_then_exits_0(server, table):
+    body = json.dumps({"instances": [_row(table)]}).encode()
+    head = (
+        "POST /v1/models/tiny:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head + body[:10])
+        time.sleep(0.5)  # the server is reading this request when the signal comes
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        with pytest.raises(ConnectionRefusedError):  # no new connections once stopping
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+        sock.sendall(body[10:])
+        response = _read_response(sock)
+    assert response.startswith(b"HTTP/1.1 200"), response[:200]
+    assert b'"predictions"' in response
+    assert server.process.wait(timeout=60) == 0
+    assert '"event": "stopped"' in server.log.read_text()
