@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -27,8 +27,11 @@ from mlcli.data import TableSource, iter_batches, require_columns
 from mlcli.errors import ConfigError
 from mlcli.features import FeatureSchema
 from mlcli.loading import LoadedRun, open_run
-from mlcli.prediction_writers import FORMATS, open_writer
+from mlcli.prediction_writers import FORMATS, BatchWriter, open_writer
 from mlcli.reporting import QuietReporter, Reporter
+
+if TYPE_CHECKING:
+    from mlcli.inference import Predictor
 
 DEFAULT_BATCH_SIZE = 65536
 PREDICTION = "prediction"
@@ -45,6 +48,7 @@ class PredictionSummary:
     rows: int
     seconds: float
     output: str
+    cpu_seconds: float = 0.0  # every thread of the process, from first read to last write
 
 
 def output_format(output: str | Path, requested: str | None) -> tuple[str, str | None]:
@@ -153,6 +157,36 @@ def prefetched(items: Iterator[T]) -> Iterator[T]:
             yield item
 
 
+def _stream(
+    predictor: Predictor,
+    source: TableSource,
+    writer: BatchWriter,
+    *,
+    keep: Sequence[str],
+    threshold: float,
+    reporter: Reporter,
+) -> int:
+    """Reads, predicts and writes every batch; returns the number of rows."""
+    from mlcli.inference import PreparedInputs
+
+    schema, started, rows = predictor.schema, time.monotonic(), 0
+    batches = (
+        (table, predictor.prepare(table, source=source.describe()))
+        for table in _batches(source, schema, keep, predictor.batch_rows)
+    )
+    for table, prepared in prefetched(batches):
+        outputs = predictor.run(prepared)
+        writer.write(_output_table(table, outputs, schema, keep, threshold))
+        rows += table.num_rows
+        elapsed = max(time.monotonic() - started, 1e-9)
+        reporter.advance(table.num_rows, rows_per_s=round(rows / elapsed))
+    if rows == 0:  # an empty input still gets a header (CSV) or a schema (Parquet)
+        empty = pa.table({name: pa.array([], pa.string()) for name in keep})
+        outputs = predictor.run(PreparedInputs(rows=0, arrays={}, strings={}))
+        writer.write(_output_table(empty, outputs, schema, keep, threshold))
+    return rows
+
+
 def _partial_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.{secrets.token_hex(4)}.partial")
 
@@ -206,26 +240,11 @@ def predict(
     )
     predictor = Predictor(loaded.model, loaded.schema, batch_rows=batch_size)
     temporary = _partial_path(final) if final is not None else None
-    started, rows = time.monotonic(), 0
+    started, cpu_started = time.monotonic(), time.process_time()
     writer = open_writer(chosen, temporary or stream, compression=compression)
     reporter.start_progress("predicting", None)
-    batches = (
-        (table, predictor.prepare(table, source=source.describe()))
-        for table in _batches(source, loaded.schema, keep, batch_size)
-    )
     try:
-        for table, prepared in prefetched(batches):
-            outputs = predictor.run(prepared)
-            writer.write(_output_table(table, outputs, loaded.schema, keep, threshold))
-            rows += table.num_rows
-            elapsed = max(time.monotonic() - started, 1e-9)
-            reporter.advance(table.num_rows, rows_per_s=round(rows / elapsed))
-        if rows == 0:
-            writer.write(
-                _output_table(
-                    _empty(loaded.schema, keep), _no_outputs(loaded), loaded.schema, keep, threshold
-                )
-            )
+        rows = _stream(predictor, source, writer, keep=keep, threshold=threshold, reporter=reporter)
         writer.close()
         if temporary is not None and final is not None:
             os.replace(temporary, final)
@@ -234,22 +253,13 @@ def predict(
         writer.abort()
         if temporary is not None:
             temporary.unlink(missing_ok=True)
-    seconds = time.monotonic() - started
+    seconds, cpu = time.monotonic() - started, time.process_time() - cpu_started
     rate = rows / max(seconds, 1e-9)
     reporter.event(
         "predicted",
         f"{rows} rows in {seconds:.1f}s ({rate:.0f} rows/s)",
         rows=rows,
         seconds=seconds,
+        cpu_seconds=cpu,
     )
-    return PredictionSummary(rows=rows, seconds=seconds, output=str(final or "-"))
-
-
-def _empty(schema: FeatureSchema, keep: Sequence[str]) -> pa.Table:
-    return pa.table({name: pa.array([], pa.string()) for name in keep})
-
-
-def _no_outputs(loaded: LoadedRun) -> np.ndarray:
-    target = loaded.schema.target
-    width = len(target.classes) if target.task == "multiclass" else 1
-    return np.zeros((0, width), np.float32)
+    return PredictionSummary(rows=rows, seconds=seconds, output=str(final or "-"), cpu_seconds=cpu)

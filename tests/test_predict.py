@@ -145,3 +145,23 @@ def test_an_interrupted_predict_leaves_no_output(trained_runs, tmp_path, monkeyp
     assert code == 130 and "interrupted" in stderr
     assert calls == [100, 100, 100]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.parquet"]
+
+
+def test_an_empty_table_gives_an_output_with_only_the_header(trained_runs):
+    header = pa_csv.read_csv(trained_runs["data"]).slice(0, 0)
+    sink = io.BytesIO()
+    pa_csv.write_csv(header, sink)
+    code, stdout, stderr = _predict(
+        str(trained_runs["multiclass"]),
+        "--data",
+        "-",
+        "-o",
+        "-",
+        "--keep",
+        "id",
+        input=sink.getvalue(),
+    )
+    assert code == 0, stderr
+    assert stdout.splitlines() == [
+        '"id","prediction","probability_0","probability_1","probability_2"'
+    ]
