@@ -95,7 +95,7 @@ class RunCheckpoint(keras.callbacks.BackupAndRestore):
             return
         temporary = self.checkpoint_dir / f".{BEST_WEIGHTS}.tmp.npz"
         arrays = {f"w{i}": w for i, w in enumerate(stopping.best_weights)}
-        np.savez(temporary, **arrays)  # type: ignore[arg-type]
+        np.savez(temporary, **arrays)
         os.replace(temporary, target)
 
 
