@@ -23,7 +23,13 @@ from mlcli.splits import Splits
 tf = import_tensorflow()
 import keras  # noqa: E402
 
-from mlcli.model import build_core, compile_core, compose, predict_raw  # noqa: E402
+from mlcli.model import (  # noqa: E402
+    build_core,
+    compile_core,
+    compose,
+    predict_raw,
+    schedule_callbacks,
+)
 from mlcli.preprocessing import build_preprocessor, encode  # noqa: E402
 
 
@@ -123,6 +129,7 @@ def _class_weight(schema: FeatureSchema, labels: np.ndarray, mode: str) -> dict[
 def _callbacks(config: Config, run: runs.Run, reporter: Reporter, steps: int) -> list[Any]:
     callbacks: list[Any] = [
         keras.callbacks.TerminateOnNaN(),
+        *schedule_callbacks(config.training),
         keras.callbacks.CSVLogger(str(run.file(runs.HISTORY)), append=True),
         keras.callbacks.BackupAndRestore(str(run.file(runs.CHECKPOINTS)), delete_checkpoint=False),
         ReporterCallback(reporter, epochs=config.training.epochs, steps_per_epoch=steps),
@@ -193,9 +200,9 @@ def fit_run(
 
     shapes = {name: array.shape[1:] for name, array in train.features.items()}
     core = build_core(schema, config.model, encoded_shapes=shapes)
-    compile_core(core, schema.target.task, config.training)
     batch_size = config.training.batch_size
     steps = math.ceil(train.rows / batch_size)
+    compile_core(core, schema.target.task, config.training, steps_per_epoch=steps)
     history = core.fit(
         _dataset(train, batch_size=batch_size, seed=config.seed),
         validation_data=_dataset(validation, batch_size=max(batch_size, 1024), seed=None),
