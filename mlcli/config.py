@@ -108,6 +108,14 @@ class DataConfig(StrictModel):
     )
     format: Literal["auto", "csv", "parquet"] = "auto"
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    streaming: bool | Literal["auto"] = Field(
+        "auto",
+        description="Stream the tables in record batches instead of loading them whole; "
+        "auto: when the training files exceed 1 GiB on disk (mlcli.streamed_splits).",
+    )
+    shuffle_buffer: int = Field(
+        131072, ge=1, description="Streaming: rows mixed together when shuffling across files."
+    )
 
 
 class TargetConfig(StrictModel):
@@ -323,6 +331,9 @@ class TrainingConfig(StrictModel):
         32, ge=1, description="Batches per compiled call: fewer Python round trips."
     )
     jit_compile: bool = Field(False, description="XLA-compile the training step.")
+    deterministic: bool = Field(
+        True, description="TensorFlow op determinism: the same seed gives the same run."
+    )
     tensorboard: bool = Field(
         False, description="TensorBoard logs under <run>/logs (pip install 'mlcli[tensorboard]')."
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -157,16 +158,30 @@ def _open(path: Path) -> pa.NativeFile:
     return pa.input_stream(str(path), compression="detect")
 
 
+def string_array(values: Sequence[str]) -> pa.Array:
+    """A string array built from its buffers.
+
+    `pa.array` on Python values imports pandas to check for pandas objects (0.3 s), which
+    commands without TensorFlow such as `mlcli validate` avoid.
+    """
+    encoded = [value.encode("utf-8") for value in values]
+    offsets = np.cumsum([0, *(len(value) for value in encoded)], dtype=np.int32)
+    return pa.StringArray.from_buffers(
+        len(encoded), pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(encoded))
+    )
+
+
 def _clean_strings(table: pa.Table, csv: CsvOptions) -> pa.Table:
     """Trims text fields and re-reads numbers that only looked like text because of spaces."""
     if not csv.trim_whitespace:
         return table
-    na = pa.array(csv.na_values, pa.string())
+    na = string_array(csv.na_values)
     columns = []
     for column in table.columns:
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             column = pc.utf8_trim_whitespace(column)
-            column = pc.if_else(pc.is_in(column, value_set=na), None, column)
+            missing = pa.nulls(1, column.type)[0]
+            column = pc.if_else(pc.is_in(column, value_set=na), missing, column)
         columns.append(column)
     return pa.table(columns, names=table.column_names)
 

@@ -195,7 +195,7 @@ def numeric_values(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
         raise DataError(
             f"column {name!r} holds an infinite value at row {row}; expected finite numbers"
         )
-    return pc.if_else(pc.is_nan(values), None, values)
+    return pc.if_else(pc.is_nan(values), pa.nulls(1, pa.float64())[0], values)  # no pandas
 
 
 def _first_non_number(column: pa.ChunkedArray) -> tuple[int, str]:
@@ -210,21 +210,48 @@ def _first_non_number(column: pa.ChunkedArray) -> tuple[int, str]:
 
 
 def _numeric_column(name: str, column: pa.ChunkedArray, spec: NumericSpec) -> ColumnSchema:
-    values = numeric_values(column, name)
-    if spec.transform == "log":
-        minimum = pc.min(values).as_py()
-        if minimum is not None and minimum <= -1:
-            raise DataError(
-                f"column {name!r}: transform `log` needs values above -1, found {minimum}; "
-                f"set features.{name}.transform to none"
-            )
-        values = pc.ln(pc.add(values, 1.0))
-    mean = pc.mean(values).as_py()
-    variance = pc.variance(values, ddof=0).as_py()
+    values = transformed_numbers(numeric_values(column, name), spec, name)
+    return numeric_schema(
+        name,
+        spec,
+        mean=pc.mean(values).as_py(),
+        variance=pc.variance(values, ddof=0).as_py(),
+        quantiles=quantile_points(values),
+        has_missing=values.null_count > 0,
+    )
+
+
+def transformed_numbers(values: pa.ChunkedArray, spec: NumericSpec, name: str) -> pa.ChunkedArray:
+    """The values after the column's `log` transform, if it has one (values above -1 only)."""
+    if spec.transform != "log":
+        return values
+    minimum = pc.min(values).as_py()
+    if minimum is not None and minimum <= -1:
+        raise DataError(
+            f"column {name!r}: transform `log` needs values above -1, found {minimum}; "
+            f"set features.{name}.transform to none"
+        )
+    return pc.ln(pc.add(values, 1.0))
+
+
+def quantile_points(values: pa.ChunkedArray | pa.Array) -> list[float]:
+    """The values at probabilities 0, 1/128, ..., 1 (`QUANTILE_POINTS` of them)."""
+    probabilities = np.linspace(0.0, 1.0, QUANTILE_POINTS).tolist()
+    return [float(q) for q in pc.quantile(values, q=probabilities).to_pylist()]
+
+
+def numeric_schema(
+    name: str,
+    spec: NumericSpec,
+    *,
+    mean: float | None,
+    variance: float | None,
+    quantiles: list[float],
+    has_missing: bool,
+) -> ColumnSchema:
+    """A numeric column's schema from its statistics (after the `log` transform, if any)."""
     if mean is None:
         raise DataError(f"column {name!r} has no values in the training split")
-    probabilities = np.linspace(0.0, 1.0, QUANTILE_POINTS).tolist()
-    quantiles = [float(q) for q in pc.quantile(values, q=probabilities).to_pylist()]
     if spec.transform == "quantile":
         mean, variance = 0.0, 1.0  # the transform's scores are standard normal already
     return ColumnSchema(
@@ -234,15 +261,15 @@ def _numeric_column(name: str, column: pa.ChunkedArray, spec: NumericSpec) -> Co
         dtype="float32",
         mean=float(mean),
         variance=float(variance) if variance and variance > 0 else 1.0,
-        has_missing=values.null_count > 0,
+        has_missing=has_missing,
         transform=spec.transform,
     )
 
 
-def _vocabulary(column: pa.ChunkedArray, *, max_tokens: int | None, min_frequency: int) -> list:
-    counts = pc.value_counts(column.drop_null())
-    values = counts.field("values").to_pylist()
-    frequencies = counts.field("counts").to_pylist()
+def ranked_vocabulary(
+    values: list[Any], frequencies: list[int], *, max_tokens: int | None, min_frequency: int
+) -> list[Any]:
+    """Values by falling frequency (ties by text), rare ones and "" left out, capped."""
     ranked = sorted(
         ((v, n) for v, n in zip(values, frequencies, strict=True) if n >= min_frequency),
         key=lambda item: (-item[1], str(item[0])),
@@ -254,18 +281,43 @@ def _vocabulary(column: pa.ChunkedArray, *, max_tokens: int | None, min_frequenc
 def _categorical_column(
     name: str, column: pa.ChunkedArray, spec: CategoricalSpec | BinarySpec
 ) -> ColumnSchema:
+    dtype, column = categorical_values(column)
+    counts = pc.value_counts(column.drop_null())
+    return categorical_schema(
+        name,
+        spec,
+        dtype=dtype,
+        values=counts.field("values").to_pylist(),
+        frequencies=counts.field("counts").to_pylist(),
+        has_missing=column.null_count > 0,
+    )
+
+
+def categorical_values(column: pa.ChunkedArray) -> tuple[str, pa.ChunkedArray]:
+    """The model's input dtype for a category column (int64 or string), and the column as it."""
     if pa.types.is_integer(column.type):
-        dtype = "int64"
-    else:
-        dtype = "string"
-        if not _is_text_type(column.type):
-            column = pc.cast(column, pa.string())
+        return "int64", column
+    if _is_text_type(column.type):
+        return "string", column
+    return "string", pc.cast(column, pa.string())
+
+
+def categorical_schema(
+    name: str,
+    spec: CategoricalSpec | BinarySpec,
+    *,
+    dtype: str,
+    values: list[Any],
+    frequencies: list[int],
+    has_missing: bool,
+) -> ColumnSchema:
+    """A categorical or binary column's schema from its value counts."""
     if isinstance(spec, BinarySpec):
-        vocabulary = _vocabulary(column, max_tokens=None, min_frequency=1)
+        vocabulary = ranked_vocabulary(values, frequencies, max_tokens=None, min_frequency=1)
         encoding, dim = "one_hot", 0
     else:
-        vocabulary = _vocabulary(
-            column, max_tokens=spec.max_tokens, min_frequency=spec.min_frequency
+        vocabulary = ranked_vocabulary(
+            values, frequencies, max_tokens=spec.max_tokens, min_frequency=spec.min_frequency
         )
         encoding = spec.encoding
         if encoding == "auto":
@@ -276,7 +328,7 @@ def _categorical_column(
         type=spec.type,
         dtype=dtype,
         vocabulary=vocabulary,
-        has_missing=column.null_count > 0,
+        has_missing=has_missing,
         encoding=encoding,
         embedding_dim=dim if encoding == "embedding" else 0,
     )
@@ -292,8 +344,24 @@ def text_tokens(column: pa.ChunkedArray) -> pa.ChunkedArray:
 def _text_column(name: str, column: pa.ChunkedArray, spec: TextSpec) -> ColumnSchema:
     if not _is_text_type(column.type):
         raise DataError(f"column {name!r} is declared text but has type {column.type}")
+    counts = pc.value_counts(text_tokens(column))
+    return text_schema(
+        name,
+        spec,
+        values=counts.field("values").to_pylist(),
+        frequencies=counts.field("counts").to_pylist(),
+        has_missing=column.null_count > 0,
+    )
+
+
+def text_schema(
+    name: str, spec: TextSpec, *, values: list[Any], frequencies: list[int], has_missing: bool
+) -> ColumnSchema:
+    """A text column's schema from the counts of its tokens."""
     # two slots are reserved: padding and out-of-vocabulary
-    vocabulary = _vocabulary(text_tokens(column), max_tokens=spec.max_tokens - 2, min_frequency=1)
+    vocabulary = ranked_vocabulary(
+        values, frequencies, max_tokens=spec.max_tokens - 2, min_frequency=1
+    )
     return ColumnSchema(
         name=name,
         type="text",
@@ -301,7 +369,7 @@ def _text_column(name: str, column: pa.ChunkedArray, spec: TextSpec) -> ColumnSc
         vocabulary=vocabulary,
         embedding_dim=spec.embedding_dim,
         sequence_length=spec.sequence_length,
-        has_missing=column.null_count > 0,
+        has_missing=has_missing,
     )
 
 

@@ -60,13 +60,20 @@ def _check_numbers(table: pa.Table, config: Config, *, source: str) -> None:
 
 def _with_labels(table: pa.Table, config: Config, *, source: str) -> tuple[pa.Table, int]:
     """The table with `target.replace` applied and unlabelled rows dropped, and their count."""
+    labelled, dropped = labelled_rows(table, config)
+    if dropped == table.num_rows:
+        name = config.target.column
+        raise DataError(f"{source}: target column {name!r} is empty: every value is missing")
+    return labelled, dropped
+
+
+def labelled_rows(table: pa.Table, config: Config) -> tuple[pa.Table, int]:
+    """The rows with a label (after `target.replace`), and how many were dropped."""
     name = config.target.column
     labels = label_values(table.column(name), config.target.replace)
     if pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type):
         labels = pc.if_else(pc.equal(labels, ""), None, labels)
     table = table.set_column(table.column_names.index(name), name, labels)
-    if labels.null_count == len(labels):
-        raise DataError(f"{source}: target column {name!r} is empty: every value is missing")
     if labels.null_count:
         return table.filter(pc.is_valid(labels)), labels.null_count
     return table, 0
