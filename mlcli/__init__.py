@@ -23,6 +23,7 @@ _API = {
     "export": "mlcli.exporting",
     "tune": "mlcli.tuning",
     "init": "mlcli.initializing",
+    "serve": "mlcli.serving",
 }
 
 

@@ -448,7 +448,12 @@ def init(
 
 @app.command()
 def serve(
-    model: Annotated[str, typer.Argument(help="A run directory, or a run name under ./runs.")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A run directory or run name, or a SavedModel folder from `mlcli export`."
+        ),
+    ],
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port (0: any free port).")] = 8501,
     name: Annotated[
@@ -473,7 +478,7 @@ def serve(
     verbose: Verbose = False,
     log_format: LogFormatOption = "text",
 ) -> None:
-    """Serve MODEL on TensorFlow Serving's REST API until SIGTERM; logs one line per request."""
+    """Serve MODEL on TensorFlow Serving's REST API until SIGTERM; one log line per request."""
 
     def action() -> None:
         from mlcli.serving import ServeOptions

@@ -6,8 +6,9 @@ Serving clients send a (batch, 1) input. `null` is a missing value in any column
 column also reads `NaN` as missing (as the model does), while infinities and `NaN` in other
 columns are refused. Columns the model does not take are ignored. Responses follow the
 request: rows get `{"predictions": [...]}`, columns `{"outputs": ...}`; a classifier gives
-`label` (the user's class values) and `probabilities` (one per class, in the metadata's
-`classes` order), a regression model the predicted value itself.
+`label` (the user's class value, as a string) and `probabilities` (one per class, in the
+metadata's `classes` order), a regression model the predicted value itself: what TF Serving
+answers for the signature of `mlcli export --format saved_model`.
 """
 
 from __future__ import annotations
@@ -232,7 +233,8 @@ def predict_response(outputs: np.ndarray, signature: Signature, *, columnar: boo
     if target.task == "regression":
         values = outputs.reshape(-1).tolist()
         return {"outputs": values} if columnar else {"predictions": values}
-    labels = labels_from_outputs(outputs, _schema_of(target))
+    # as strings, as the exported SavedModel's `label` output (and so TF Serving) gives them
+    labels = [str(label) for label in labels_from_outputs(outputs, _schema_of(target))]
     if target.task == "binary":
         outputs = np.concatenate([1.0 - outputs, outputs], axis=1)
     probabilities = outputs.tolist()
@@ -261,10 +263,6 @@ def _tensor(dtype: str, dims: Sequence[int], name: str) -> dict[str, Any]:
     }
 
 
-def _label_dtype(target: TargetSchema) -> str:
-    return "int64" if all(type(c) is int for c in target.classes) else "string"
-
-
 def model_metadata(name: str, version: str, signature: Signature) -> dict[str, Any]:
     """`GET /v1/models/<name>/metadata`: the signature in TF Serving's shape, plus classes."""
     inputs = {
@@ -275,7 +273,7 @@ def model_metadata(name: str, version: str, signature: Signature) -> dict[str, A
         outputs = {"prediction": _tensor("float32", [-1], "prediction:0")}
     else:
         outputs = {
-            "label": _tensor(_label_dtype(target), [-1], "label:0"),
+            "label": _tensor("string", [-1], "label:0"),
             "probabilities": _tensor("float32", [-1, len(target.classes)], "probabilities:0"),
         }
     signature_def = {

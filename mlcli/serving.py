@@ -202,11 +202,18 @@ def _serve_workers(
     from uvicorn.supervisors import Multiprocess
 
     from mlcli.loading import open_run
+    from mlcli.servables import export_description, saved_model_folder
 
-    loaded = open_run(model, with_model=False)  # a bad reference fails here, before any worker
-    name = options.name or loaded.config.name
+    # a bad reference fails here, before any worker starts
+    export = saved_model_folder(Path(model))
+    if export is not None:
+        info = export_description(export)[1]
+        source, name = export, options.name or str(info.get("model_name") or export.parent.name)
+    else:
+        loaded = open_run(model, with_model=False)
+        source, name = loaded.run.path, options.name or loaded.config.name
     settings = {
-        "model": str(loaded.run.path),
+        "model": str(source),
         "options": {**asdict(options), "name": name},
         "log_format": log_format,
         "quiet": quiet,
@@ -227,9 +234,7 @@ def _serve_workers(
     supervisor = Multiprocess(config, sockets=[sock])
     supervisor.run()
     if any(process.exitcode == _STARTUP_FAILURE for process in supervisor.processes):
-        raise RunError(
-            f"{loaded.run.path}: a worker could not load the model; run with --workers 1"
-        )
+        raise RunError(f"{source}: a worker could not load the model; run with --workers 1")
     reporter.event("stopped", f"model {name}: stopped")
 
 

@@ -108,8 +108,9 @@ def test_rows_and_columns_give_the_numbers_of_mlcli_predict(server, trained_runs
     assert columns.status_code == 200, columns.text
     predictions = rows.json()["predictions"]
     outputs = columns.json()["outputs"]
-    assert [p["label"] for p in predictions] == expected.column("prediction").to_pylist()
-    assert outputs["label"] == expected.column("prediction").to_pylist()
+    labels = [str(label) for label in expected.column("prediction").to_pylist()]
+    assert [p["label"] for p in predictions] == labels
+    assert outputs["label"] == labels
     for index, probability in enumerate(expected.column(positive).to_pylist()):
         assert predictions[index]["probabilities"][1] == pytest.approx(probability, abs=1e-5)
         assert outputs["probabilities"][index][1] == pytest.approx(probability, abs=1e-5)
@@ -187,6 +188,9 @@ def test_unknown_model_path_and_streamed_oversize_body(server, table):
     assert unknown.status_code == 404
     assert "'other'" in unknown.json()["error"]
     assert httpx.get(f"{server.url}/v2/nothing").status_code == 404
+    wrong_method = httpx.post(f"{server.url}/v1/models/tiny", content=b"{}")
+    assert wrong_method.status_code == 405
+    assert "error" in wrong_method.json()
     chunks = (b" " * 4096 for _ in range(MAX_BODY // 4096 + 2))  # no Content-Length
     streamed = httpx.post(f"{server.url}/v1/models/tiny:predict", content=chunks, timeout=30)
     assert streamed.status_code == 413
@@ -236,3 +240,15 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(server, table):
     assert b'"predictions"' in response
     assert server.process.wait(timeout=60) == 0
     assert '"event": "stopped"' in server.log.read_text()
+
+
+@pytest.mark.slow
+def test_several_workers_answer_alike_and_stop_with_exit_0(trained_runs, table, tmp_path):
+    server = _start(trained_runs["binary"], tmp_path, "--name", "tiny", "--workers", "2")
+    try:
+        answers = [_post(server, {"instances": [_row(table)]}).json() for _ in range(8)]
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+    assert all(answer == answers[0] for answer in answers)
+    assert "predictions" in answers[0]
+    assert server.process.wait(timeout=120) == 0

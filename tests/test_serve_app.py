@@ -76,7 +76,7 @@ def test_multiclass_rows_and_columns_match_predict(trained_runs, table, tmp_path
         ],
     )
     classes = metadata["metadata"]["mlcli"]["classes"]
-    labels = expected.column("prediction").to_pylist()
+    labels = [str(label) for label in expected.column("prediction").to_pylist()]
     assert [p["label"] for p in rows["predictions"]] == labels
     assert columns["outputs"]["label"] == labels
     for index, name in enumerate(classes):
@@ -133,3 +133,20 @@ def test_a_missing_serve_extra_says_what_to_install(monkeypatch):
     result = runner.invoke(app, ["serve", "any-run"])
     assert result.exit_code == 2
     assert "install mlcli[serve]" in result.output
+
+
+def test_a_saved_model_export_serves_the_runs_answers(trained_runs, table, tmp_path):
+    from mlcli.exporting import export
+
+    export(trained_runs["binary"], format="saved_model", output=tmp_path / "exports")
+    requests = [
+        ("POST", "/v1/models/m:predict", {"instances": table.to_pylist()}),
+        ("GET", "/v1/models/m/metadata", None),
+    ]
+    from_run = _ask(trained_runs["binary"], requests)
+    from_export = _ask(tmp_path / "exports", requests)  # the version folder is found
+    labels = [[p["label"] for p in answer[0]["predictions"]] for answer in (from_run, from_export)]
+    assert labels[0] == labels[1]
+    for ours, theirs in zip(from_run[0]["predictions"], from_export[0]["predictions"], strict=True):
+        assert ours["probabilities"] == pytest.approx(theirs["probabilities"], abs=1e-5)
+    assert from_export[1]["metadata"]["signature_def"] == from_run[1]["metadata"]["signature_def"]
