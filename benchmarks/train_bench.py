@@ -7,9 +7,10 @@ run (interleaved when repeated), so that the ratios compare like with like on a 
 
 - mlcli:       `python -m mlcli train CONFIG --quiet` (run directory, metrics and plots included)
 - textbook:    pandas.read_csv -> get_dummies -> normalise -> numpy -> model.fit -> save
+               (Keras's defaults otherwise: one batch per compiled call)
 - handwritten: pyarrow read -> Keras preprocessing layers (StringLookup, Normalization) in a
                tf.data map, encoded once -> model.fit on the dense arrays -> save the layers
-               composed with the model
+               composed with the model; 32 batches per compiled call, as mlcli
 
 Usage (the data is generated under --workdir, never in the repository):
 
@@ -39,13 +40,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 CSV, OUT = sys.argv[1], sys.argv[2]
 NUMERIC, CATEGORICAL = {FEATURES_NUMERIC!r}, {FEATURES_CATEGORICAL!r}
 
-def mlp(inputs, x):
+def mlp(inputs, x, steps_per_execution):
     import keras
     x = keras.layers.Dense(128, activation="relu")(x)
     x = keras.layers.Dense(64, activation="relu")(x)
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy",
-                  metrics=["accuracy"], steps_per_execution=32)
+                  metrics=["accuracy"], steps_per_execution=steps_per_execution)
     return model
 """
 
@@ -60,7 +61,7 @@ numbers = ((numbers - numbers.mean()) / numbers.std()).fillna(0.0)
 dummies = pd.get_dummies(frame[CATEGORICAL], dtype="float32")
 x = np.concatenate([numbers.to_numpy(np.float32), dummies.to_numpy(np.float32)], axis=1)
 inputs = keras.Input(shape=(x.shape[1],))
-model = mlp(inputs, inputs)
+model = mlp(inputs, inputs, 1)  # Keras's default: one batch per call
 model.fit(x, y, batch_size=256, epochs=2, validation_split=0.1, shuffle=True, verbose=0)
 model.save(OUT + "/textbook.keras")
 """
@@ -94,7 +95,7 @@ preprocess = keras.Model(inputs, keras.layers.Concatenate()(encoded))
 dataset = tf.data.Dataset.from_tensor_slices(columns).batch(65536)
 dense = np.concatenate([preprocess(batch).numpy() for batch in dataset.prefetch(2)])
 core_in = keras.Input(shape=(dense.shape[1],))
-core = mlp(core_in, core_in)
+core = mlp(core_in, core_in, 32)  # as mlcli's default
 core.fit(dense[:cut], y[:cut], batch_size=256, epochs=2, shuffle=True, verbose=0,
          validation_data=(dense[cut:], y[cut:]))
 keras.Model(inputs, core(preprocess(inputs))).save(OUT + "/handwritten.keras")

@@ -224,12 +224,12 @@ def _checked_count(table: StreamedTable, schema: FeatureSchema) -> tuple[int, in
             labelled, lost = labelled_rows(pa.Table.from_batches([batch]), table.config)
             dropped += lost
             rows += labelled.num_rows
+            require_columns(labelled.column_names, schema.input_names, source=str(path))
             try:
-                require_columns(labelled.column_names, schema.input_names, source=str(path))
                 for column in schema.columns:
                     if column.type == "numeric":
                         numeric_values(labelled.column(column.name), column.name)
-                encode_labels(labelled.column(schema.target.column), schema.target, source="")
             except DataError as error:
                 raise DataError(f"{path}: {error}") from error
+            encode_labels(labelled.column(schema.target.column), schema.target, source=str(path))
     return rows, dropped
