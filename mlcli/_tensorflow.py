@@ -30,18 +30,27 @@ def _stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-def import_tensorflow(*, verbose: bool = False) -> ModuleType:
-    """Imports TensorFlow, hiding its start-up noise unless `verbose`."""
+def quiet_runtime(*, verbose: bool) -> contextlib.AbstractContextManager[None]:
+    """Hides what TensorFlow's C++ runtime prints (devices found, collectives) unless `verbose`."""
+    return contextlib.nullcontext() if verbose else _stderr_silenced()
+
+
+def import_tensorflow(*, verbose: bool = False, start: bool = True) -> ModuleType:
+    """Imports TensorFlow, hiding its start-up noise unless `verbose`.
+
+    `start=False` leaves the runtime unstarted, so that devices and a distribution strategy
+    can still be chosen (`mlcli.devices.place`, which starts it).
+    """
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
-    context = contextlib.nullcontext() if verbose else _stderr_silenced()
-    with context:
+    with quiet_runtime(verbose=verbose):
         import tensorflow as tf
 
-        tf.constant(0)  # device set-up logs happen on first use
+        if start:
+            tf.constant(0)  # device set-up logs happen on first use
     if not verbose:
         warnings.filterwarnings("ignore", module="keras")
         warnings.filterwarnings("ignore", module="tensorflow")

@@ -7,22 +7,26 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlcli import runs
 from mlcli._tensorflow import import_tensorflow
 from mlcli.config import Config
-from mlcli.errors import ConfigError, RunError, TrainingDivergedError
-from mlcli.features import FeatureSchema, encode_labels, model_inputs
+from mlcli.errors import RunError, TrainingDivergedError
+from mlcli.features import FeatureSchema, model_inputs
 from mlcli.reporting import Reporter
 from mlcli.splits import Splits
+from mlcli.tracking import tensorboard_callbacks
 
-tf = import_tensorflow()
+tf = import_tensorflow(start=False)  # devices are chosen first: mlcli.devices.place starts it
 import keras  # noqa: E402
 
+from mlcli import distributed  # noqa: E402
+from mlcli.callbacks import ReporterCallback, RunCheckpoint, completed_epochs  # noqa: E402
+from mlcli.devices import place, precision  # noqa: E402
+from mlcli.encoded import EncodedSplit, encode_split  # noqa: E402
 from mlcli.model import (  # noqa: E402
     build_core,
     compile_core,
@@ -30,122 +34,109 @@ from mlcli.model import (  # noqa: E402
     predict_raw,
     schedule_callbacks,
 )
-from mlcli.preprocessing import build_preprocessor, encode  # noqa: E402
+from mlcli.preprocessing import build_preprocessor  # noqa: E402
 
-
-@dataclass
-class EncodedSplit:
-    """One split as the core network sees it: encoded features and label indices or values."""
-
-    features: dict[str, np.ndarray]
-    labels: np.ndarray
-
-    @property
-    def rows(self) -> int:
-        """Number of rows."""
-        return len(self.labels)
+if TYPE_CHECKING:
+    from mlcli.streamed_splits import StreamedSplits
+    from mlcli.streaming import StreamedSplit
 
 
 # The composed model must reproduce the core's outputs on the encoded data.
 COMPOSITION_TOLERANCE = 1e-5
 
 
-class ReporterCallback(keras.callbacks.Callback):
-    """Forwards Keras's training events to a `Reporter`."""
+def _dataset(split: EncodedSplit | StreamedSplit, *, batch_size: int) -> Any:
+    return split.dataset(batch_size=batch_size)
 
-    def __init__(self, reporter: Reporter, *, epochs: int, steps_per_epoch: int) -> None:
+
+def encoded_splits(
+    preprocessor: keras.Model, splits: Splits | StreamedSplits, schema: FeatureSchema
+) -> tuple[Any, Any, Any]:
+    """(train, validation, test): encoded once in memory, or while read for a streamed table."""
+    if not isinstance(splits, Splits):
+        from mlcli.streaming import streamed_splits
+
+        return streamed_splits(preprocessor, splits, schema)
+    train = encode_split(preprocessor, splits.train, schema, source="training split")
+    validation = encode_split(preprocessor, splits.validation, schema, source="validation split")
+    test = None
+    if splits.test is not None:
+        test = encode_split(preprocessor, splits.test, schema, source="test split")
+    return train, validation, test
+
+
+class EpochSeeding(keras.callbacks.Callback):
+    """The training data shuffled, and dropout's random streams seeded, by (seed, epoch).
+
+    Tying randomness to the epoch number, not to how far the process got, makes a resumed
+    run see exactly the batches and dropout masks that an uninterrupted run would have seen.
+    """
+
+    def __init__(self, split: EncodedSplit | StreamedSplit, *, batch_size: int, seed: int) -> None:
         super().__init__()
-        self.reporter = reporter
-        self.epochs = epochs
-        self.steps_per_epoch = steps_per_epoch
-        self._epoch_started = 0.0
-        self._last_step = 0
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.reporter.start_progress("training", self.epochs * self.steps_per_epoch)
+        self.seed = seed
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        steps = math.ceil(split.rows / batch_size)
+        one_epoch = split.epoch_batches(batch_size=batch_size, seed=seed)
+        self.dataset = (
+            tf.data.Dataset.from_tensors(0)
+            .flat_map(lambda _: one_epoch(self.epoch.read_value()))
+            .apply(tf.data.experimental.assert_cardinality(steps))
+            .prefetch(tf.data.AUTOTUNE)
+        )
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epoch_started = time.monotonic()
-        self._last_step = 0
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        step = batch + 1
-        shown = {k: float(v) for k, v in (logs or {}).items() if k == "loss"}
-        self.reporter.advance(step - self._last_step, **shown)
-        self._last_step = step
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.reporter.advance(self.steps_per_epoch - self._last_step)
-        values = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
-        self.reporter.epoch(epoch + 1, self.epochs, time.monotonic() - self._epoch_started, values)
-
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        self.reporter.stop_progress()
+        self.epoch.assign(epoch)
+        base = (self.seed * 7919 + epoch * 104729) % (2**31 - 1)
+        count = 0
+        for layer in self.model._flatten_layers():
+            # Keras keeps dropout's state in SeedGenerators that save_weights does not store
+            for generator in getattr(layer, "_seed_generators", []):
+                count += 1
+                state = np.array([base + count, 0])
+                generator.state.assign(state.astype(generator.state.dtype))
 
 
-def select_device(device: str | None) -> dict[str, Any]:
-    """Applies `--device` and describes what will be used."""
-    gpus = tf.config.list_physical_devices("GPU")
-    choice = device or "auto"
-    if choice == "cpu":
-        tf.config.set_visible_devices([], "GPU")
-        gpus = []
-    elif choice.startswith("gpu") and not gpus:
-        raise ConfigError(f"--device {choice}: no GPU is visible to TensorFlow (found none)")
-    return {
-        "requested": choice,
-        "type": "gpu" if gpus else "cpu",
-        "gpus": [gpu.name for gpu in gpus],
-        "strategy": "default",
-    }
-
-
-def encode_split(
-    preprocessor: keras.Model, table: Any, schema: FeatureSchema, *, source: str
-) -> EncodedSplit:
-    """A split through the preprocessing layers, once."""
-    arrays = model_inputs(table, schema, source=source)
-    labels = encode_labels(table.column(schema.target.column), schema.target, source=source)
-    return EncodedSplit(encode(preprocessor, arrays, schema), labels)
-
-
-def _dataset(split: EncodedSplit, *, batch_size: int, seed: int | None) -> Any:
-    dataset = tf.data.Dataset.from_tensor_slices((split.features, split.labels))
-    if seed is not None:
-        dataset = dataset.shuffle(split.rows, seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _class_weight(schema: FeatureSchema, labels: np.ndarray, mode: str) -> dict[int, float] | None:
+def _class_weight(schema: FeatureSchema, split: Any, mode: str) -> dict[int, float] | None:
     if mode != "balanced" or schema.target.task == "regression":
         return None
-    counts = np.bincount(labels, minlength=len(schema.target.classes))
+    counts = split.label_counts(len(schema.target.classes))
     return {
-        index: float(len(labels) / (len(counts) * count)) if count else 0.0
+        index: float(split.rows / (len(counts) * count)) if count else 0.0
         for index, count in enumerate(counts)
     }
 
 
 def _callbacks(config: Config, run: runs.Run, reporter: Reporter, steps: int) -> list[Any]:
-    callbacks: list[Any] = [
-        keras.callbacks.TerminateOnNaN(),
-        *schedule_callbacks(config.training),
-        keras.callbacks.CSVLogger(str(run.file(runs.HISTORY)), append=True),
-        keras.callbacks.BackupAndRestore(str(run.file(runs.CHECKPOINTS)), delete_checkpoint=False),
-        ReporterCallback(reporter, epochs=config.training.epochs, steps_per_epoch=steps),
-    ]
-    stopping = config.training.early_stopping
-    if stopping is not None:
-        callbacks.insert(
-            0,
-            keras.callbacks.EarlyStopping(
-                monitor=stopping.monitor,
-                patience=stopping.patience,
-                min_delta=stopping.min_delta,
-                restore_best_weights=stopping.restore_best_weights,
-            ),
+    settings = config.training.early_stopping
+    stopping = None
+    if settings is not None:
+        stopping = keras.callbacks.EarlyStopping(
+            monitor=settings.monitor,
+            patience=settings.patience,
+            min_delta=settings.min_delta,
+            restore_best_weights=settings.restore_best_weights,
         )
-    return callbacks
+    early = [stopping] if stopping is not None else []
+    schedules = schedule_callbacks(config.training)
+    # Order matters: stateful callbacks update before the checkpoint saves them.
+    return [
+        keras.callbacks.TerminateOnNaN(),
+        *early,
+        *schedules,
+        RunCheckpoint(run.file(runs.CHECKPOINTS), stateful=[*early, *schedules]),
+        keras.callbacks.CSVLogger(str(run.file(runs.HISTORY)), append=True),
+        ReporterCallback(reporter, epochs=config.training.epochs, steps_per_epoch=steps),
+        *tensorboard_callbacks(config, run),
+    ]
+
+
+def _truncate_history(path: Any, epochs: int) -> None:
+    """Keeps the history rows of the first `epochs` epochs (a resumed run appends the rest)."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    runs.write_text(path, "".join(lines[: 1 + epochs]) if epochs else "")
 
 
 def _check_finite(history: dict[str, list[float]], run: runs.Run) -> None:
@@ -159,11 +150,17 @@ def _check_finite(history: dict[str, list[float]], run: runs.Run) -> None:
 
 
 def _verify_composition(
-    model: keras.Model, core: keras.Model, splits: Splits, schema: FeatureSchema, encoded: Any
+    model: keras.Model, core: keras.Model, splits: Any, schema: FeatureSchema, encoded: Any
 ) -> float:
-    sample = splits.validation.slice(0, 256)
+    if isinstance(encoded, EncodedSplit):
+        sample = splits.validation.slice(0, 256)
+        features = {k: v[:256] for k, v in encoded.features.items()}
+    else:
+        sample, features = encoded.sample(256)
+    if sample.num_rows == 0:
+        return 0.0
     raw = predict_raw(model, model_inputs(sample, schema, source="validation"), schema)
-    direct = core.predict({k: v[:256] for k, v in encoded.features.items()}, verbose=0)
+    direct = keras.ops.convert_to_numpy(core(features, training=False))
     difference = float(np.max(np.abs(raw - direct))) if len(raw) else 0.0
     if difference > COMPOSITION_TOLERANCE:
         raise RunError(
@@ -175,7 +172,7 @@ def _verify_composition(
 
 def fit_run(
     config: Config,
-    splits: Splits,
+    splits: Splits | StreamedSplits,
     schema: FeatureSchema,
     run: runs.Run,
     *,
@@ -185,32 +182,40 @@ def fit_run(
     resuming: bool,
 ) -> dict[str, Any]:
     """Fits, saves model.keras, history, metrics and plots into the run; returns manifest fields."""
-    del verbose, resuming  # TensorFlow is already imported; BackupAndRestore finds checkpoints
+    del resuming  # RunCheckpoint finds the checkpoints
     started = time.monotonic()
-    device_info = select_device(device or "auto")
+    placement = place(device or config.training.device, verbose=verbose)
     keras.utils.set_random_seed(config.seed)
+    if config.training.deterministic:
+        tf.config.experimental.enable_op_determinism()
     preprocessor = build_preprocessor(schema)
-    train = encode_split(preprocessor, splits.train, schema, source="training split")
-    validation = encode_split(preprocessor, splits.validation, schema, source="validation split")
-    test = None
-    if splits.test is not None:
-        test = encode_split(preprocessor, splits.test, schema, source="test split")
+    train, validation, test = encoded_splits(preprocessor, splits, schema)
     encoded_at = time.monotonic()
     reporter.event("encoded", f"{train.rows} training rows in {encoded_at - started:.1f}s")
 
-    shapes = {name: array.shape[1:] for name, array in train.features.items()}
-    core = build_core(schema, config.model, encoded_shapes=shapes)
-    batch_size = config.training.batch_size
+    shapes = train.shapes
+    batch_size = config.training.batch_size * placement.replicas  # the global batch
     steps = math.ceil(train.rows / batch_size)
-    compile_core(core, schema.target.task, config.training, steps_per_epoch=steps)
-    history = core.fit(
-        _dataset(train, batch_size=batch_size, seed=config.seed),
-        validation_data=_dataset(validation, batch_size=max(batch_size, 1024), seed=None),
+    with placement.strategy.scope(), precision(config.training.precision):
+        core = build_core(schema, config.model, encoded_shapes=shapes)
+        compile_core(core, schema.target.task, config.training, steps_per_epoch=steps)
+    reporter.event("device", placement.summary(config.training))
+    first_epoch = completed_epochs(run.file(runs.CHECKPOINTS))
+    _truncate_history(run.file(runs.HISTORY), first_epoch)
+    if first_epoch:
+        reporter.event("resume", f"continuing after epoch {first_epoch} of {run.path}")
+    shuffle = EpochSeeding(train, batch_size=batch_size, seed=config.seed)
+    arguments: dict[str, Any] = dict(
+        x=shuffle.dataset,
+        validation_data=_dataset(validation, batch_size=max(batch_size, 1024)),
         epochs=config.training.epochs,
-        class_weight=_class_weight(schema, train.labels, config.training.class_weight),
-        callbacks=_callbacks(config, run, reporter, steps),
-        verbose=0,
+        class_weight=_class_weight(schema, train, config.training.class_weight),
+        callbacks=[shuffle, *_callbacks(config, run, reporter, steps)],
     )
+    if placement.multi_worker:  # Keras's fit does not run under MultiWorkerMirroredStrategy
+        history, core = distributed.fit(core, placement.strategy, **arguments)
+    else:
+        history = core.fit(**arguments, verbose=0)
     _check_finite(history.history, run)
     fitted_at = time.monotonic()
 
@@ -224,8 +229,9 @@ def fit_run(
 
     plot_learning_curves(run.file(runs.HISTORY), run.file(runs.LEARNING_CURVES))
     return {
-        "device": device_info,
-        "epochs_run": len(history.history.get("loss", [])),
+        "device": placement.describe(config.training),
+        "epochs_run": first_epoch + len(history.history.get("loss", [])),
+        "resumed_after_epoch": first_epoch or None,
         "composition_max_abs_difference": difference,
         "seconds": {
             "read_and_encode": encoded_at - started,
@@ -235,13 +241,13 @@ def fit_run(
     }
 
 
-def evaluate_splits(core: keras.Model, splits: dict[str, EncodedSplit | None]) -> dict[str, Any]:
+def evaluate_splits(core: keras.Model, splits: dict[str, Any]) -> dict[str, Any]:
     """The compiled metrics of the core on every encoded split."""
     results: dict[str, Any] = {}
     for name, split in splits.items():
         if split is None:
             continue
-        dataset = _dataset(split, batch_size=4096, seed=None)
+        dataset = _dataset(split, batch_size=4096)
         values = core.evaluate(dataset, verbose=0, return_dict=True)
         results[name] = {key: float(value) for key, value in values.items()}
         results[name]["rows"] = split.rows

@@ -9,8 +9,10 @@ folder that is renamed only when complete.
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from mlcli import __version__, runs
+from mlcli.cluster import cluster_role, worker_scratch_run
 from mlcli.config import Config, SourceSpec, config_to_yaml, load_config
 from mlcli.errors import (
+    ConfigError,
     InterruptedRunError,
     MlcliError,
     RunError,
@@ -29,6 +33,8 @@ from mlcli.errors import (
 from mlcli.features import FeatureSchema, build_schema, build_target, resolve_feature_specs
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.splits import Splits, load_splits
+from mlcli.streamed_splits import StreamedSplits, load_streamed_splits, streaming_enabled
+from mlcli.tracking import start_tracking, tracks_failures
 
 
 def resolved_config(config: Config, base_dir: Path) -> Config:
@@ -53,9 +59,31 @@ def resolved_config(config: Config, base_dir: Path) -> Config:
     return config.model_copy(update={"data": data})
 
 
+# What model.fit logs per task (mlcli.model.loss_and_metrics), with and without `val_`.
+_LOGGED_METRICS = {
+    "binary": ("loss", "accuracy", "auc"),
+    "multiclass": ("loss", "accuracy"),
+    "regression": ("loss", "rmse", "mae"),
+}
+
+
+def check_monitor(config: Config, task: str) -> None:
+    """Early stopping must watch a metric that training logs for this task."""
+    stopping = config.training.early_stopping
+    if stopping is None:
+        return
+    valid = [*_LOGGED_METRICS[task], *(f"val_{name}" for name in _LOGGED_METRICS[task])]
+    if stopping.monitor not in valid:
+        raise ConfigError(
+            f"config key `training.early_stopping.monitor`: {stopping.monitor!r} is not logged "
+            f"for a {task} task; expected one of {', '.join(valid)}"
+        )
+
+
 def prepare_schema(config: Config, splits: Splits) -> FeatureSchema:
     """The feature schema from the training split alone."""
     target = build_target(splits.train.column(config.target.column), config)
+    check_monitor(config, target.task)
     specs, excluded = resolve_feature_specs(splits.train, config)
     return build_schema(splits.train, specs=specs, target=target, excluded=excluded)
 
@@ -90,7 +118,9 @@ def _versions() -> dict[str, str]:
     }
 
 
-def base_manifest(config: Config, splits: Splits, run: runs.Run, base_dir: Path) -> dict[str, Any]:
+def base_manifest(
+    config: Config, splits: Splits | StreamedSplits, run: runs.Run, base_dir: Path
+) -> dict[str, Any]:
     """What the manifest records before fitting starts."""
     from mlcli.data import fingerprint
 
@@ -99,6 +129,8 @@ def base_manifest(config: Config, splits: Splits, run: runs.Run, base_dir: Path)
         "name": config.name,
         "run_id": run.run_id,
         "status": "running",
+        "pid": os.getpid(),  # `mlcli runs` tells a running run from an interrupted one
+        "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seed": config.seed,
         "git_commit": _git_commit(base_dir),
@@ -115,6 +147,7 @@ def base_manifest(config: Config, splits: Splits, run: runs.Run, base_dir: Path)
     }
 
 
+@tracks_failures
 def train(
     config: Config | str | Path,
     *,
@@ -128,13 +161,16 @@ def train(
 ) -> Path:
     """Trains a model from a config and returns the complete run directory.
 
+    In a `TF_CONFIG` cluster a worker that is not the chief returns `<output>/<name>`, the
+    folder where the chief writes the run.
+
     Args:
         config: a `Config`, or the path of a YAML config file.
         overrides: `key.path=value` overrides applied to a config file.
         base_dir: the folder relative data paths are taken from (the config's own folder).
         output_dir: where runs go, instead of the config's `output.dir`.
         resume: a partial run directory to continue from its last completed epoch.
-        device: auto, cpu or gpu.
+        device: auto, cpu, cpu:N, gpu or gpu:0,1 (`mlcli.devices`), instead of training.device.
         reporter: where progress goes; nothing is reported by default.
         verbose: show TensorFlow's own logs.
     """
@@ -149,21 +185,33 @@ def train(
         config, base_dir = load_config(config, overrides=overrides or [])
     base_dir = base_dir or Path.cwd()
     started = time.monotonic()
-    splits = load_splits(config, base_dir=base_dir)
+    splits: Splits | StreamedSplits
+    if streaming_enabled(config, base_dir=base_dir):  # one pass, record batch by batch
+        splits, schema = load_streamed_splits(config, base_dir=base_dir)
+        check_monitor(config, schema.target.task)
+    else:
+        splits = load_splits(config, base_dir=base_dir)
+        schema = prepare_schema(config, splits)
     reporter.event(
         "data",
         f"train {splits.train.num_rows} rows, validation {splits.validation.num_rows}, "
         f"test {splits.test.num_rows if splits.test is not None else 0}",
     )
-    schema = prepare_schema(config, splits)
     resolved = resolved_config(config, base_dir)
+    role = cluster_role()
+    if role is not None and not role.is_chief:  # the chief alone writes the run directory
+        run = worker_scratch_run(config.name, resume=run.path if run else None)
     if run is None:
         run = runs.create_partial_run(Path(output_dir or resolved.output.dir), config.name)
         runs.write_text(run.file(runs.CONFIG), config_to_yaml(resolved))
     manifest = base_manifest(config, splits, run, base_dir)
+    if resume is not None:
+        manifest = _resumed_manifest(run, manifest, schema)
     runs.write_json(run.file(runs.MANIFEST), manifest)
     schema.save(run.file(runs.SCHEMA))
     reporter.event("run", str(run.path))
+    tracker = start_tracking(resolved, run, reporter, enabled=role is None or role.is_chief)
+    reporter = tracker.reporter
     try:
         details = fit_run(
             resolved,
@@ -191,9 +239,33 @@ def train(
     manifest["status"] = "complete"
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     runs.write_json(run.file(runs.MANIFEST), manifest)
+    if role is not None and not role.is_chief:
+        return Path(output_dir or resolved.output.dir) / config.name  # where the chief's run is
     final = runs.complete_run(run)
+    tracker.finish(final.path)
     reporter.event("complete", str(final.path))
     return final.path
+
+
+def _resumed_manifest(
+    run: runs.Run, manifest: dict[str, Any], schema: FeatureSchema
+) -> dict[str, Any]:
+    """The manifest of a resumed run, after checking that its data did not change."""
+    before = runs.read_manifest(run)
+    for role, files in manifest["data"].items():
+        if before.get("data", {}).get(role) != files:
+            changed = ", ".join(f["path"] for f in files)
+            raise RunError(
+                f"{run.path}: the {role} data changed since the run started ({changed}); "
+                "a resumed run must see the same data. Start a new run instead."
+            )
+    if FeatureSchema.load(run.file(runs.SCHEMA)).to_dict() != schema.to_dict():
+        raise RunError(f"{run.path}: the feature schema changed since the run started")
+    return {
+        **manifest,
+        "started": before.get("started", manifest["started"]),
+        "resumed": [*before.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")],
+    }
 
 
 def _partial_run(path: Path) -> runs.Run:
