@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from mlcli.callbacks import completed_epochs
 from mlcli.cli import app
 from mlcli.runs import HISTORY, MANIFEST, METRICS, MODEL
 
@@ -140,6 +143,48 @@ def test_two_workers_train_one_run_that_matches_a_single_process(write_config, t
     together = _metrics(run)
     assert abs(together["accuracy"] - alone["accuracy"]) <= CLUSTER_ACCURACY_TOLERANCE
     assert abs(together["loss"] - alone["loss"]) <= CLUSTER_LOSS_TOLERANCE
+
+
+def _wait_for_epochs(folder: Path, epochs: int, processes: list[subprocess.Popen[str]]) -> Path:
+    deadline = time.monotonic() + 480
+    while time.monotonic() < deadline and all(p.poll() is None for p in processes):
+        for partial in (folder / "runs" / "tiny").glob(".*.partial"):
+            if (partial / HISTORY).exists() and len(_history_rows(partial)) > epochs:
+                return partial  # the header and `epochs` rows
+        time.sleep(0.2)
+    raise AssertionError("the cluster did not log the epochs in time")
+
+
+@pytest.mark.slow
+def test_a_stopped_cluster_resumes_where_it_stopped(write_config, tmp_path):
+    (tmp_path / "scratch").mkdir()
+    config = write_config(
+        training={"epochs": 6, "batch_size": 16, "steps_per_execution": 1, "early_stopping": None}
+    )
+    processes = _start_workers(config, tmp_path)
+    partial = _wait_for_epochs(tmp_path, 2, processes)
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    try:
+        chief_exit = processes[0].wait(timeout=120)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()  # a worker left waiting on the chief's collective
+            process.communicate()
+    assert chief_exit == 130
+    stopped_after = completed_epochs(partial / "checkpoints")
+    assert 2 <= stopped_after < 6
+
+    chief_output, _ = _finish(_start_workers(config, tmp_path, "--resume", str(partial)))
+    run = Path(chief_output)
+    manifest = json.loads((run / MANIFEST).read_text())
+    assert (manifest["resumed_after_epoch"], manifest["epochs_run"]) == (stopped_after, 6)
+    assert len(_history_rows(run)) == 1 + 6
+    chief = np.load(tmp_path / "weights" / "worker-0.npz")
+    worker = np.load(tmp_path / "weights" / "worker-1.npz")
+    for name in chief.files:
+        np.testing.assert_array_equal(chief[name], worker[name])
 
 
 def _tiny_model(seed: int):
