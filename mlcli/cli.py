@@ -71,6 +71,15 @@ def _reporter(quiet: bool, log_format: str) -> Reporter:
     return make_reporter(quiet=quiet, log_format=fmt, interactive=sys.stdout.isatty())
 
 
+def _reporter_with_tensorflow(quiet: bool, log_format: str, verbose: bool) -> Reporter:
+    """The reporter of a command that runs a model, with TensorFlow imported quietly."""
+    from mlcli._tensorflow import import_tensorflow
+
+    reporter = _reporter(quiet, log_format)
+    import_tensorflow(verbose=verbose)
+    return reporter
+
+
 class MlcliErrorUsage(MlcliError):
     """A bad command-line value (exit 2)."""
 
@@ -311,10 +320,7 @@ def evaluate(
     """Evaluate RUN on labelled data; writes evaluations/<data>-<time>/ in the run."""
 
     def action() -> Any:
-        from mlcli._tensorflow import import_tensorflow
-
-        reporter = _reporter(quiet, log_format)
-        import_tensorflow(verbose=verbose)
+        reporter = _reporter_with_tensorflow(quiet, log_format, verbose)
         from mlcli.evaluation import run_evaluation
 
         return run_evaluation(
@@ -703,10 +709,7 @@ def export_model(
     """Export RUN's model and check it in its own runtime; prints the export folder."""
 
     def action() -> Path:
-        from mlcli._tensorflow import import_tensorflow
-
-        reporter = _reporter(quiet, log_format)
-        import_tensorflow(verbose=verbose)
+        reporter = _reporter_with_tensorflow(quiet, log_format, verbose)
         from mlcli.exporting import export
 
         return export(
