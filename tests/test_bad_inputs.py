@@ -202,3 +202,80 @@ def test_bad_input(tmp_path: Path, verb: str, setup: Setup, code: int, named: li
     for text in named:
         assert text in message, f"{text!r} not in {message!r}"
     assert _files(tmp_path) == before, "a failed command left files behind"
+
+
+def _run_copy(trained_runs: dict[str, Path], folder: Path) -> Path:
+    import shutil
+
+    run = folder / "run"
+    shutil.copytree(trained_runs["binary"], run)
+    return run
+
+
+def incomplete_run(run: Path, data: Path) -> list[str]:
+    (run / "model.keras").unlink()
+    return [str(run), "--data", str(data)]
+
+
+def incompatible_run(run: Path, data: Path) -> list[str]:
+    import json
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["run_format_version"] = 99
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return [str(run), "--data", str(data)]
+
+
+def no_such_run(run: Path, data: Path) -> list[str]:
+    return [str(run.parent / "nothing-here"), "--data", str(data)]
+
+
+def retyped_parquet(run: Path, data: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    table = pa_csv.read_csv(data)
+    index = table.column_names.index("age")
+    ages = pa.array(
+        [f"{v} years" if v is not None else None for v in table.column("age").to_pylist()]
+    )
+    pq.write_table(table.set_column(index, "age", ages), run.parent / "retyped.parquet")
+    return [str(run), "--data", str(run.parent / "retyped.parquet")]
+
+
+def missing_columns(run: Path, data: Path) -> list[str]:
+    pa_csv.write_csv(pa_csv.read_csv(data).drop_columns(["age", "color"]), run.parent / "less.csv")
+    return [str(run), "--data", str(run.parent / "less.csv")]
+
+
+RUN_CASES = [
+    (incomplete_run, 4, ["model.keras"]),
+    (incompatible_run, 4, ["version 99"]),
+    (no_such_run, 4, ["nothing-here"]),
+    (retyped_parquet, 3, ["'age'"]),
+    (missing_columns, 3, ["'age'", "'color'"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("verb", "setup", "code", "named"),
+    [(verb, *case) for verb in ("evaluate", "predict") for case in RUN_CASES]
+    + [("export", *case) for case in RUN_CASES[:3]],
+    ids=lambda value: value.__name__ if callable(value) else None,
+)
+def test_bad_run_or_data(trained_runs, tmp_path: Path, verb, setup, code, named):
+    run = _run_copy(trained_runs, tmp_path)
+    arguments = setup(run, trained_runs["data"])
+    if verb == "predict":
+        arguments += ["--output", str(tmp_path / "out" / "predictions.csv")]
+    if verb == "export":
+        arguments = [arguments[0], "--format", "keras", "--output", str(tmp_path / "out")]
+    (tmp_path / "out").mkdir()
+    before = _files(tmp_path)
+    result = runner.invoke(app, [verb, *arguments, "--quiet"])
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    for text in named:
+        assert text in message, f"{text!r} not in {message!r}"
+    assert _files(tmp_path) == before, "a failed command left files behind"
