@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
 import yaml
+from click.testing import Result
 from conftest import make_table
 from typer.testing import CliRunner
 
@@ -186,6 +187,19 @@ def _files(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*")}
 
 
+def _assert_failed_cleanly(
+    result: Result, code: int, named: list[str], before: set[Path], folder: Path
+) -> None:
+    """The exit code, one line naming each of `named`, no traceback and no new files."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    for text in named:
+        assert text in message, f"{text!r} not in {message!r}"
+    assert _files(folder) == before, "a failed command left files behind"
+
+
 @pytest.mark.parametrize(
     ("verb", "setup", "code", "named"),
     [("validate", *case) for case in CASES] + [("train", *case) for case in CASES + TRAIN_ONLY],
@@ -195,13 +209,7 @@ def test_bad_input(tmp_path: Path, verb: str, setup: Setup, code: int, named: li
     arguments = setup(tmp_path)
     before = _files(tmp_path)
     result = runner.invoke(app, [verb, *arguments, "--quiet"])
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    message = result.stderr.strip()
-    assert len(message.splitlines()) == 1, message
-    for text in named:
-        assert text in message, f"{text!r} not in {message!r}"
-    assert _files(tmp_path) == before, "a failed command left files behind"
+    _assert_failed_cleanly(result, code, named, before, tmp_path)
 
 
 def _run_copy(trained_runs: dict[str, Path], folder: Path) -> Path:
@@ -272,10 +280,4 @@ def test_bad_run_or_data(trained_runs, tmp_path: Path, verb, setup, code, named)
     (tmp_path / "out").mkdir()
     before = _files(tmp_path)
     result = runner.invoke(app, [verb, *arguments, "--quiet"])
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    message = result.stderr.strip()
-    assert len(message.splitlines()) == 1, message
-    for text in named:
-        assert text in message, f"{text!r} not in {message!r}"
-    assert _files(tmp_path) == before, "a failed command left files behind"
+    _assert_failed_cleanly(result, code, named, before, tmp_path)
