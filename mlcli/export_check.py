@@ -12,7 +12,6 @@ must match wherever the Keras model's decision is not within that tolerance of a
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from mlcli.errors import MlcliError, RunError
-from mlcli.export_formats import BINARY_THRESHOLD, child_environment, last_line
+from mlcli.export_formats import BINARY_THRESHOLD, last_line, run_child
 from mlcli.features import INT_MISSING, ColumnSchema, FeatureSchema, model_inputs
 from mlcli.loading import LoadedRun, labels_from_outputs
 
@@ -126,20 +125,12 @@ def run_in_runtime(
         command += [str(request_path), str(response_path)]
         if export_format == "keras" and _uses_mlcli_layers(model_path):
             command += ["--import-path", str(Path(__file__).resolve().parents[1])]
-        try:
-            result = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                env=child_environment(),
-                timeout=CHECK_TIMEOUT_SECONDS,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as error:
-            raise RunError(
-                f"--format {export_format}: the check did not finish in "
-                f"{CHECK_TIMEOUT_SECONDS} s; nothing was written"
-            ) from error
+        result = run_child(
+            command,
+            timeout=CHECK_TIMEOUT_SECONDS,
+            timeout_message=f"--format {export_format}: the check did not finish in "
+            f"{CHECK_TIMEOUT_SECONDS} s; nothing was written",
+        )
         if result.returncode != 0 or not response_path.is_file():
             raise RunError(
                 f"--format {export_format}: the export does not run in its own runtime: "

@@ -209,9 +209,18 @@ def require_onnx() -> None:
         )
 
 
-def child_environment() -> dict[str, str]:
-    """The environment of the conversion and check subprocesses: TensorFlow's logs off."""
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
+def run_child(command: list[str], *, timeout: int, timeout_message: str) -> Any:
+    """Runs a conversion or check subprocess (TensorFlow's logs off, CPU only), its output kept.
+
+    A time-out is a `RunError` with `timeout_message`.
+    """
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
+    try:
+        return subprocess.run(
+            command, capture_output=True, text=True, env=environment, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as error:
+        raise RunError(timeout_message) from error
 
 
 def write_onnx(saved_model: Path, path: Path, schema: FeatureSchema) -> None:
@@ -235,19 +244,11 @@ def write_onnx(saved_model: Path, path: Path, schema: FeatureSchema) -> None:
         "--output",
         str(path),
     ]
-    try:
-        result = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            env=child_environment(),
-            timeout=CONVERSION_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as error:
-        raise RunError(
-            f"--format onnx: tf2onnx did not finish in {CONVERSION_TIMEOUT_SECONDS} s"
-        ) from error
+    result = run_child(
+        command,
+        timeout=CONVERSION_TIMEOUT_SECONDS,
+        timeout_message=f"--format onnx: tf2onnx did not finish in {CONVERSION_TIMEOUT_SECONDS} s",
+    )
     log = result.stdout + result.stderr
     unsupported = re.search(r"Unsupported ops: Counter\((\{.*?\})\)", log)
     if unsupported:
