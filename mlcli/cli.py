@@ -64,11 +64,17 @@ def _table_console() -> Console:
     return console
 
 
-def _reporter(quiet: bool, log_format: str) -> Reporter:
-    if log_format not in ("text", "json"):
-        raise MlcliErrorUsage(f"--log-format: expected text or json, found {log_format!r}")
-    fmt: LogFormat = "json" if log_format == "json" else "text"
-    return make_reporter(quiet=quiet, log_format=fmt, interactive=sys.stdout.isatty())
+def _log_format(value: str) -> LogFormat:
+    """`--log-format`, checked: text or json."""
+    if value not in ("text", "json"):
+        raise MlcliErrorUsage(f"--log-format: expected text or json, found {value!r}")
+    return "json" if value == "json" else "text"
+
+
+def _reporter(quiet: bool, log_format: str, *, interactive: bool | None = None) -> Reporter:
+    """The reporter for the flags; a progress bar only when a person watches stdout."""
+    watched = sys.stdout.isatty() if interactive is None else interactive
+    return make_reporter(quiet=quiet, log_format=_log_format(log_format), interactive=watched)
 
 
 def _reporter_with_tensorflow(quiet: bool, log_format: str, verbose: bool) -> Reporter:
@@ -377,13 +383,8 @@ def predict(
     def action() -> Any:
         from mlcli._tensorflow import import_tensorflow
 
-        if log_format not in ("text", "json"):
-            raise MlcliErrorUsage(f"--log-format: expected text or json, found {log_format!r}")
-        reporter = make_reporter(
-            quiet=quiet,
-            log_format="json" if log_format == "json" else "text",
-            interactive=sys.stderr.isatty() and output != "-",
-        )
+        # predictions may go to stdout: the progress bar follows stderr
+        reporter = _reporter(quiet, log_format, interactive=sys.stderr.isatty() and output != "-")
         import_tensorflow(verbose=verbose)
         from mlcli.prediction import predict as predict_rows
 
@@ -490,8 +491,7 @@ def serve(
         from mlcli.serving import ServeOptions
         from mlcli.serving import serve as serve_model
 
-        if log_format not in ("text", "json"):
-            raise MlcliErrorUsage(f"--log-format: expected text or json, found {log_format!r}")
+        access_log_format = _log_format(log_format)
         options = ServeOptions(
             host=host,
             port=port,
@@ -504,7 +504,7 @@ def serve(
         serve_model(
             model,
             options=options,
-            log_format="json" if log_format == "json" else "text",
+            log_format=access_log_format,
             quiet=quiet,
             verbose=verbose,
         )
