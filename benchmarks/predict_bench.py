@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child import run_measured
 
 REPO = Path(__file__).resolve().parents[1]
 ADULT = REPO / "examples" / "adult" / "adult.data"
@@ -49,19 +51,13 @@ def generate(rows: int, path: Path, *, seed: int = 0) -> Path:
 
 def measure(command: list[str]) -> dict[str, float]:
     """Wall and CPU seconds, peak RSS (MiB) and the seconds from first read to last write."""
-    started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = process.stderr.read().decode() if process.stderr else ""
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.monotonic() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{stderr}")
+    cost, stderr = run_measured(command)
     work = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     event = next(r for r in work if r.get("event") == "predicted")
     return {
-        "seconds": seconds,
-        "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux reports KiB
+        "seconds": cost["wall"],
+        "cpu_seconds": cost["cpu"],
+        "peak_rss_mib": cost["rss_mib"],
         "work_seconds": event["seconds"],
         "work_cpu_seconds": event["cpu_seconds"],
     }

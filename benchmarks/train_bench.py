@@ -22,15 +22,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adult_like import CATEGORICAL, NUMERIC, write_csv
+from child import run_measured
 
 FEATURES_NUMERIC = [c for c in NUMERIC if c != "fnlwgt"]
 FEATURES_CATEGORICAL = [c for c in CATEGORICAL if c != "education"]
@@ -130,17 +129,7 @@ def mlcli_config(csv: Path, workdir: Path) -> Path:
 
 def measure(command: list[str]) -> dict[str, float]:
     """Wall seconds, CPU seconds and peak RSS (MiB) of a child process."""
-    started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = process.stderr.read().decode() if process.stderr else ""
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command[:4])} failed:\n{stderr[-3000:]}")
-    return {
-        "wall": time.monotonic() - started,
-        "cpu": usage.ru_utime + usage.ru_stime,
-        "rss_mib": usage.ru_maxrss / 1024,
-    }
+    return run_measured(command)[0]
 
 
 def main() -> None:
