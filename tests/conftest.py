@@ -127,3 +127,18 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         found[task] = train(config, base_dir=folder)
     found["data"] = data
     return found
+
+
+def predict_with_cli(run: Path, table: pa.Table, folder: Path) -> pa.Table:
+    """What `mlcli predict` writes for `table` (the reference the server is compared with)."""
+    from typer.testing import CliRunner
+
+    from mlcli.cli import app
+
+    data, output = folder / "rows.csv", folder / "predictions.csv"
+    pa_csv.write_csv(table, data)
+    result = CliRunner().invoke(
+        app, ["predict", str(run), "--data", str(data), "--output", str(output), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    return pa_csv.read_csv(output)

@@ -21,9 +21,8 @@ import httpx
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
+from conftest import predict_with_cli
 from typer.testing import CliRunner
-
-from mlcli.cli import app
 
 runner = CliRunner()
 MAX_BODY = 65536
@@ -84,23 +83,13 @@ def table(trained_runs) -> pa.Table:
     return pa_csv.read_csv(trained_runs["data"]).slice(0, ROWS)
 
 
-def _predict_cli(run: Path, table: pa.Table, folder: Path) -> pa.Table:
-    data, output = folder / "rows.csv", folder / "predictions.csv"
-    pa_csv.write_csv(table, data)
-    result = runner.invoke(
-        app, ["predict", str(run), "--data", str(data), "--output", str(output), "--quiet"]
-    )
-    assert result.exit_code == 0, result.output
-    return pa_csv.read_csv(output)
-
-
 def _post(server: Server, body: Any, *, model: str = "tiny") -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return httpx.post(f"{server.url}/v1/models/{model}:predict", content=content, timeout=30)
 
 
 def test_rows_and_columns_give_the_numbers_of_mlcli_predict(server, trained_runs, table, tmp_path):
-    expected = _predict_cli(trained_runs["binary"], table, tmp_path)
+    expected = predict_with_cli(trained_runs["binary"], table, tmp_path)
     positive = next(c for c in expected.column_names if c.startswith("probability_"))
     rows = _post(server, {"instances": table.to_pylist()})  # extra columns are ignored
     columns = _post(server, {"inputs": table.to_pydict()})

@@ -14,6 +14,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
+from conftest import predict_with_cli
 from typer.testing import CliRunner
 
 from mlcli.cli import app
@@ -55,18 +56,8 @@ def table(trained_runs) -> pa.Table:
     return pa_csv.read_csv(trained_runs["data"]).slice(0, 37)
 
 
-def _predict_cli(run: Path, table: pa.Table, folder: Path) -> pa.Table:
-    data, output = folder / "rows.csv", folder / "predictions.csv"
-    pa_csv.write_csv(table, data)
-    result = runner.invoke(
-        app, ["predict", str(run), "--data", str(data), "--output", str(output), "--quiet"]
-    )
-    assert result.exit_code == 0, result.output
-    return pa_csv.read_csv(output)
-
-
 def test_multiclass_rows_and_columns_match_predict(trained_runs, table, tmp_path):
-    expected = _predict_cli(trained_runs["multiclass"], table, tmp_path)
+    expected = predict_with_cli(trained_runs["multiclass"], table, tmp_path)
     rows, columns, metadata = _ask(
         trained_runs["multiclass"],
         [
@@ -86,7 +77,7 @@ def test_multiclass_rows_and_columns_match_predict(trained_runs, table, tmp_path
 
 
 def test_regression_returns_the_values_of_predict(trained_runs, table, tmp_path):
-    expected = _predict_cli(trained_runs["regression"], table, tmp_path)
+    expected = predict_with_cli(trained_runs["regression"], table, tmp_path)
     want = expected.column("prediction").to_pylist()
     rows, columns, metadata = _ask(
         trained_runs["regression"],
