@@ -22,9 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
 from conftest import predict_with_cli
-from typer.testing import CliRunner
 
-runner = CliRunner()
 MAX_BODY = 65536
 ROWS = 40
 
