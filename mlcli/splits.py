@@ -113,17 +113,29 @@ def split_off(
 ) -> tuple[pa.Table, pa.Table]:
     """(the rest, a seeded `fraction` of the rows), stratified by class for classification."""
     labels = table.column(config.target.column)
-    key = pc.cast(labels, pa.string()) if config.target.task != "regression" else labels
     classification = config.target.task != "regression" and (
         config.target.task is not None or not pa.types.is_floating(labels.type)
     )
     rest, part = stratified_split(
-        np.asarray(key.to_numpy(zero_copy_only=False)),
+        _class_codes(labels) if classification else np.zeros(len(labels), np.int8),
         fraction=fraction,
         seed=seed,
         stratify=classification,
     )
     return table.take(rest), table.take(part)
+
+
+def _class_codes(labels: pa.ChunkedArray) -> np.ndarray:
+    """Each label's index among the sorted distinct labels (as text), computed by Arrow.
+
+    Sorting a million Python strings with numpy holds the GIL for about a second; Arrow's
+    kernels do not, so this overlaps with TensorFlow loading on another thread.
+    """
+    key = pc.cast(labels, pa.string())
+    distinct = pc.unique(key)
+    distinct = distinct.take(pc.array_sort_indices(distinct))
+    codes = pc.fill_null(pc.index_in(key, value_set=distinct), -1)  # unlabelled rows: dropped
+    return np.asarray(codes.to_numpy(zero_copy_only=False))
 
 
 def load_splits(config: Config, *, base_dir: Path) -> Splits:
