@@ -1,32 +1,61 @@
-"""Importing TensorFlow once, quietly, only in the commands that need it."""
+"""Importing TensorFlow once, quietly, only in the commands that need it.
+
+Importing TensorFlow and Keras takes about 5 s of one core on the 2-core machine this was
+measured on. `mlcli train` starts that import on a thread (`start_import`) and reads, checks
+and encodes its data meanwhile: pyarrow's readers and compute kernels release the GIL, so the
+two overlap. The first `import_tensorflow` call on the main thread waits for it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import io
 import logging
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
+
+_importer: threading.Thread | None = None
+_import_failure: list[BaseException] = []
+_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def _stderr_silenced() -> Iterator[None]:
-    """Sends file descriptor 2 to /dev/null: TensorFlow's C++ start-up logs bypass Python."""
+    """Sends file descriptor 2 to /dev/null: TensorFlow's C++ start-up logs bypass Python.
+
+    Python's own writes meanwhile (another thread's progress events, an error message) go
+    through `sys.stderr`, which is pointed at a copy of the real stderr for the duration.
+    """
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):
         yield
         return
+    original = sys.stderr
+    # never closed: another thread may still hold it when fd 2 comes back
+    copy = io.TextIOWrapper(
+        io.FileIO(saved, "w", closefd=False),
+        encoding=getattr(original, "encoding", None) or "utf-8",
+        errors="backslashreplace",
+        line_buffering=True,
+    )
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
+        sys.stderr = copy
         os.dup2(devnull, 2)
         yield
     finally:
+        copy.flush()
         os.dup2(saved, 2)
-        os.close(saved)
+        if sys.stderr is copy:
+            sys.stderr = original
         os.close(devnull)
 
 
@@ -35,14 +64,7 @@ def quiet_runtime(*, verbose: bool) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext() if verbose else _stderr_silenced()
 
 
-def import_tensorflow(*, verbose: bool = False, start: bool = True) -> ModuleType:
-    """Imports TensorFlow, hiding its start-up noise unless `verbose`.
-
-    `start=False` leaves the runtime unstarted, so that devices and a distribution strategy
-    can still be chosen (`mlcli.devices.place`, which starts it).
-    """
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
+def _import(*, verbose: bool, start: bool) -> ModuleType:
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
@@ -57,3 +79,71 @@ def import_tensorflow(*, verbose: bool = False, start: bool = True) -> ModuleTyp
         tf.get_logger().setLevel(logging.ERROR)
         logging.getLogger("absl").setLevel(logging.ERROR)
     return tf
+
+
+# Keras imports scikit-learn at start-up only for its wrappers, which mlcli never calls:
+# about 1 s of the import here (with SciPy). The background import skips it; it imports
+# normally later, where mlcli itself needs it (evaluation reports).
+_SKIPPED = frozenset({"sklearn"})
+
+
+class _SkipOnThread(importlib.abc.MetaPathFinder):
+    """Makes `import sklearn` fail on one thread only."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self.thread = thread
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if threading.current_thread() is self.thread and fullname.split(".")[0] in _SKIPPED:
+            raise ModuleNotFoundError(f"{fullname} is imported later", name=fullname)
+
+
+def _import_on_thread(verbose: bool) -> None:
+    skip = _SkipOnThread(threading.current_thread())
+    sys.meta_path.insert(0, skip)
+    try:
+        _import(verbose=verbose, start=False)
+        import keras  # noqa: F401
+    except BaseException as error:  # handed to the main thread by import_tensorflow
+        _import_failure.append(error)
+    finally:
+        sys.meta_path.remove(skip)
+
+
+def start_import(*, verbose: bool = False) -> None:
+    """Starts importing TensorFlow and Keras (the runtime unstarted) on a thread.
+
+    The modules the data path needs are imported first, here, so that the two threads never
+    import the same module at once. Does nothing when TensorFlow is already imported.
+    """
+    global _importer
+    with _lock:
+        if _importer is not None or "tensorflow" in sys.modules:
+            return
+        import numpy  # noqa: F401
+        import pyarrow.compute
+        import pyarrow.csv
+        import pyarrow.dataset
+        import pyarrow.parquet  # noqa: F401
+
+        _importer = threading.Thread(
+            target=_import_on_thread, args=(verbose,), name="mlcli-import-tensorflow"
+        )
+        _importer.start()
+
+
+def import_tensorflow(*, verbose: bool = False, start: bool = True) -> ModuleType:
+    """Imports TensorFlow, hiding its start-up noise unless `verbose`.
+
+    Waits for an import `start_import` began. `start=False` leaves the runtime unstarted,
+    so that devices and a distribution strategy can still be chosen (`mlcli.devices.place`,
+    which starts it).
+    """
+    importer = _importer
+    if importer is not None and importer is not threading.current_thread():
+        importer.join()
+        if _import_failure:
+            raise _import_failure[0]
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    return _import(verbose=verbose, start=start)

@@ -33,7 +33,16 @@ class Reporter:
     """Plain text: one line per event, no colour, for cron and CI."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
+        self._stream = stream
+
+    @property
+    def stream(self) -> TextIO:
+        """The stream given, or whatever `sys.stderr` is when an event is written.
+
+        Looked up on every write: while TensorFlow loads in the background
+        (`mlcli._tensorflow.start_import`), `sys.stderr` is a copy of the terminal's stderr.
+        """
+        return self._stream or sys.stderr
 
     def event(self, name: str, message: str = "", **fields: Any) -> None:
         """One event, such as `data_read` or `run_complete`, with a message and fields."""
@@ -92,7 +101,8 @@ class RichReporter(Reporter):
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream)
-        self.console = Console(file=self.stream)
+        # without a stream, rich looks sys.stderr up on every write too
+        self.console = Console(file=stream) if stream else Console(stderr=True)
         self._progress: Progress | None = None
         self._task: Any = None
 
