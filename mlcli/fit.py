@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     from mlcli.streaming import StreamedSplit
 
 
+# Splits encoded with Arrow before TensorFlow loaded: name -> (features, labels)
+EarlyEncoding = dict[str, tuple[dict[str, np.ndarray], np.ndarray] | None]
+
 # The composed model must reproduce the core's outputs on the encoded data.
 COMPOSITION_TOLERANCE = 1e-5
 
@@ -50,13 +53,23 @@ def _dataset(split: EncodedSplit | StreamedSplit, *, batch_size: int) -> Any:
 
 
 def encoded_splits(
-    preprocessor: keras.Model, splits: Splits | StreamedSplits, schema: FeatureSchema
+    preprocessor: keras.Model,
+    splits: Splits | StreamedSplits,
+    schema: FeatureSchema,
+    encoded: EarlyEncoding | None = None,
 ) -> tuple[Any, Any, Any]:
-    """(train, validation, test): encoded once in memory, or while read for a streamed table."""
+    """(train, validation, test): encoded once in memory, or while read for a streamed table.
+
+    `encoded` holds the splits as `mlcli.column_encoding` encoded them with Arrow already.
+    """
     if not isinstance(splits, Splits):
         from mlcli.streaming import streamed_splits
 
         return streamed_splits(preprocessor, splits, schema)
+    if encoded is not None:
+        parts = [encoded.get(name) for name in ("train", "validation", "test")]
+        train, validation, test = (None if p is None else EncodedSplit(*p) for p in parts)
+        return train, validation, test
     train = encode_split(preprocessor, splits.train, schema, source="training split")
     validation = encode_split(preprocessor, splits.validation, schema, source="validation split")
     test = None
@@ -180,8 +193,12 @@ def fit_run(
     device: str | None,
     verbose: bool,
     resuming: bool,
+    encoded: EarlyEncoding | None = None,
 ) -> dict[str, Any]:
-    """Fits, saves model.keras, history, metrics and plots into the run; returns manifest fields."""
+    """Fits, saves model.keras, history, metrics and plots into the run; returns manifest fields.
+
+    `encoded`: the splits already encoded with Arrow (`mlcli.column_encoding`), if they were.
+    """
     del resuming  # RunCheckpoint finds the checkpoints
     started = time.monotonic()
     placement = place(device or config.training.device, verbose=verbose)
@@ -189,9 +206,10 @@ def fit_run(
     if config.training.deterministic:
         tf.config.experimental.enable_op_determinism()
     preprocessor = build_preprocessor(schema)
-    train, validation, test = encoded_splits(preprocessor, splits, schema)
+    train, validation, test = encoded_splits(preprocessor, splits, schema, encoded)
     encoded_at = time.monotonic()
-    reporter.event("encoded", f"{train.rows} training rows in {encoded_at - started:.1f}s")
+    if encoded is None:
+        reporter.event("encoded", f"{train.rows} training rows in {encoded_at - started:.1f}s")
 
     shapes = train.shapes
     batch_size = config.training.batch_size * placement.replicas  # the global batch
@@ -234,7 +252,7 @@ def fit_run(
         "resumed_after_epoch": first_epoch or None,
         "composition_max_abs_difference": difference,
         "seconds": {
-            "read_and_encode": encoded_at - started,
+            "prepare": encoded_at - started,  # devices, and the layers' encoding if needed
             "fit": fitted_at - encoded_at,
             "save_and_evaluate": time.monotonic() - fitted_at,
         },

@@ -22,6 +22,7 @@ import numpy as np
 
 from mlcli import __version__, runs
 from mlcli.cluster import cluster_role, worker_scratch_run
+from mlcli.column_encoding import encode_splits
 from mlcli.config import Config, SourceSpec, config_to_yaml, load_config
 from mlcli.errors import (
     ConfigError,
@@ -174,8 +175,6 @@ def train(
         reporter: where progress goes; nothing is reported by default.
         verbose: show TensorFlow's own logs.
     """
-    from mlcli.fit import fit_run
-
     reporter = reporter or QuietReporter()
     run: runs.Run | None = None
     if resume is not None:
@@ -192,11 +191,21 @@ def train(
     else:
         splits = load_splits(config, base_dir=base_dir)
         schema = prepare_schema(config, splits)
+    checked_at = time.monotonic()
     reporter.event(
         "data",
         f"train {splits.train.num_rows} rows, validation {splits.validation.num_rows}, "
         f"test {splits.test.num_rows if splits.test is not None else 0}",
     )
+    encoded = None
+    if isinstance(splits, Splits):  # with Arrow, while TensorFlow may still be loading
+        parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
+        encoded = encode_splits(parts, schema)
+    encoded_at = time.monotonic()
+    if encoded is not None:
+        reporter.event(
+            "encoded", f"{splits.train.num_rows} training rows in {encoded_at - checked_at:.1f}s"
+        )
     resolved = resolved_config(config, base_dir)
     role = cluster_role()
     if role is not None and not role.is_chief:  # the chief alone writes the run directory
@@ -212,6 +221,8 @@ def train(
     reporter.event("run", str(run.path))
     tracker = start_tracking(resolved, run, reporter, enabled=role is None or role.is_chief)
     reporter = tracker.reporter
+    from mlcli.fit import fit_run  # waits for TensorFlow if the CLI began importing it
+
     try:
         details = fit_run(
             resolved,
@@ -222,6 +233,7 @@ def train(
             device=device,
             verbose=verbose,
             resuming=resume is not None,
+            encoded=encoded,
         )
     except (KeyboardInterrupt, InterruptedRunError) as error:
         raise InterruptedRunError(
@@ -235,7 +247,12 @@ def train(
         raise
     manifest.update(details)
     manifest["versions"] = _versions()
-    manifest["seconds"] = {**details.get("seconds", {}), "total": time.monotonic() - started}
+    manifest["seconds"] = {
+        "read_and_check": checked_at - started,
+        "encode": encoded_at - checked_at,
+        **details.get("seconds", {}),
+        "total": time.monotonic() - started,
+    }
     manifest["status"] = "complete"
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     runs.write_json(run.file(runs.MANIFEST), manifest)
