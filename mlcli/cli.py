@@ -7,7 +7,10 @@ is exit 1 with a request for a bug report, and tracebacks show only with `--verb
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
+import os
 import signal
 import sys
 import traceback
@@ -165,13 +168,15 @@ def train(
     """Train a model from CONFIG; prints the run directory as the last line."""
 
     def action() -> Path:
-        from mlcli._tensorflow import import_tensorflow
+        from mlcli._tensorflow import start_import
         from mlcli.devices import parse_device
 
         reporter = _reporter(quiet, log_format)
         if device is not None:
             parse_device(device)  # a bad value is exit 2 before TensorFlow loads
-        import_tensorflow(verbose=verbose, start=False)  # devices are chosen before it starts
+        # TensorFlow loads on a thread while the data is read; devices are chosen before
+        # its runtime starts
+        start_import(verbose=verbose)
         from mlcli.training import train as train_model
 
         return train_model(
@@ -726,5 +731,23 @@ def export_model(
 
 
 def main() -> None:
-    """The console script's entry point."""
-    app()
+    """The console script's entry point.
+
+    After a command that loaded TensorFlow the process ends without the interpreter's
+    teardown, which unloads TensorFlow's modules and C++ runtime for over a second here and
+    writes nothing: the output streams are flushed and the atexit handlers run first.
+    """
+    try:
+        app()
+        code: Any = 0
+    except SystemExit as done:
+        code = done.code
+    if "tensorflow" not in sys.modules:
+        sys.exit(code)
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code if isinstance(code, int) else int(code is not None))
