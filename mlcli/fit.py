@@ -31,6 +31,7 @@ from mlcli.model import (  # noqa: E402
     build_core,
     compile_core,
     compose,
+    epoch_auc,
     predict_raw,
     schedule_callbacks,
 )
@@ -237,6 +238,9 @@ def fit_run(
     _check_finite(history.history, run)
     fitted_at = time.monotonic()
 
+    if schema.target.task == "binary" and not epoch_auc(config.training):
+        with placement.strategy.scope():  # the final metrics include AUC
+            compile_core(core, schema.target.task, config.training, for_evaluation=True)
     model = compose(preprocessor, core, schema)
     difference = _verify_composition(model, core, splits, schema, validation)
     model.save(run.file(runs.MODEL))

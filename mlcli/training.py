@@ -60,7 +60,8 @@ def resolved_config(config: Config, base_dir: Path) -> Config:
     return config.model_copy(update={"data": data})
 
 
-# What model.fit logs per task (mlcli.model.loss_and_metrics), with and without `val_`.
+# What model.fit can log per task (mlcli.model.loss_and_metrics), with and without `val_`;
+# binary AUC is logged when early stopping watches it (mlcli.model.epoch_auc).
 _LOGGED_METRICS = {
     "binary": ("loss", "accuracy", "auc"),
     "multiclass": ("loss", "accuracy"),
