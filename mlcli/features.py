@@ -209,14 +209,17 @@ def _first_non_number(column: pa.ChunkedArray) -> tuple[int, str]:
     return 0, ""
 
 
-def _numeric_column(name: str, column: pa.ChunkedArray, spec: NumericSpec) -> ColumnSchema:
+def _numeric_column(
+    name: str, column: pa.ChunkedArray, spec: NumericSpec, *, quantiles: bool
+) -> ColumnSchema:
     values = transformed_numbers(numeric_values(column, name), spec, name)
+    needed = quantiles or spec.transform == "quantile"
     return numeric_schema(
         name,
         spec,
         mean=pc.mean(values).as_py(),
         variance=pc.variance(values, ddof=0).as_py(),
-        quantiles=quantile_points(values),
+        quantiles=quantile_points(values) if needed else [],
         has_missing=values.null_count > 0,
     )
 
@@ -408,13 +411,18 @@ def build_schema(
     specs: dict[str, NumericSpec | CategoricalSpec | BinarySpec | TextSpec],
     target: TargetSchema,
     excluded: dict[str, str],
+    quantiles: bool = True,
 ) -> FeatureSchema:
-    """Statistics and vocabularies of every feature from the training split."""
+    """Statistics and vocabularies of every feature from the training split.
+
+    `quantiles=False` leaves out numeric columns' quantile points (an exact sort of each
+    column) unless their transform needs them; piecewise-linear embeddings need them too.
+    """
     columns: list[ColumnSchema] = []
     for name, spec in specs.items():
         column = table.column(name)
         if isinstance(spec, NumericSpec):
-            columns.append(_numeric_column(name, column, spec))
+            columns.append(_numeric_column(name, column, spec, quantiles=quantiles))
         elif isinstance(spec, TextSpec):
             columns.append(_text_column(name, column, spec))
         else:

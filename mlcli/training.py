@@ -87,7 +87,13 @@ def prepare_schema(config: Config, splits: Splits) -> FeatureSchema:
     target = build_target(splits.train.column(config.target.column), config)
     check_monitor(config, target.task)
     specs, excluded = resolve_feature_specs(splits.train, config)
-    return build_schema(splits.train, specs=specs, target=target, excluded=excluded)
+    return build_schema(
+        splits.train,
+        specs=specs,
+        target=target,
+        excluded=excluded,
+        quantiles=config.model.numeric_embedding.type == "piecewise_linear",
+    )
 
 
 def _git_commit(directory: Path) -> str | None:

@@ -1,0 +1,90 @@
+"""Training's Arrow encoding of the splits equals what the Keras preprocessing layers compute."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from mlcli.column_encoding import encodable, encode_features, encode_table
+from mlcli.config import load_config
+from mlcli.errors import DataError
+from mlcli.splits import load_splits
+from mlcli.training import prepare_schema
+
+FEATURES = {
+    "income": {"type": "numeric", "transform": "log"},
+    "grade": "categorical",  # integers
+    "review": "categorical",  # many distinct strings
+    "exclude": ["id", "tier", "value"],
+}
+
+
+def _schema_and_splits(write_config, **features: object):
+    config, base_dir = load_config(write_config(features={**FEATURES, **features}))
+    splits = load_splits(config, base_dir=base_dir)
+    return prepare_schema(config, splits), splits
+
+
+def _with_unseen_and_missing(table: pa.Table) -> pa.Table:
+    """The table's first rows with unseen categories and missing values in every column."""
+    columns = table.to_pydict()
+    columns["color"][0] = "purple"  # not in the vocabulary
+    columns["grade"][1] = 99
+    columns["member"][2] = None
+    columns["grade"][3] = None
+    columns["age"][4] = None
+    columns["income"][5] = None
+    columns["income"][6] = -0.5  # log1p of a value above -1
+    return pa.table(columns, schema=table.schema)
+
+
+def test_arrow_encoding_equals_the_preprocessing_layers(write_config):
+    from mlcli.features import model_inputs
+    from mlcli.preprocessing import build_preprocessor, encode
+
+    schema, splits = _schema_and_splits(write_config)
+    assert encodable(schema)
+    assert {c.type for c in schema.columns} == {"numeric", "categorical", "binary"}
+    table = _with_unseen_and_missing(splits.validation)
+
+    arrow = encode_features(table, schema, source="validation")
+    layers = encode(build_preprocessor(schema), model_inputs(table, schema, source="v"), schema)
+
+    assert arrow.keys() == layers.keys()
+    for name, expected in layers.items():
+        assert arrow[name].dtype == expected.dtype, name
+        assert arrow[name].shape == expected.shape, name
+        if name.startswith("categorical__"):
+            np.testing.assert_array_equal(arrow[name], expected, err_msg=name)
+        else:
+            np.testing.assert_allclose(arrow[name], expected, rtol=1e-6, atol=1e-6)
+    assert arrow["categorical__color"][0, 0] == 0  # unseen: the OOV index
+    assert arrow["categorical__grade"][1, 0] == 0
+
+
+def test_text_and_quantile_columns_are_left_to_the_layers(write_config):
+    schema, splits = _schema_and_splits(write_config, review="text")
+    assert not encodable(schema)
+    assert encode_table(splits.train, schema, source="train") is None
+    schema, _ = _schema_and_splits(write_config, age={"type": "numeric", "transform": "quantile"})
+    assert not encodable(schema)
+
+
+def test_a_missing_column_is_named(write_config):
+    schema, splits = _schema_and_splits(write_config)
+    with pytest.raises(DataError, match="'color'"):
+        encode_features(splits.train.drop(["color"]), schema, source="new.csv")
+
+
+def test_quantile_points_only_where_a_layer_uses_them(write_config):
+    schema, _ = _schema_and_splits(write_config)
+    assert all(not c.quantiles for c in schema.columns if c.type == "numeric")
+    config, base_dir = load_config(
+        write_config(
+            features=FEATURES,
+            model={"numeric_embedding": {"type": "piecewise_linear", "bins": 8}},
+        )
+    )
+    schema = prepare_schema(config, load_splits(config, base_dir=base_dir))
+    assert all(len(c.quantiles) > 8 for c in schema.columns if c.type == "numeric")
