@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -94,7 +95,11 @@ class EpochSeeding(keras.callbacks.Callback):
         one_epoch = split.epoch_batches(batch_size=batch_size, seed=seed)
         self.dataset = (
             tf.data.Dataset.from_tensors(0)
-            .flat_map(lambda _: one_epoch(self.epoch.read_value()))
+            .flat_map(
+                tf.autograph.experimental.do_not_convert(
+                    lambda _: one_epoch(self.epoch.read_value())
+                )
+            )
             .apply(tf.data.experimental.assert_cardinality(steps))
             .prefetch(tf.data.AUTOTUNE)
         )
@@ -237,6 +242,14 @@ def fit_run(
         history = core.fit(**arguments, verbose=0)
     _check_finite(history.history, run)
     fitted_at = time.monotonic()
+    from mlcli.plots import plot_learning_curves
+
+    # matplotlib draws on a thread (Python) while the evaluation below runs in TensorFlow
+    plotting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcli-plot")
+    plotted = plotting.submit(
+        plot_learning_curves, run.file(runs.HISTORY), run.file(runs.LEARNING_CURVES)
+    )
+    plotting.shutdown(wait=False)
 
     if schema.target.task == "binary" and not epoch_auc(config.training):
         with placement.strategy.scope():  # the final metrics include AUC
@@ -247,9 +260,7 @@ def fit_run(
     metrics = evaluate_splits(core, {"train": train, "validation": validation, "test": test})
     metrics["threshold"] = 0.5 if schema.target.task == "binary" else None
     runs.write_json(run.file(runs.METRICS), metrics)
-    from mlcli.plots import plot_learning_curves
-
-    plot_learning_curves(run.file(runs.HISTORY), run.file(runs.LEARNING_CURVES))
+    plotted.result()  # re-raises what the plotting raised
     return {
         "device": placement.describe(config.training),
         "epochs_run": first_epoch + len(history.history.get("loss", [])),
