@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +150,28 @@ def test_stdout_last_line_is_the_run_and_plain_epoch_lines(write_config):
     json_result = runner.invoke(app, ["train", str(write_config()), "--log-format", "json"])
     events = [json.loads(line) for line in json_result.stderr.splitlines() if line.startswith("{")]
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+
+
+def _train_process(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`mlcli train` in its own process, where TensorFlow loads on a thread meanwhile."""
+    command = [sys.executable, "-m", "mlcli", "train", str(config), *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def test_a_train_process_reports_events_while_tensorflow_loads(write_config):
+    config = write_config(features={"review": "categorical"}, training={"epochs": 1})
+    process = _train_process(config, "--log-format", "json")
+    assert process.returncode == 0, process.stderr
+    # every stderr line is an event: none lost to, and no TensorFlow noise from, the import
+    events = [json.loads(line)["event"] for line in process.stderr.splitlines()]
+    assert events[:2] == ["data", "encoded"]  # the table is read and encoded before TF is needed
+    assert events[-1] == "complete" and "epoch" in events
+    run = Path(process.stdout.strip().splitlines()[-1])
+    assert json.loads((run / MANIFEST).read_text())["status"] == "complete"
+
+
+def test_a_train_process_reports_a_data_error_while_tensorflow_loads(write_config):
+    process = _train_process(write_config(target={"column": "nothere"}))
+    assert process.returncode == 3
+    assert "missing column 'nothere'" in process.stderr
+    assert process.stdout == ""
