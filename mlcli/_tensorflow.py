@@ -121,9 +121,9 @@ def start_import(*, verbose: bool = False) -> None:
         if _importer is not None or "tensorflow" in sys.modules:
             return
         import numpy  # noqa: F401
+        import pandas  # noqa: F401  (pyarrow's compute functions import it on first use)
         import pyarrow.compute
         import pyarrow.csv
-        import pyarrow.dataset
         import pyarrow.parquet  # noqa: F401
 
         _importer = threading.Thread(
