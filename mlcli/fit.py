@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 # Splits encoded with Arrow before TensorFlow loaded: name -> (features, labels)
 EarlyEncoding = dict[str, tuple[dict[str, np.ndarray], np.ndarray] | None]
 
-# Rows per batch of the final evaluation: 16384 took 0.5-0.8 s for 900k rows here, 4096 0.8-0.9 s
+# Rows per batch of validation and the final evaluation: 16384 took 0.5-0.8 s for 900k rows
+# here, 4096 0.8-0.9 s
 EVALUATION_BATCH_ROWS = 16384
 
 # The composed model must reproduce the core's outputs on the encoded data.
@@ -234,7 +235,7 @@ def fit_run(
     shuffle = EpochSeeding(train, batch_size=batch_size, seed=config.seed)
     arguments: dict[str, Any] = dict(
         x=shuffle.dataset,
-        validation_data=_dataset(validation, batch_size=max(batch_size, 1024)),
+        validation_data=_dataset(validation, batch_size=max(batch_size, EVALUATION_BATCH_ROWS)),
         epochs=config.training.epochs,
         class_weight=_class_weight(schema, train, config.training.class_weight),
         callbacks=[shuffle, *_callbacks(config, run, reporter, steps)],
