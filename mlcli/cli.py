@@ -169,14 +169,15 @@ def train(
 
     def action() -> Path:
         from mlcli._tensorflow import start_import
+
+        # TensorFlow loads on a thread while the data is read, first thing; devices are
+        # chosen before its runtime starts
+        start_import(verbose=verbose)
         from mlcli.devices import parse_device
 
         reporter = _reporter(quiet, log_format)
         if device is not None:
-            parse_device(device)  # a bad value is exit 2 before TensorFlow loads
-        # TensorFlow loads on a thread while the data is read; devices are chosen before
-        # its runtime starts
-        start_import(verbose=verbose)
+            parse_device(device)  # a bad value is exit 2 before TensorFlow is needed
         from mlcli.training import train as train_model
 
         return train_model(
