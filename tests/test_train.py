@@ -175,3 +175,21 @@ def test_a_train_process_reports_a_data_error_while_tensorflow_loads(write_confi
     assert process.returncode == 3
     assert "missing column 'nothere'" in process.stderr
     assert process.stdout == ""
+
+
+def test_auc_is_logged_per_epoch_only_when_early_stopping_watches_it(write_config):
+    plain = _train(write_config())
+    watched = _train(
+        write_config(
+            "watched.yaml", training={"early_stopping": {"monitor": "val_auc", "patience": 2}}
+        )
+    )
+
+    def columns(run: Path) -> list[str]:
+        return (run / HISTORY).read_text().splitlines()[0].split(",")
+
+    assert "val_accuracy" in columns(plain) and "val_auc" not in columns(plain)
+    assert {"auc", "val_auc"} <= set(columns(watched))
+    for run in (plain, watched):  # the final metrics have AUC either way
+        validation = json.loads((run / METRICS).read_text())["validation"]
+        assert 0.0 <= validation["auc"] <= 1.0
