@@ -95,12 +95,22 @@ class MlcliErrorUsage(MlcliError):
     exit_code = 2
 
 
+_stop_requested: list[int] = []  # the signals received while an action runs
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    _stop_requested.append(signum)
     raise KeyboardInterrupt
 
 
 def run_guarded(action: Callable[[], T], *, verbose: bool) -> T:
-    """Runs a command's action behind the error boundary."""
+    """Runs a command's action behind the error boundary.
+
+    A failure that follows SIGTERM is the stop it asked for (exit 130), not a bug: a worker of
+    a cluster stopped at the same time can make the chief's collective fail before the chief's
+    own KeyboardInterrupt arrives.
+    """
+    _stop_requested.clear()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return action()
@@ -117,6 +127,11 @@ def run_guarded(action: Callable[[], T], *, verbose: bool) -> T:
     except Exception as error:
         if verbose:
             traceback.print_exc(file=sys.stderr)
+        if _stop_requested:
+            _stderr().print(
+                f"error: interrupted ({type(error).__name__} while stopping)", markup=False
+            )
+            raise typer.Exit(130) from None
         _stderr().print(
             f"internal error: {type(error).__name__}: {error}. This is a bug in mlcli; "
             "please report it with the output of the same command run with --verbose.",

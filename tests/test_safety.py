@@ -132,3 +132,32 @@ def test_random_csv_never_crashes_train(tmp_path_factory, data):
     (folder / "data.csv").write_bytes(data)
     result = runner.invoke(app, ["train", str(_fuzz_config(folder)), "--quiet"])
     assert result.exit_code in (0, 2, 3), result.output
+
+
+def _fails_after(stop: bool) -> None:
+    """An action that fails as a library might once a stop was asked for."""
+    import os
+    import signal
+
+    try:
+        if stop:
+            os.kill(os.getpid(), signal.SIGTERM)  # run_guarded's handler raises here
+        raise RuntimeError("the peer worker went away")
+    except KeyboardInterrupt:
+        raise RuntimeError("the collective was cancelled") from None
+
+
+def test_a_failure_while_stopping_is_an_interruption_not_a_bug(capsys):
+    import pytest
+    import typer
+
+    from mlcli.cli import run_guarded
+
+    with pytest.raises(typer.Exit) as stopped:
+        run_guarded(lambda: _fails_after(stop=True), verbose=False)
+    assert stopped.value.exit_code == 130
+    assert "interrupted" in capsys.readouterr().err
+    with pytest.raises(typer.Exit) as failed:  # the same failure without a stop is a bug
+        run_guarded(lambda: _fails_after(stop=False), verbose=False)
+    assert failed.value.exit_code == 1
+    assert "internal error: RuntimeError" in capsys.readouterr().err
