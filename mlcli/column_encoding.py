@@ -30,7 +30,7 @@ from mlcli.features import (
     model_inputs,
 )
 
-# the preprocessor's output names (mlcli.preprocessing, which imports TensorFlow)
+# the preprocessor's output names, here because mlcli.preprocessing imports TensorFlow
 NUMERIC = "numeric"
 CATEGORICAL_PREFIX = "categorical__"
 EPSILON = np.float32(1e-7)  # keras.backend.epsilon(), Normalization's floor on the deviation
@@ -64,8 +64,6 @@ def _lookup(column: ColumnSchema, values: pa.ChunkedArray) -> np.ndarray:
         filled = pc.fill_null(pc.cast(values, pa.int64()), INT_MISSING)
         vocabulary = pa.array(column.vocabulary, pa.int64())
     else:
-        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-            values = pc.cast(values, pa.string())
         filled = pc.fill_null(pc.cast(values, pa.string()), "")
         vocabulary = pa.array([str(value) for value in column.vocabulary], pa.string())
     positions = pc.fill_null(pc.index_in(filled, value_set=vocabulary), -1)
@@ -96,10 +94,8 @@ def encode_features(
 
 def encode_table(
     table: pa.Table, schema: FeatureSchema, *, source: str
-) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
-    """(encoded features, labels) of a split, or None when the layers must encode it."""
-    if not encodable(schema):
-        return None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(encoded features, labels) of a split; `schema` must be `encodable`."""
     labels = encode_labels(table.column(schema.target.column), schema.target, source=source)
     return encode_features(table, schema, source=source), labels
 

@@ -14,11 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mlcli.column_encoding import CATEGORICAL_PREFIX, NUMERIC
 from mlcli.features import ColumnSchema, FeatureSchema
 from mlcli.layers import QuantileTransform
 
-NUMERIC = "numeric"
-CATEGORICAL_PREFIX = "categorical__"
 TEXT_PREFIX = "text__"
 ENCODE_CHUNK_ROWS = 1 << 16
 

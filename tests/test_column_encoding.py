@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mlcli.column_encoding import encodable, encode_features, encode_table
+from mlcli.column_encoding import encodable, encode_features, encode_splits
 from mlcli.config import load_config
 from mlcli.errors import DataError
 from mlcli.splits import load_splits
@@ -66,7 +66,7 @@ def test_arrow_encoding_equals_the_preprocessing_layers(write_config):
 def test_text_and_quantile_columns_are_left_to_the_layers(write_config):
     schema, splits = _schema_and_splits(write_config, review="text")
     assert not encodable(schema)
-    assert encode_table(splits.train, schema, source="train") is None
+    assert encode_splits({"train": splits.train}, schema) is None
     schema, _ = _schema_and_splits(write_config, age={"type": "numeric", "transform": "quantile"})
     assert not encodable(schema)
 
