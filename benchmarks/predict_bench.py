@@ -69,7 +69,7 @@ def naive(run: Path, data: Path, output: Path) -> None:
     import pandas as pd
     import tensorflow as tf
 
-    from mlcli.loading import load_model
+    from mlcli.runs.loading import load_model
 
     schema = json.loads((run / "schema.json").read_text())
     columns = _adult_columns(run)

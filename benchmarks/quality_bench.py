@@ -2,7 +2,7 @@
 
 For every config and seed, `mlcli.train` trains the config (`seed=<seed>`), then LightGBM
 (`LGBMClassifier`/`LGBMRegressor` with default settings, `random_state=<seed>`) trains on the
-very same training split that mlcli read and split (`mlcli.splits.load_splits`), with the same
+very same training split that mlcli read and split (`mlcli.data.splits.load_splits`), with the same
 feature columns (categories as pandas categoricals), and both are scored on the same test split.
 Prints one row per config and model: the test metric's mean and standard deviation over the
 seeds, and the mean training seconds. LightGBM is only this benchmark's requirement
@@ -35,7 +35,7 @@ DEFAULT_CONFIGS = [
 
 def _frame(table: Any, schema: Any, categories: dict[str, list[Any]]) -> pd.DataFrame:
     """The schema's input columns: numbers as floats, everything else as pandas categoricals."""
-    from mlcli.features import numeric_values
+    from mlcli.features.schema import numeric_values
 
     columns: dict[str, Any] = {}
     for column in schema.columns:
@@ -52,10 +52,10 @@ def lightgbm_score(config_path: Path, seed: int) -> tuple[str, float, float]:
     """LightGBM with default settings on the config's own splits: (metric, test score, seconds)."""
     import lightgbm
 
-    from mlcli.config import load_config
-    from mlcli.features import encode_labels
-    from mlcli.splits import load_splits
-    from mlcli.training import prepare_schema
+    from mlcli.config.schema import load_config
+    from mlcli.data.splits import load_splits
+    from mlcli.features.schema import encode_labels
+    from mlcli.training.train import prepare_schema
 
     config, base_dir = load_config(config_path, overrides=[f"seed={seed}"])
     splits = load_splits(config, base_dir=base_dir)

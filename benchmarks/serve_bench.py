@@ -1,7 +1,7 @@
 """Serving under load: `mlcli serve` against a naive server, same run, same rows, same client.
 
 Both servers run as subprocesses on free 127.0.0.1 ports and speak TF Serving's REST API with
-the same request parsing and response bodies (mlcli.payloads); they differ only in how they
+the same request parsing and response bodies (mlcli.serving.payloads); they differ only in how they
 call the model:
 
 - mlcli: `python -m mlcli serve RUN` (access log on, to a file): micro-batching into one
@@ -65,9 +65,9 @@ class Phase:
 
 def load_rows(run: str, limit: int) -> list[dict[str, Any]]:
     """Rows of adult.test as JSON objects of the model's input columns (null when missing)."""
-    from mlcli.data import read_table
-    from mlcli.loading import open_run
-    from mlcli.run_tables import source_for_run
+    from mlcli.data.sources import source_for_run
+    from mlcli.data.tables import read_table
+    from mlcli.runs.loading import open_run
 
     loaded = open_run(run, with_model=False)
     names = loaded.schema.input_names
@@ -213,8 +213,8 @@ def naive_server(run: str, port: int) -> None:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from mlcli.loading import open_run
-    from mlcli.payloads import BadRequestError, Signature, parse_predict, predict_response
+    from mlcli.runs.loading import open_run
+    from mlcli.serving.payloads import BadRequestError, Signature, parse_predict, predict_response
 
     loaded = open_run(run)
     signature = Signature.from_schema(loaded.schema)

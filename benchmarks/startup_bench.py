@@ -25,7 +25,7 @@ ADULT = str(REPO / "examples" / "adult" / "config.yaml")
 IMPORTED = """
 import sys
 sys.argv = ["mlcli", *sys.argv[1:]]
-from mlcli.cli import main
+from mlcli.cli.app import main
 try:
     main()
 except SystemExit:

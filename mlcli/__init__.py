@@ -17,13 +17,13 @@ __version__ = "0.1.0"
 
 # Modules are named training, evaluation, ... so that `mlcli.train` stays the function.
 _API = {
-    "train": "mlcli.training",
-    "evaluate": "mlcli.evaluation",
-    "predict": "mlcli.prediction",
-    "export": "mlcli.exporting",
-    "tune": "mlcli.tuning",
-    "init": "mlcli.initializing",
-    "serve": "mlcli.serving",
+    "train": "mlcli.training.train",
+    "evaluate": "mlcli.evaluation.evaluate",
+    "predict": "mlcli.inference.predict",
+    "export": "mlcli.exporting.export",
+    "tune": "mlcli.training.tune",
+    "init": "mlcli.starter.init",
+    "serve": "mlcli.serving.server",
 }
 
 

@@ -1,6 +1,6 @@
 """`python -m mlcli`."""
 
-from mlcli.cli import main
+from mlcli.cli.app import main
 
 if __name__ == "__main__":
     main()

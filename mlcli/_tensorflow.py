@@ -138,7 +138,7 @@ def import_tensorflow(*, verbose: bool = False, start: bool = True) -> ModuleTyp
     """Imports TensorFlow, hiding its start-up noise unless `verbose`.
 
     Waits for an import `start_import` began. `start=False` leaves the runtime unstarted,
-    so that devices and a distribution strategy can still be chosen (`mlcli.devices.place`,
+    so that devices and a distribution strategy can still be chosen (`mlcli.training.devices.place`,
     which starts it).
     """
     importer = _importer

@@ -11,7 +11,7 @@ MlcliError (1, a bug unless a subclass says otherwise)
 ```
 
 Library code raises these with a message that names the file, the dotted config key or the
-column, what was found and what was expected. Only `mlcli.cli` turns them into an exit.
+column, what was found and what was expected. Only `mlcli.cli.app` turns them into an exit.
 """
 
 from __future__ import annotations
@@ -57,3 +57,11 @@ class InterruptedRunError(MlcliError):
     """Training was interrupted by a signal; its checkpoint is kept (exit 130)."""
 
     exit_code = 130
+
+
+def require_extra(module: str, extra: str, what: str) -> None:
+    """Raises `ConfigError` (exit 2) naming the extra to install when `module` is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{what} needs the {module} package: pip install 'mlcli[{extra}]'")

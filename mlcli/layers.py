@@ -4,7 +4,7 @@ Numeric encodings from Gorishniy et al. 2022, "On Embeddings for Numerical Featu
 Deep Learning" (piecewise-linear and periodic embeddings), a quantile transform, and the small
 pieces an FT-Transformer needs (a per-feature linear tokenizer, a CLS token, ReGLU). Every
 layer keeps its constants in its config, so a saved `model.keras` carries them; any code that
-loads such a model imports this module first (`mlcli.loading.load_model` does).
+loads such a model imports this module first (`mlcli.runs.loading.load_model` does).
 
 Example:
 

@@ -104,8 +104,8 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     Every feature type is present: numeric with missing values, categorical (string and
     integer), binary and text. The runs are shared: tests must not modify them.
     """
-    from mlcli.config import parse_config
-    from mlcli.training import train
+    from mlcli.config.schema import parse_config
+    from mlcli.training.train import train
 
     folder = tmp_path_factory.mktemp("trained")
     data = folder / "data.csv"
@@ -133,7 +133,7 @@ def predict_with_cli(run: Path, table: pa.Table, folder: Path) -> pa.Table:
     """What `mlcli predict` writes for `table` (the reference the server is compared with)."""
     from typer.testing import CliRunner
 
-    from mlcli.cli import app
+    from mlcli.cli.app import app
 
     data, output = folder / "rows.csv", folder / "predictions.csv"
     pa_csv.write_csv(table, data)

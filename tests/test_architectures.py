@@ -11,8 +11,8 @@ import pyarrow.csv as pa_csv
 import pytest
 from typer.testing import CliRunner
 
-from mlcli.cli import app
-from mlcli.config import load_config
+from mlcli.cli.app import app
+from mlcli.config.schema import load_config
 
 runner = CliRunner()
 
@@ -49,12 +49,12 @@ def _features(**extra: object) -> dict[str, object]:
 def test_family_round_trips_through_model_keras(write_config, tmp_path, family):
     import keras
 
-    from mlcli.features import model_inputs
-    from mlcli.loading import load_model
-    from mlcli.model import build_core, compose, predict_raw
-    from mlcli.preprocessing import build_preprocessor, encode
-    from mlcli.splits import load_splits
-    from mlcli.training import prepare_schema
+    from mlcli.data.splits import load_splits
+    from mlcli.features.schema import model_inputs
+    from mlcli.models.core import build_core, compose, predict_raw
+    from mlcli.preprocessing.layers import build_preprocessor, encode
+    from mlcli.runs.loading import load_model
+    from mlcli.training.train import prepare_schema
 
     path = write_config(
         model=FAMILIES[family],
@@ -86,9 +86,9 @@ def test_family_round_trips_through_model_keras(write_config, tmp_path, family):
 def test_family_trains_and_the_saved_model_reproduces_its_metrics(
     write_config, tiny_csv, family, target, task, metric
 ):
-    from mlcli.features import encode_labels, model_inputs
-    from mlcli.loading import labels_from_outputs, open_run
-    from mlcli.model import predict_raw
+    from mlcli.features.schema import encode_labels, model_inputs
+    from mlcli.models.core import predict_raw
+    from mlcli.runs.loading import labels_from_outputs, open_run
 
     exclude = [c for c in ("id", "label", "tier", "value") if c != target]
     path = write_config(
@@ -105,7 +105,7 @@ def test_family_trains_and_the_saved_model_reproduces_its_metrics(
 
     loaded = open_run(run)
     table = pa_csv.read_csv(tiny_csv)
-    from mlcli.splits import TEST_SPLIT_SEED, split_off
+    from mlcli.data.splits import TEST_SPLIT_SEED, split_off
 
     _, test = split_off(table, loaded.config, fraction=0.25, seed=TEST_SPLIT_SEED)
     outputs = predict_raw(
@@ -154,8 +154,8 @@ def test_quantile_transform_layer_matches_its_numpy_twin():
 
 
 def test_learning_rate_schedules(write_config):
-    from mlcli.config import TrainingConfig
-    from mlcli.model import make_optimizer, schedule_callbacks
+    from mlcli.config.schema import TrainingConfig
+    from mlcli.models.core import make_optimizer, schedule_callbacks
 
     cosine = TrainingConfig(learning_rate_schedule="cosine", epochs=4, learning_rate=0.01)
     optimizer = make_optimizer(cosine, steps_per_epoch=10)
@@ -184,8 +184,8 @@ def test_a_family_rejects_another_familys_key(write_config):
 
 
 def test_test_fraction_and_target_scale(write_config):
-    from mlcli.splits import load_splits
-    from mlcli.training import prepare_schema
+    from mlcli.data.splits import load_splits
+    from mlcli.training.train import prepare_schema
 
     path = write_config(
         data={"train": "data.csv", "validation": 0.25, "test": 0.2},

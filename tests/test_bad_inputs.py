@@ -14,7 +14,7 @@ from click.testing import Result
 from conftest import make_table
 from typer.testing import CliRunner
 
-from mlcli.cli import app
+from mlcli.cli.app import app
 
 runner = CliRunner()
 

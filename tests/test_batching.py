@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from mlcli.batching import Batcher, Columns, QueueFullError
+from mlcli.serving.batching import Batcher, Columns, QueueFullError
 
 
 class FakeModel:

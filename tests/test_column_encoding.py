@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mlcli.column_encoding import encodable, encode_features, encode_splits
-from mlcli.config import load_config
+from mlcli.config.schema import load_config
+from mlcli.data.splits import load_splits
 from mlcli.errors import DataError
-from mlcli.splits import load_splits
-from mlcli.training import prepare_schema
+from mlcli.preprocessing.arrow import encodable, encode_features, encode_splits
+from mlcli.training.train import prepare_schema
 
 FEATURES = {
     "income": {"type": "numeric", "transform": "log"},
@@ -40,8 +40,8 @@ def _with_unseen_and_missing(table: pa.Table) -> pa.Table:
 
 
 def test_arrow_encoding_equals_the_preprocessing_layers(write_config):
-    from mlcli.features import model_inputs
-    from mlcli.preprocessing import build_preprocessor, encode
+    from mlcli.features.schema import model_inputs
+    from mlcli.preprocessing.layers import build_preprocessor, encode
 
     schema, splits = _schema_and_splits(write_config)
     assert encodable(schema)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mlcli.cli import app
-from mlcli.config import load_config
+from mlcli.cli.app import app
+from mlcli.config.schema import load_config
 from mlcli.errors import ConfigError
 
 runner = CliRunner()
@@ -126,7 +126,7 @@ def test_help_and_validate_do_not_import_tensorflow(arguments, write_config):
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from mlcli.cli import app\n"
+        "from mlcli.cli.app import app\n"
         f"result = CliRunner().invoke(app, {args!r})\n"
         "assert result.exit_code == 0, result.output\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, make_table
 
-from mlcli.config import parse_config
-from mlcli.data import read_table, resolve_source
-from mlcli.splits import load_splits
+from mlcli.config.schema import parse_config
+from mlcli.data.splits import load_splits
+from mlcli.data.tables import read_table, resolve_source
 
 ADULT_COLUMNS = [
     "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
@@ -130,7 +130,7 @@ def test_globs_lists_and_directories(tmp_path: Path):
 
 def test_shipped_examples_carry_their_data():
     for config_path in sorted((REPO / "examples").glob("*/config.yaml")):
-        from mlcli.config import load_config
+        from mlcli.config.schema import load_config
 
         config, base = load_config(config_path)
         source = resolve_source(config.data.train, data=config.data, base_dir=base)

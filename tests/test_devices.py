@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mlcli.cli import app
-from mlcli.cluster import cluster_role
-from mlcli.devices import parse_device
+from mlcli.cli.app import app
 from mlcli.errors import ConfigError
-from mlcli.runs import MANIFEST
+from mlcli.runs.directory import MANIFEST
+from mlcli.training.cluster import cluster_role
+from mlcli.training.devices import parse_device
 
 runner = CliRunner()
 
@@ -133,7 +133,7 @@ def test_logical_devices_once_tensorflow_runs_are_exit_2(write_config):
 def test_mixed_precision_keeps_the_output_float32(write_config):
     import keras
 
-    from mlcli.loading import load_model
+    from mlcli.runs.loading import load_model
 
     config = write_config(
         training={"epochs": 1, "batch_size": 32, "precision": "mixed_float16", "device": "cpu"}

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mlcli.callbacks import completed_epochs
-from mlcli.cli import app
-from mlcli.runs import HISTORY, MANIFEST, METRICS, MODEL
+from mlcli.cli.app import app
+from mlcli.runs.directory import HISTORY, MANIFEST, METRICS, MODEL
+from mlcli.training.callbacks import completed_epochs
 
 runner = CliRunner()
 MLCLI = [sys.executable, "-m", "mlcli", "train"]
@@ -129,7 +129,7 @@ def test_two_workers_train_one_run_that_matches_a_single_process(write_config, t
     assert chief.files == worker.files
     for name in chief.files:
         np.testing.assert_array_equal(chief[name], worker[name])
-    from mlcli.loading import load_model
+    from mlcli.runs.loading import load_model
 
     saved = load_model(run / MODEL).get_layer("core").get_weights()
     for index, value in enumerate(saved):
@@ -216,7 +216,7 @@ def test_the_loop_matches_model_fit_and_resumes_from_a_checkpoint(tmp_path):
     import keras
     import tensorflow as tf
 
-    from mlcli import distributed
+    from mlcli.training import distributed
 
     train, validation = _tiny_data()
     strategy = tf.distribute.get_strategy()

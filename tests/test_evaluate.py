@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from mlcli.cli import app
-from mlcli.config import parse_config
-from mlcli.run_tables import source_for_run
+from mlcli.cli.app import app
+from mlcli.config.schema import parse_config
+from mlcli.data.sources import source_for_run
 
 runner = CliRunner()
 
@@ -132,7 +132,7 @@ def test_parquet_data_and_unlabelled_rows(runs_copy, trained_runs, tmp_path):
 
 def _flip_binary_head(run: Path) -> None:
     """Negates the sigmoid head: every probability p becomes 1 - p, so AUC becomes 1 - AUC."""
-    from mlcli.loading import load_model
+    from mlcli.runs.loading import load_model
 
     model = load_model(run / "model.keras")
     core = next(layer for layer in model.layers if layer.name == "core")

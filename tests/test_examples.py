@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO
 from typer.testing import CliRunner
 
-from mlcli.cli import app
+from mlcli.cli.app import app
 
 runner = CliRunner()
 EXAMPLES = sorted((REPO / "examples").glob("*/config*.yaml"))

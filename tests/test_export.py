@@ -20,7 +20,7 @@ import pyarrow.csv as pa_csv
 import pytest
 from typer.testing import CliRunner
 
-from mlcli.cli import app
+from mlcli.cli.app import app
 
 runner = CliRunner()
 
@@ -36,8 +36,8 @@ def portable_runs(
 ) -> dict[str, Path]:
     """Tiny runs without text: `regression` (with an integer categorical) and `binary`
     (numbers with missing values and string categories only), and their data."""
-    from mlcli.config import parse_config
-    from mlcli.training import train
+    from mlcli.config.schema import parse_config
+    from mlcli.training.train import train
 
     folder = tmp_path_factory.mktemp("portable")
     data = folder / "data.csv"
@@ -83,9 +83,9 @@ def _raw_rows(data: Path, schema: dict[str, Any], count: int = 5) -> list[dict[s
 
 
 def _keras_outputs(run: Path, rows: list[dict[str, Any]]) -> np.ndarray:
-    from mlcli.features import model_inputs
-    from mlcli.loading import open_run
-    from mlcli.model import predict_raw
+    from mlcli.features.schema import model_inputs
+    from mlcli.models.core import predict_raw
+    from mlcli.runs.loading import open_run
 
     loaded = open_run(run)
     columns = {name: [row[name] for row in rows] for name in loaded.schema.input_names}
@@ -282,8 +282,8 @@ def test_keras_round_trip(trained_runs, tmp_path):
     model = keras.saving.load_model(Path(stdout.strip()) / "model.keras", safe_mode=True)
     schema = json.loads((run / "schema.json").read_text())
     rows = _raw_rows(trained_runs["data"], schema)
-    from mlcli.features import FeatureSchema, model_inputs
-    from mlcli.model import predict_raw
+    from mlcli.features.schema import FeatureSchema, model_inputs
+    from mlcli.models.core import predict_raw
 
     table = pa.table({k: pa.array([r[k] for r in rows], from_pandas=True) for k in rows[0]})
     loaded_schema = FeatureSchema.from_dict(schema)
@@ -298,16 +298,16 @@ def test_keras_round_trip(trained_runs, tmp_path):
 def test_a_difference_beyond_tolerance_fails_and_writes_nothing(
     trained_runs, tmp_path, monkeypatch
 ):
-    import mlcli.exporting
+    import mlcli.exporting.export
 
-    real = mlcli.exporting.run_in_runtime
+    real = mlcli.exporting.export.run_in_runtime
 
     def drifting(*args: Any, **kwargs: Any) -> Any:
         runtime, outputs = real(*args, **kwargs)
         outputs["output"] = outputs["output"] + 0.01
         return runtime, outputs
 
-    monkeypatch.setattr(mlcli.exporting, "run_in_runtime", drifting)
+    monkeypatch.setattr(mlcli.exporting.export, "run_in_runtime", drifting)
     target = tmp_path / "exports" / "keras"
     code, _, stderr = _export(str(trained_runs["binary"]), "--format", "keras", "-o", str(target))
     assert code == 4
@@ -329,17 +329,17 @@ def test_usage_errors(trained_runs, portable_runs, monkeypatch):
     assert code == 2 and "saved_model, keras, tflite, onnx" in stderr
     code, _, stderr = _export(str(trained_runs["binary"]), "-f", "saved_model", "--version", "0")
     assert code == 2 and "--version" in stderr
-    import mlcli.export_formats
+    import mlcli.exporting.formats
 
-    monkeypatch.setattr(mlcli.export_formats.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(mlcli.exporting.formats.importlib.util, "find_spec", lambda name: None)
     code, _, stderr = _export(str(portable_runs["binary"]), "--format", "onnx")
     assert code == 2 and "install mlcli[onnx]" in stderr
 
 
 def test_sample_falls_back_to_the_schema_when_the_data_is_gone(trained_runs):
-    from mlcli.export_check import sample_columns
-    from mlcli.features import INT_MISSING
-    from mlcli.loading import open_run
+    from mlcli.exporting.check import sample_columns
+    from mlcli.features.schema import INT_MISSING
+    from mlcli.runs.loading import open_run
 
     loaded = open_run(trained_runs["binary"], with_model=False)
     data = loaded.config.data.model_copy(update={"train": "/nonexistent/data.csv"})
@@ -354,8 +354,8 @@ def test_sample_falls_back_to_the_schema_when_the_data_is_gone(trained_runs):
 
 
 def test_compare_counts_label_flips_and_nan_as_differences(trained_runs):
-    from mlcli.export_check import compare
-    from mlcli.loading import open_run
+    from mlcli.exporting.check import compare
+    from mlcli.runs.loading import open_run
 
     schema = open_run(trained_runs["binary"], with_model=False).schema
     classes = [str(c) for c in schema.target.classes]

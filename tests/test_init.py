@@ -14,11 +14,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mlcli.cli import app
-from mlcli.config import load_config
-from mlcli.profiling import profile_column, profile_target
-from mlcli.sniffing import sniff_csv
-from mlcli.validation import validate
+from mlcli.cli.app import app
+from mlcli.config.schema import load_config
+from mlcli.data.dialect import sniff_csv
+from mlcli.starter.profiling import profile_column, profile_target
+from mlcli.training.validate import validate
 
 runner = CliRunner()
 
@@ -179,7 +179,7 @@ def test_init_reads_parquet_and_json_output(tmp_path, monkeypatch):
 
 
 def test_init_imports_no_tensorflow():
-    code = "import sys, mlcli.cli, mlcli.initializing; print('tensorflow' in sys.modules)"
+    code = "import sys, mlcli.cli.app, mlcli.starter.init; print('tensorflow' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
@@ -187,7 +187,7 @@ def test_init_imports_no_tensorflow():
 
 
 def test_written_config_trains_unchanged(tmp_path, monkeypatch):
-    from mlcli.training import train
+    from mlcli.training.train import train
 
     monkeypatch.chdir(tmp_path)
     data = _uci_like(tmp_path, rows=200)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from mlcli.cli import app
+from mlcli.cli.app import app
 
 runner = CliRunner()
 
@@ -26,9 +26,9 @@ def _predict(*args: str, input: bytes | None = None) -> tuple[int, str, str]:
 
 def _own_outputs(run: Path, table: pa.Table) -> np.ndarray:
     """The saved model's outputs through the training code's own path (`model.predict_raw`)."""
-    from mlcli.features import model_inputs
-    from mlcli.loading import open_run
-    from mlcli.model import predict_raw
+    from mlcli.features.schema import model_inputs
+    from mlcli.models.core import predict_raw
+    from mlcli.runs.loading import open_run
 
     loaded = open_run(run)
     return predict_raw(
@@ -119,7 +119,7 @@ def test_missing_columns_exit_3_and_write_nothing(trained_runs, tmp_path):
 
 
 def test_an_interrupted_predict_leaves_no_output(trained_runs, tmp_path, monkeypatch):
-    from mlcli.inference import Predictor
+    from mlcli.inference.predictor import Predictor
 
     pq.write_table(pa_csv.read_csv(trained_runs["data"]), tmp_path / "data.parquet")
     calls = []

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mlcli import runs
-from mlcli.cli import app
+from mlcli.cli.app import app
+from mlcli.runs import directory as runs
 
 runner = CliRunner()
 HOUR = 3600.0
@@ -31,7 +31,7 @@ def _fake_run(
     age: float = 0.0,
     **manifest: Any,
 ) -> Path:
-    """A run folder with the artifacts `mlcli runs` reads, named as `mlcli.runs` names them."""
+    """A run folder with the artifacts `mlcli runs` reads, named as `runs.directory` names them."""
     folder.mkdir(parents=True)
     config = {"name": folder.parent.name, "training": {"epochs": epochs, "batch_size": 32}}
     (folder / runs.CONFIG).write_text(yaml.safe_dump(config))

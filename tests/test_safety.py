@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from mlcli.cli import app
+from mlcli.cli.app import app
 
 runner = CliRunner()
 
@@ -151,7 +151,7 @@ def test_a_failure_while_stopping_is_an_interruption_not_a_bug(capsys):
     import pytest
     import typer
 
-    from mlcli.cli import run_guarded
+    from mlcli.cli.app import run_guarded
 
     with pytest.raises(typer.Exit) as stopped:
         run_guarded(lambda: _fails_after(stop=True), verbose=False)

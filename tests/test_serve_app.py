@@ -17,7 +17,7 @@ import pytest
 from conftest import predict_with_cli
 from typer.testing import CliRunner
 
-from mlcli.cli import app
+from mlcli.cli.app import app
 
 runner = CliRunner()
 
@@ -27,9 +27,9 @@ def _ask(run: Path, requests: list[tuple[str, str, dict | None]]) -> list[Any]:
     from mlcli._tensorflow import import_tensorflow
 
     import_tensorflow()
-    from mlcli.batching import Batcher
-    from mlcli.routes import create_app
-    from mlcli.servables import load_servable
+    from mlcli.serving.batching import Batcher
+    from mlcli.serving.routes import create_app
+    from mlcli.serving.servables import load_servable
 
     servable = load_servable(run, name="m")
     batcher = Batcher(servable.call, max_rows=16, timeout_s=0.001)
@@ -127,7 +127,7 @@ def test_a_missing_serve_extra_says_what_to_install(monkeypatch):
 
 
 def test_a_saved_model_export_serves_the_runs_answers(trained_runs, table, tmp_path):
-    from mlcli.exporting import export
+    from mlcli.exporting.export import export
 
     export(trained_runs["binary"], format="saved_model", output=tmp_path / "exports")
     requests = [

@@ -14,16 +14,16 @@ import pytest
 from conftest import make_table
 from typer.testing import CliRunner
 
-from mlcli.config import Config, parse_config
-from mlcli.data import read_table
-from mlcli.features import build_schema, build_target, resolve_feature_specs
-from mlcli.splits import labelled_rows
-from mlcli.streamed_splits import (
-    load_streamed_splits,
+from mlcli.config.schema import Config, parse_config
+from mlcli.data.splits import labelled_rows
+from mlcli.data.streamed_splits import (
     split_parts,
     streaming_enabled,
     unit_hash,
 )
+from mlcli.data.tables import read_table
+from mlcli.features.schema import build_schema, build_target, resolve_feature_specs
+from mlcli.training.data import load_streamed_splits
 
 ROWS = 500
 
@@ -113,7 +113,7 @@ def test_hash_split_is_deterministic_and_independent_of_batching():
 
 
 def test_shuffle_pool_keeps_every_row_once_and_mixes_across_batches():
-    from mlcli.streaming import shuffled
+    from mlcli.training.streaming import shuffled
 
     batches = [pa.table({"n": np.arange(start, start + 100)}) for start in range(0, 1000, 100)]
 
@@ -135,7 +135,7 @@ def test_auto_streams_only_large_training_files(tmp_path):
 
 
 def test_a_streamed_run_trains_and_its_model_takes_raw_values(tmp_path):
-    from mlcli.cli import app
+    from mlcli.cli.app import app
 
     table = make_table(400, seed=1)
     train = _write_parts(table, tmp_path / "parts", "parquet")
@@ -173,7 +173,7 @@ def test_a_streamed_run_trains_and_its_model_takes_raw_values(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train"]["rows"] == int(np.sum(parts == 0))
 
-    from mlcli.prediction import predict
+    from mlcli.inference.predict import predict
 
     raw = tmp_path / "raw.csv"
     pa_csv.write_csv(table.drop_columns(["label"]), raw)

@@ -10,10 +10,11 @@ import numpy as np
 import pyarrow.csv as pa_csv
 import pytest
 
-from mlcli.config import parse_config
+from mlcli.config.schema import parse_config
 from mlcli.errors import ConfigError, TrainingDivergedError
-from mlcli.runs import Run
-from mlcli.tracking import flatten, tensorboard_callbacks
+from mlcli.runs.directory import Run
+from mlcli.tracking.tensorboard import tensorboard_callbacks
+from mlcli.tracking.tracker import flatten
 
 
 def test_tensorboard_without_the_package_names_the_extra(monkeypatch):
@@ -69,7 +70,7 @@ def test_mlflow_round_trip(write_config, tiny_csv, mlflow_uri):
 
     tensorboard = importlib.util.find_spec("tensorboard") is not None  # checked when installed
 
-    from mlcli.training import train
+    from mlcli.training.train import train
 
     path = write_config(
         tracking={"mlflow": {"uri": mlflow_uri, "experiment": "tiny-exp"}},
@@ -114,13 +115,13 @@ def test_mlflow_round_trip(write_config, tiny_csv, mlflow_uri):
 
 
 def test_mlflow_run_is_marked_failed_when_training_fails(write_config, mlflow_uri, monkeypatch):
-    import mlcli.fit
-    from mlcli.training import train
+    import mlcli.training.fit
+    from mlcli.training.train import train
 
     def diverge(*args: object, **kwargs: object) -> None:
         raise TrainingDivergedError("the training loss became nan at epoch 1")
 
-    monkeypatch.setattr(mlcli.fit, "fit_run", diverge)
+    monkeypatch.setattr(mlcli.training.fit, "fit_run", diverge)
     path = write_config(tracking={"mlflow": {"uri": mlflow_uri, "experiment": "failing"}})
     with pytest.raises(TrainingDivergedError):
         train(path)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mlcli.cli import app
-from mlcli.runs import (
+from mlcli.cli.app import app
+from mlcli.runs.directory import (
     CHECKPOINTS,
     CONFIG,
     HISTORY,
@@ -96,7 +96,7 @@ def test_saved_model_takes_raw_values_and_reloads_identically(write_config):
     import keras
     import tensorflow as tf
 
-    from mlcli.features import FeatureSchema
+    from mlcli.features.schema import FeatureSchema
 
     run = _train(write_config())
     model = keras.saving.load_model(run / MODEL, safe_mode=True)

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mlcli.cli import app
-from mlcli.config import load_config
+from mlcli.cli.app import app
+from mlcli.config.schema import load_config
 
 runner = CliRunner()
 
@@ -86,9 +86,9 @@ def test_the_tune_section_round_trips_through_yaml(write_config):
 def test_the_search_keeps_the_best_trial_by_the_metrics_direction(write_config, monkeypatch):
     """The runs are stand-ins here (the slow test above trains for real): a run's validation
     loss is its distance from dropout 0.2, so the best trial is the one closest to it."""
-    import mlcli.training
-    from mlcli import runs as run_files
-    from mlcli.tuning import tune
+    import mlcli.training.train
+    from mlcli.runs import directory as run_files
+    from mlcli.training.tune import tune
 
     def fake_train(config, *, base_dir, output_dir, device):
         run = Path(output_dir) / config.name
@@ -98,7 +98,7 @@ def test_the_search_keeps_the_best_trial_by_the_metrics_direction(write_config, 
         (run / run_files.METRICS).write_text(json.dumps(metrics))
         return run
 
-    monkeypatch.setattr(mlcli.training, "train", fake_train)
+    monkeypatch.setattr(mlcli.training.train, "train", fake_train)
     path = write_config(tune={"parameters": {"model.dropout": {"low": 0.0, "high": 0.5}}})
     result = tune(path, trials=6)
     assert result.direction == "minimize" and len(result.trials) == 6

@@ -1,0 +1,1 @@
+"""The command line: the Typer app, the error boundary and one module per command."""

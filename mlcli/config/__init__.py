@@ -1,0 +1,1 @@
+"""The YAML config: its pydantic schema, loading with ${VAR} and paths, dotted overrides."""

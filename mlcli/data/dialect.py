@@ -1,0 +1,202 @@
+"""Guessing how a delimited text file is written, from its first megabyte, without TensorFlow.
+
+`sniff_csv` finds the delimiter, whether quote characters quote, whether the first line is a
+header, leading banner lines, spaces after separators and missing-value markers such as `?`.
+Every guess comes with the reason it was made, which `mlcli init` writes into the config as a
+comment. The standard library's `csv` module does the parsing of the sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from mlcli.config.schema import CsvOptions
+from mlcli.errors import DataError
+
+SNIFF_BYTES = 1 << 20
+_SNIFF_ROWS = 2000
+_DELIMITERS = (",", ";", "\t", "|")
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+# Values that mean "missing" wherever they stand alone in a field.
+_ALWAYS_MISSING = {"?", "#N/A", "n/a", "NAN", "None", "<NA>"}
+# Values that mean "missing" when they interrupt an otherwise numeric column.
+_MISSING_IN_NUMBERS = {"-", "--", ".", "none", "missing", "na", "NULL", "null", "nil"}
+DEFAULT_NA_VALUES: list[str] = CsvOptions.model_validate({}).na_values
+
+
+@dataclass
+class CsvDialect:
+    """How a CSV file is written, with the reason of each guess (key -> why)."""
+
+    delimiter: str = ","
+    header: bool = True
+    quoting: bool = True
+    trim_whitespace: bool = False
+    skip_rows: int = 0
+    na_values: list[str] = field(default_factory=list)
+    first_row: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+def read_head(path: Path, limit: int = SNIFF_BYTES) -> str:
+    """The first `limit` bytes of a (possibly compressed) file, cut at the last full line."""
+    try:
+        with pa.input_stream(str(path), compression="detect") as stream:
+            data = stream.read(limit + 1)
+    except (OSError, pa.ArrowInvalid) as error:
+        raise DataError(f"{path}: cannot read the file: {error}") from error
+    if len(data) > limit:
+        data = data[: data.rfind(b"\n") + 1] or data[:limit]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(data) - 4:  # not just a character cut in half at the end
+            raise DataError(f"{path}: not UTF-8 text (byte {error.start})") from error
+        text = data[: error.start].decode("utf-8")
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty, expected a table")
+    return text
+
+
+def _rows(text: str, delimiter: str, *, quoting: bool) -> list[list[str]]:
+    reader = csv.reader(
+        io.StringIO(text),
+        delimiter=delimiter,
+        quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE,
+        strict=False,
+    )
+    rows: list[list[str]] = []
+    try:
+        for row in reader:
+            if row:
+                rows.append(row)
+            if len(rows) >= _SNIFF_ROWS:
+                break
+    except csv.Error:
+        pass  # a quote left open at the end of the sample
+    return rows
+
+
+def _consistency(rows: list[list[str]]) -> tuple[float, int]:
+    """The share of rows with the most common field count, and that count."""
+    if not rows:
+        return 0.0, 0
+    count, times = Counter(len(row) for row in rows[1:] or rows).most_common(1)[0]
+    return times / max(len(rows) - 1, 1), count
+
+
+def _choose_delimiter(text: str) -> tuple[str, bool, str]:
+    """The delimiter and quoting that split the sample into the most regular rows."""
+    best: tuple[float, int, str, bool] = (0.0, 1, ",", True)
+    for delimiter in _DELIMITERS:
+        for quoting in (True, False):
+            share, fields = _consistency(_rows(text, delimiter, quoting=quoting))
+            if fields >= 2 and (share, fields) > best[:2]:
+                best = (share, fields, delimiter, quoting)
+    share, fields, delimiter, quoting = best
+    if fields < 2:
+        return ",", True, "one column: no delimiter splits the lines"
+    raw = _rows(text, delimiter, quoting=False)
+    if _consistency(raw)[0] >= share:
+        # Both read the sample alike; quote characters that open a field without closing it
+        # are text (SMS messages), and reading them as quotes would swallow later lines.
+        opened = [v for row in raw for v in row if v.startswith('"')]
+        quoting = not any(len(v) < 2 or not v.endswith('"') for v in opened)
+    name = _DELIMITER_NAMES[delimiter]
+    return delimiter, quoting, f"{name}: {share:.0%} of the sampled lines have {fields} fields"
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return value.strip().lower() not in ("nan", "inf", "-inf", "infinity")
+
+
+def _leading_banner(rows: list[list[str]], fields: int) -> int:
+    """How many first lines (at most 5) have a different field count from the rest."""
+    banner = 0
+    while banner < min(5, len(rows) - 1) and len(rows[banner]) != fields:
+        banner += 1
+    return banner
+
+
+def _has_header(rows: list[list[str]], text: str) -> tuple[bool, str]:
+    first, body = rows[0], rows[1:]
+    if not body:
+        return True, "a single line: read as the header"
+    if any(_is_number(value) for value in first):
+        return False, "the first line holds numbers: it is data"
+    for index, value in enumerate(first):
+        column = [row[index] for row in body if len(row) > index and row[index].strip()]
+        if column and all(_is_number(v) for v in column):
+            return True, f"the first line is text above numbers (column {value.strip()!r})"
+    for value, index in zip(first, range(len(first)), strict=True):
+        if any(len(row) > index and row[index] == value for row in body):
+            return False, f"the first line's {value.strip()!r} recurs below it: it is data"
+    try:
+        sniffed = csv.Sniffer().has_header(text[:65536])
+    except csv.Error:
+        sniffed = True
+    return sniffed, "the first line's values never recur below it" if sniffed else "csv.Sniffer"
+
+
+def _trims(rows: list[list[str]]) -> bool:
+    later = [value for row in rows for value in row[1:] if value.strip()]
+    spaced = sum(value.startswith(" ") for value in later)
+    return bool(later) and spaced / len(later) > 0.5
+
+
+def _missing_markers(rows: list[list[str]]) -> tuple[list[str], str]:
+    """Values that stand for missing data: `?` anywhere, `-`/`.` and the like among numbers."""
+    found: Counter[str] = Counter()
+    width = max((len(row) for row in rows), default=0)
+    for index in range(width):
+        values = [row[index].strip() for row in rows if len(row) > index]
+        values = [v for v in values if v]
+        numbers = sum(_is_number(v) for v in values)
+        numeric = bool(values) and numbers / len(values) >= 0.9
+        for value in set(values):
+            if value in _ALWAYS_MISSING or (numeric and value in _MISSING_IN_NUMBERS):
+                found[value] += values.count(value)
+    extra = [value for value, _ in found.most_common() if value not in DEFAULT_NA_VALUES]
+    if not extra:
+        return [], ""
+    shown = ", ".join(f"{value!r} ({found[value]} times)" for value in extra)
+    return extra, f"{shown} in the sample read as missing"
+
+
+def sniff_csv(path: Path) -> CsvDialect:
+    """Guesses how a delimited text file is written from its first megabyte."""
+    text = read_head(path)
+    delimiter, quoting, why_delimiter = _choose_delimiter(text)
+    rows = _rows(text, delimiter, quoting=quoting)
+    _, fields = _consistency(rows)
+    dialect = CsvDialect(delimiter=delimiter, quoting=quoting)
+    dialect.reasons["delimiter"] = why_delimiter
+    if not quoting:
+        dialect.reasons["quoting"] = "quote characters occur inside fields: read as plain text"
+    dialect.skip_rows = _leading_banner(rows, fields)
+    if dialect.skip_rows:
+        shown = delimiter.join(rows[0])[:40]
+        dialect.reasons["skip_rows"] = f"the first line(s) do not fit the table: {shown!r}"
+    rows = rows[dialect.skip_rows :]
+    dialect.trim_whitespace = _trims(rows)
+    if dialect.trim_whitespace:
+        dialect.reasons["trim_whitespace"] = f"fields follow a {_DELIMITER_NAMES.get(delimiter)}"
+        dialect.reasons["trim_whitespace"] += " and a space"
+        rows = [[value.strip() for value in row] for row in rows]
+    dialect.header, dialect.reasons["header"] = _has_header(rows, text)
+    dialect.first_row = rows[0]
+    dialect.na_values, why_missing = _missing_markers(rows[1:] if dialect.header else rows)
+    if why_missing:
+        dialect.reasons["na_values"] = why_missing
+    return dialect

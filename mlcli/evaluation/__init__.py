@@ -1,0 +1,1 @@
+"""`mlcli evaluate`: metrics, quality gates and the report it writes."""

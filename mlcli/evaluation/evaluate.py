@@ -1,0 +1,219 @@
+"""`mlcli evaluate`: a run's metrics on a labelled table, quality gates and a baseline.
+
+The metrics are `evaluation.metrics`'s; the result is written to `evaluations/<data-name>-<time>/`
+in the run (`mlcli.evaluation.report`).
+
+```python
+result = mlcli.evaluate("runs/adult-income", data="adult.test", fail_under=["auc=0.9"])
+result.metrics["auc"]
+```
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlcli.data.columns import label_values
+from mlcli.errors import ConfigError, DataError, RunError
+from mlcli.evaluation.metrics import (
+    LOWER_IS_BETTER,
+    PRIMARY_METRIC,
+    compute_metrics,
+    metric_names,
+)
+from mlcli.evaluation.result import Evaluation
+from mlcli.features.schema import FeatureSchema, encode_labels
+from mlcli.reporting import QuietReporter, Reporter
+from mlcli.runs.loading import LoadedRun, load_model, open_run
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A quality gate: `metric` must not fall under (or rise over) `value`."""
+
+    metric: str
+    value: float
+    kind: str  # under | over
+
+    @property
+    def option(self) -> str:
+        """How the bound was given on the command line."""
+        return f"--fail-{self.kind} {self.metric}={self.value:g}"
+
+    def missed_by(self, found: float) -> bool:
+        """True when `found` misses this bound."""
+        return found < self.value if self.kind == "under" else found > self.value
+
+
+def parse_bounds(texts: Iterable[str], *, kind: str) -> list[Bound]:
+    """`auc=0.9` strings as bounds; a malformed one is a `ConfigError`."""
+    bounds = []
+    for text in texts:
+        name, sep, number = text.partition("=")
+        try:
+            value = float(number)
+        except ValueError:
+            value = math.nan
+        if not sep or not name.strip() or not math.isfinite(value):
+            raise ConfigError(
+                f"--fail-{kind} {text!r}: expected METRIC=NUMBER, e.g. --fail-{kind} auc=0.9"
+            )
+        bounds.append(Bound(name.strip(), value, kind))
+    return bounds
+
+
+def check_bound_names(bounds: Sequence[Bound], schema: FeatureSchema) -> None:
+    """Raises `ConfigError` listing the valid names when a bound names an unknown metric."""
+    valid = metric_names(schema)
+    unknown = [b for b in bounds if b.metric not in valid]
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0].option}: a {schema.target.task} run has no metric "
+            f"{unknown[0].metric!r}; valid metrics: {', '.join(valid)}"
+        )
+
+
+def labelled_rows(table: pa.Table, loaded: LoadedRun, *, source: str) -> tuple[pa.Table, Any]:
+    """The rows that have a label (after `target.replace`) and their label indices or values."""
+    from mlcli.data.tables import require_columns
+
+    target = loaded.schema.target.column
+    require_columns(table.column_names, [*loaded.schema.input_names, target], source=source)
+    labels = label_values(table.column(target), loaded.config.target.replace)
+    if pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type):
+        labels = pc.if_else(pc.equal(labels, ""), None, labels)
+    keep = pc.is_valid(labels)
+    table, labels = table.filter(keep), labels.filter(keep)
+    if table.num_rows == 0:
+        raise DataError(f"{source}: no row has a label in column {target!r}; nothing to evaluate")
+    return table, encode_labels(labels, loaded.schema.target, source=source)
+
+
+def gate_failures(metrics: Mapping[str, float], bounds: Sequence[Bound]) -> list[str]:
+    """A message for each bound that `metrics` misses (an undefined metric misses)."""
+    failures = []
+    for bound in bounds:
+        found = metrics.get(bound.metric)
+        if found is None:
+            failures.append(f"{bound.metric} is undefined on this data ({bound.option})")
+        elif bound.missed_by(found):
+            side = "under" if bound.kind == "under" else "over"
+            failures.append(f"{bound.metric} = {found:.6g} is {side} the bound {bound.value:g}")
+    return failures
+
+
+def regression_failure(
+    metrics: Mapping[str, float], baseline: Mapping[str, float], *, task: str, limit: float
+) -> str | None:
+    """A message when the primary metric is worse than the baseline's by more than `limit`."""
+    name = PRIMARY_METRIC[task]
+    if name not in metrics or name not in baseline:
+        return f"{name} is undefined on this data; --max-regression cannot be checked"
+    new, old = metrics[name], baseline[name]
+    worse = new - old if name in LOWER_IS_BETTER else old - new
+    if worse > limit:
+        return (
+            f"{name} regressed by {worse:.6g} against the baseline ({old:.6g} -> {new:.6g}), "
+            f"more than --max-regression {limit:g}"
+        )
+    return None
+
+
+def _open_for_evaluation(reference: str | Path, bounds: Sequence[Bound]) -> LoadedRun:
+    from mlcli.runs import directory as runs
+
+    loaded = open_run(reference, with_model=False)
+    check_bound_names(bounds, loaded.schema)
+    loaded.model = load_model(loaded.run.file(runs.MODEL))
+    return loaded
+
+
+def _baseline_metrics(
+    reference: str | Path, loaded: LoadedRun, table: pa.Table, *, source: str, threshold: float
+) -> tuple[Path, dict[str, float]]:
+    from mlcli.inference.predictor import Predictor
+
+    baseline = open_run(reference)
+    ours, theirs = loaded.schema.target, baseline.schema.target
+    if (theirs.task, theirs.classes) != (ours.task, ours.classes):
+        raise RunError(
+            f"{baseline.run.path}: the baseline predicts {theirs.task} {theirs.classes}, "
+            f"this run {ours.task} {ours.classes}; compare runs of the same target"
+        )
+    rows, labels = labelled_rows(table, baseline, source=source)
+    outputs = Predictor(baseline.model, baseline.schema).outputs(rows, source=source)
+    return baseline.run.path, compute_metrics(labels, outputs, baseline.schema, threshold=threshold)
+
+
+def run_evaluation(
+    run: str | Path,
+    *,
+    data: str | Path,
+    fail_under: Iterable[str] = (),
+    fail_over: Iterable[str] = (),
+    baseline: str | Path | None = None,
+    max_regression: float | None = None,
+    threshold: float = 0.5,
+    csv_overrides: Mapping[str, Any] | None = None,
+    stdin: BinaryIO | None = None,
+    reporter: Reporter | None = None,
+) -> Evaluation:
+    """Evaluates a run on a labelled table and writes `evaluations/<data>-<time>/`.
+
+    Gates are checked but not raised: see `Evaluation.raise_for_gates` and `evaluate`.
+    """
+    from mlcli.data.sources import source_for_run
+    from mlcli.data.tables import read_table
+    from mlcli.evaluation.report import write_evaluation
+    from mlcli.inference.predictor import Predictor
+
+    reporter = reporter or QuietReporter()
+    if max_regression is not None and baseline is None:
+        raise ConfigError("--max-regression needs --baseline RUN to compare against")
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold: expected a probability in [0, 1], found {threshold}")
+    bounds = [*parse_bounds(fail_under, kind="under"), *parse_bounds(fail_over, kind="over")]
+    loaded = _open_for_evaluation(run, bounds)
+    names = [*loaded.schema.input_names, loaded.schema.target.column]
+    source = source_for_run(
+        loaded.config, data, names=names, csv_overrides=csv_overrides, stdin=stdin
+    )
+    started = time.monotonic()
+    table = read_table(source)
+    rows, labels = labelled_rows(table, loaded, source=source.describe())
+    reporter.event("data", f"{rows.num_rows} labelled rows of {table.num_rows} read")
+    outputs = Predictor(loaded.model, loaded.schema).outputs(rows, source=source.describe())
+    metrics = compute_metrics(labels, outputs, loaded.schema, threshold=threshold)
+    task = loaded.schema.target.task
+    result = Evaluation(run=loaded.run.path, data=source.describe(), task=task, metrics=metrics)
+    result.failures = gate_failures(metrics, bounds)
+    if baseline is not None:
+        result.baseline_run, result.baseline = _baseline_metrics(
+            baseline, loaded, table, source=source.describe(), threshold=threshold
+        )
+        if max_regression is not None:
+            failure = regression_failure(metrics, result.baseline, task=task, limit=max_regression)
+            result.failures += [failure] if failure else []
+    result.folder = write_evaluation(
+        loaded, result, labels=labels, outputs=outputs, data_name=source.name
+    )
+    reporter.event("evaluated", f"{rows.num_rows} rows in {time.monotonic() - started:.1f}s")
+    return result
+
+
+def evaluate(run: str | Path, **options: Any) -> Evaluation:
+    """Evaluates a run (as `run_evaluation`) and raises `QualityGateError` on a missed gate.
+
+    Example: `mlcli.evaluate("runs/adult-income", data="adult.test", fail_under=["auc=0.9"])`.
+    """
+    result = run_evaluation(run, **options)
+    result.raise_for_gates()
+    return result

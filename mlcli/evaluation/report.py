@@ -1,0 +1,211 @@
+"""The folder one `mlcli evaluate` leaves in the run: metrics.json, report.md and plots.
+
+```
+evaluations/<data-name>-<time>/
+  metrics.json            the flat metrics, the data, the gates that failed, the baseline
+  report.md               the same as tables a person can read, with the plots inline
+  confusion_matrix.png    classification
+  roc.png pr.png calibration.png           binary (ROC one-vs-rest for multiclass)
+  residuals.png predicted_vs_actual.png    regression
+```
+
+The plots are scikit-learn's displays drawn with matplotlib's Agg backend (no display needed).
+The folder is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlcli import files
+from mlcli.runs import directory as runs
+from mlcli.runs.loading import LoadedRun
+
+if TYPE_CHECKING:
+    from mlcli.evaluation.result import Evaluation
+
+_MAX_ROC_CLASSES = 10
+
+
+def _folder_for(run: runs.Run, data_name: str) -> Path:
+    base = run.file(runs.EVALUATIONS) / f"{data_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, number = base, 1
+    while folder.exists():  # two evaluations in one second
+        number += 1
+        folder = base.with_name(f"{base.name}-{number}")
+    return folder
+
+
+def _figure(path: Path, draw: Callable[[Any], None], *, size: tuple[float, float] = (5, 4.5)):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=size)
+    try:
+        draw(axis)
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+    finally:
+        plt.close(figure)
+
+
+def _classification_plots(
+    folder: Path, labels: np.ndarray, outputs: np.ndarray, classes: list[Any], task: str, cut: float
+) -> list[str]:
+    from sklearn import metrics
+
+    if task == "binary":
+        scores = outputs.reshape(-1)
+        predicted = (scores > cut).astype(int)
+    else:
+        predicted = np.argmax(outputs, axis=1)
+    names = [str(c) for c in classes]
+    matrix = metrics.confusion_matrix(labels, predicted, labels=list(range(len(classes))))
+    display = metrics.ConfusionMatrixDisplay(matrix, display_labels=names)
+    _figure(folder / "confusion_matrix.png", lambda ax: display.plot(ax=ax, colorbar=False))
+    written = ["confusion_matrix.png"]
+    if len(np.unique(labels)) < 2:
+        return written  # curves need both classes
+    if task == "binary":
+        curves = {
+            "roc.png": lambda ax: metrics.RocCurveDisplay.from_predictions(labels, scores, ax=ax),
+            "pr.png": lambda ax: metrics.PrecisionRecallDisplay.from_predictions(
+                labels, scores, ax=ax
+            ),
+            "calibration.png": lambda ax: _calibration(ax, labels, scores),
+        }
+        for name, draw in curves.items():
+            _figure(folder / name, draw)
+            written.append(name)
+    elif len(classes) <= _MAX_ROC_CLASSES:
+
+        def one_vs_rest(ax: Any) -> None:
+            for index, name in enumerate(names):
+                if 0 < np.sum(labels == index) < len(labels):
+                    metrics.RocCurveDisplay.from_predictions(
+                        labels == index, outputs[:, index], ax=ax, name=name
+                    )
+            ax.set_title("ROC, one class against the rest")
+
+        _figure(folder / "roc.png", one_vs_rest)
+        written.append("roc.png")
+    return written
+
+
+def _calibration(axis: Any, labels: np.ndarray, scores: np.ndarray) -> None:
+    from sklearn.calibration import CalibrationDisplay
+
+    CalibrationDisplay.from_predictions(labels, scores, n_bins=10, strategy="quantile", ax=axis)
+
+
+def _regression_plots(folder: Path, values: np.ndarray, outputs: np.ndarray) -> list[str]:
+    from sklearn.metrics import PredictionErrorDisplay
+
+    predicted = outputs.reshape(-1)
+    written = []
+    for name, kind in (
+        ("residuals.png", "residual_vs_predicted"),
+        ("predicted_vs_actual.png", "actual_vs_predicted"),
+    ):
+
+        def draw(axis: Any, kind: str = kind) -> None:
+            PredictionErrorDisplay.from_predictions(
+                values, predicted, kind=kind, subsample=2000, random_state=0, ax=axis
+            )
+
+        _figure(folder / name, draw)
+        written.append(name)
+    return written
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def markdown_report(result: Evaluation, plots: list[str], classes: list[Any]) -> str:
+    """report.md: what was evaluated, the metrics as a table, the gates and the plots."""
+    lines = [
+        f"# Evaluation of {result.run.name}",
+        "",
+        f"- run: `{result.run}`",
+        f"- data: `{result.data}`",
+        f"- task: {result.task}",
+        f"- rows: {int(result.metrics['rows'])}",
+    ]
+    if "threshold" in result.metrics:
+        lines.append(f"- decision threshold: {result.metrics['threshold']:g} (positive above it)")
+    lines += ["", "## Metrics", ""]
+    headers = ["metric", "value"] + (["baseline", "change"] if result.baseline else [])
+    lines += ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    per_class = [n for n in result.metrics if "/" in n]
+    for name, value in result.metrics.items():
+        if name in ("rows", "threshold") or name in per_class:
+            continue
+        row = [name, _number(value)]
+        if result.baseline:
+            old = result.baseline.get(name)
+            row += ["" if old is None else _number(old)]
+            row += ["" if old is None else f"{value - old:+.6g}"]
+        lines.append("| " + " | ".join(row) + " |")
+    if per_class:
+        lines += ["", "## Per class", "", "| class | precision | recall | F1 |"]
+        lines.append("| --- | --- | --- | --- |")
+        for value in classes:
+            cells = [
+                _number(result.metrics[f"{kind}/{value}"]) for kind in ("precision", "recall", "f1")
+            ]
+            lines.append(f"| {value} | " + " | ".join(cells) + " |")
+    if result.baseline_run is not None:
+        lines += ["", f"Baseline: `{result.baseline_run}`"]
+    lines += ["", "## Quality gates", ""]
+    lines += [f"- FAILED: {f}" for f in result.failures] or ["- none failed"]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_evaluation(
+    loaded: LoadedRun,
+    result: Evaluation,
+    *,
+    labels: np.ndarray,
+    outputs: np.ndarray,
+    data_name: str,
+) -> Path:
+    """Writes the evaluation folder into the run and returns its path."""
+    target = loaded.schema.target
+    final = _folder_for(loaded.run, data_name)
+    with files.atomic_directory(final) as folder:
+        folder.chmod(0o755)  # mkdtemp's 0700 would hide the evaluation from a team's readers
+        if target.task == "regression":
+            plots = _regression_plots(folder, labels, outputs)
+        else:
+            plots = _classification_plots(
+                folder,
+                labels,
+                outputs,
+                target.classes,
+                target.task,
+                float(result.metrics.get("threshold", 0.5)),
+            )
+        files.write_json(
+            folder / runs.METRICS,
+            {
+                "run": str(result.run),
+                "data": result.data,
+                "task": result.task,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "metrics": result.flat(),
+                "baseline_run": str(result.baseline_run) if result.baseline_run else None,
+                "failed_gates": result.failures,
+            },
+        )
+        files.write_text(folder / "report.md", markdown_report(result, plots, target.classes))
+    return final

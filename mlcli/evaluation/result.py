@@ -1,0 +1,37 @@
+"""The outcome of one `mlcli evaluate`: its metrics, where they were written, the missed gates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlcli.errors import QualityGateError
+from mlcli.evaluation.metrics import NOT_METRICS
+
+
+@dataclass
+class Evaluation:
+    """The outcome of one evaluation: metrics, where they were written, and missed gates."""
+
+    run: Path
+    data: str
+    task: str
+    metrics: dict[str, float]
+    folder: Path | None = None
+    baseline_run: Path | None = None
+    baseline: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def flat(self) -> dict[str, float]:
+        """One flat mapping of names to numbers; with a baseline, `baseline/` and `delta/`."""
+        result = dict(self.metrics)
+        for name, value in self.baseline.items():
+            result[f"baseline/{name}"] = value
+            if name in self.metrics and name not in NOT_METRICS:
+                result[f"delta/{name}"] = self.metrics[name] - value
+        return result
+
+    def raise_for_gates(self) -> None:
+        """Raises `QualityGateError` naming every missed bound."""
+        if self.failures:
+            raise QualityGateError("quality gate failed: " + "; ".join(self.failures))

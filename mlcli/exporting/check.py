@@ -1,0 +1,196 @@
+"""Checking an export against the trained Keras model, in the export's own runtime.
+
+The sample is the first rows of the run's validation split (re-read with the run's config), or,
+when its data is no longer readable, rows made from the schema's statistics and vocabularies.
+Two rows are always added: one with every value missing and one with unseen categories, unseen
+words and numbers far from the training mean. The export runs in a fresh Python process that
+imports only its runtime (`mlcli/exporting/runtimes.py`); its outputs must match the Keras model's
+within `|export - keras| <= ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * |keras|`, and its labels
+must match wherever the Keras model's decision is not within that tolerance of a tie.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mlcli.errors import MlcliError, RunError
+from mlcli.exporting.formats import BINARY_THRESHOLD, last_line, run_child
+from mlcli.features.schema import INT_MISSING, ColumnSchema, FeatureSchema, model_inputs
+from mlcli.runs.loading import LoadedRun, labels_from_outputs
+
+ABSOLUTE_TOLERANCE = 1e-4
+RELATIVE_TOLERANCE = 1e-4
+SAMPLE_ROWS = 200
+CHECK_TIMEOUT_SECONDS = 600
+UNSEEN_CATEGORY = "__mlcli_unseen__"
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one export check, as written to export.json."""
+
+    runtime: str
+    rows: int
+    sample: str
+    max_abs_difference: float
+    worst_row: int
+    label_mismatches: int
+    absolute_tolerance: float = ABSOLUTE_TOLERANCE
+    relative_tolerance: float = RELATIVE_TOLERANCE
+    passed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def _edge_value(column: ColumnSchema, *, missing: bool) -> Any:
+    if column.dtype == "float32":
+        return np.nan if missing else column.mean + 4.0 * float(np.sqrt(column.variance))
+    if column.dtype == "int64":
+        return INT_MISSING if missing else max([int(v) for v in column.vocabulary] or [0]) + 1
+    if missing:
+        return ""
+    return f"{UNSEEN_CATEGORY} zzzunseen" if column.type == "text" else UNSEEN_CATEGORY
+
+
+def _schema_value(column: ColumnSchema, row: int) -> Any:
+    if column.dtype == "float32":
+        return column.mean + ((row % 5) - 2) * float(np.sqrt(column.variance))
+    vocabulary = column.vocabulary or [_edge_value(column, missing=False)]
+    if column.type == "text":
+        return " ".join(str(vocabulary[(row + k) % len(vocabulary)]) for k in range(4))
+    value = vocabulary[row % len(vocabulary)]
+    return int(value) if column.dtype == "int64" else str(value)
+
+
+def _rows_from_schema(schema: FeatureSchema, rows: int) -> dict[str, np.ndarray]:
+    return {
+        c.name: _typed(c, [_schema_value(c, row) for row in range(rows)]) for c in schema.columns
+    }
+
+
+def _typed(column: ColumnSchema, values: list[Any]) -> np.ndarray:
+    dtype = object if column.dtype == "string" else column.dtype
+    return np.asarray(values, dtype=dtype).reshape(-1, 1)
+
+
+def _validation_rows(loaded: LoadedRun, rows: int) -> dict[str, np.ndarray]:
+    from mlcli.data.splits import load_splits
+
+    # the run's config.yaml holds absolute data paths, so base_dir does not matter
+    splits = load_splits(loaded.config, base_dir=loaded.run.path)
+    table: pa.Table = splits.validation.slice(0, rows)
+    return model_inputs(table, loaded.schema, source="the run's validation split")
+
+
+def sample_columns(loaded: LoadedRun, *, rows: int = SAMPLE_ROWS) -> tuple[dict, str]:
+    """Raw input columns (rows, 1) for the check, and where the rows came from."""
+    try:
+        columns, source = _validation_rows(loaded, rows), "validation split"
+    except MlcliError:  # the data moved or changed since training: the schema still knows
+        columns, source = _rows_from_schema(loaded.schema, rows), "rows made from schema.json"
+    count = len(next(iter(columns.values())))
+    edges = {
+        c.name: _typed(c, [_edge_value(c, missing=True), _edge_value(c, missing=False)])
+        for c in loaded.schema.columns
+    }
+    merged = {name: np.concatenate([columns[name], edges[name]]) for name in columns}
+    return merged, f"{count} rows of the {source} + 1 all-missing row + 1 unseen-values row"
+
+
+def run_in_runtime(
+    export_format: str, model_path: Path, columns: dict[str, np.ndarray], schema: FeatureSchema
+) -> tuple[str, dict[str, np.ndarray]]:
+    """The export's outputs on `columns`, computed by its own runtime in a fresh process."""
+    script = Path(__file__).with_name("runtimes.py")
+    request = {
+        "columns": {
+            c.name: {"dtype": c.dtype, "values": _json_values(columns[c.name])}
+            for c in schema.columns
+        }
+    }
+    with tempfile.TemporaryDirectory(prefix="mlcli-export-check-") as folder:
+        request_path, response_path = Path(folder, "request.json"), Path(folder, "response.json")
+        request_path.write_text(json.dumps(request), encoding="utf-8")
+        command = [sys.executable, "-I", str(script), export_format, str(model_path)]
+        command += [str(request_path), str(response_path)]
+        if export_format == "keras" and _uses_mlcli_layers(model_path):
+            command += ["--import-path", str(Path(__file__).resolve().parents[2])]
+        result = run_child(
+            command,
+            timeout=CHECK_TIMEOUT_SECONDS,
+            timeout_message=f"--format {export_format}: the check did not finish in "
+            f"{CHECK_TIMEOUT_SECONDS} s; nothing was written",
+        )
+        if result.returncode != 0 or not response_path.is_file():
+            raise RunError(
+                f"--format {export_format}: the export does not run in its own runtime: "
+                f"{last_line(result.stderr + result.stdout)}"
+            )
+        response = json.loads(response_path.read_text(encoding="utf-8"))
+    outputs = {name: np.asarray(values) for name, values in response["outputs"].items()}
+    return str(response["runtime"]), outputs
+
+
+def _json_values(array: np.ndarray) -> list[Any]:
+    return [v.item() if isinstance(v, np.generic) else v for v in array.reshape(-1)]
+
+
+def _uses_mlcli_layers(model_path: Path) -> bool:
+    import zipfile
+
+    with zipfile.ZipFile(model_path) as archive:
+        return '"mlcli>' in archive.read("config.json").decode("utf-8")
+
+
+def compare(
+    export_format: str,
+    outputs: dict[str, np.ndarray],
+    reference: np.ndarray,
+    schema: FeatureSchema,
+) -> tuple[float, int, int, bool]:
+    """Largest difference, its row, label mismatches, and whether all is within tolerance."""
+    task = schema.target.task
+    if export_format == "keras":
+        found, expected = outputs["output"], reference
+    elif task == "regression":
+        found, expected = outputs["prediction"], reference.reshape(-1)
+    elif task == "binary":
+        found, expected = outputs["probabilities"][:, 1], reference.reshape(-1)
+    else:
+        found, expected = outputs["probabilities"], reference
+    found = np.asarray(found, dtype=np.float64).reshape(len(reference), -1)
+    expected = np.asarray(expected, dtype=np.float64).reshape(len(reference), -1)
+    difference = np.abs(found - expected)
+    difference[np.isnan(found) & np.isnan(expected)] = 0.0
+    difference[np.isnan(difference)] = np.inf
+    per_row = difference.max(axis=1)
+    allowed = (ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * np.abs(expected)).min(axis=1)
+    mismatches = _label_mismatches(outputs, reference, schema)
+    within = bool(np.all(per_row <= allowed)) and mismatches == 0
+    worst = int(np.argmax(per_row))
+    return float(per_row[worst]), worst, mismatches, within
+
+
+def _label_mismatches(
+    outputs: dict[str, np.ndarray], reference: np.ndarray, schema: FeatureSchema
+) -> int:
+    if "label" not in outputs:
+        return 0
+    expected = np.asarray([str(v) for v in labels_from_outputs(reference, schema)])
+    if schema.target.task == "binary":
+        margin = np.abs(reference.reshape(-1) - BINARY_THRESHOLD)
+    else:
+        top = np.sort(reference, axis=1)
+        margin = top[:, -1] - top[:, -2]
+    decided = margin > ABSOLUTE_TOLERANCE
+    return int(np.sum((outputs["label"].astype(str) != expected) & decided))

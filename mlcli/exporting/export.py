@@ -1,0 +1,191 @@
+"""`mlcli export`: a run's model in a serving format, verified in that format's own runtime.
+
+```
+saved_model   OUTPUT/<model-name>/<version>/saved_model.pb variables/ assets/ export.json
+keras         OUTPUT/model.keras export.json
+tflite        OUTPUT/model.tflite export.json
+onnx          OUTPUT/model.onnx export.json
+```
+
+OUTPUT defaults to `<run>/exports/<format>`. The folder is written under a temporary name beside
+its final one, checked (`mlcli.exporting.check`), and renamed only when the check passes; a failed
+check leaves nothing behind and raises `RunError` with the largest difference.
+
+```python
+import mlcli
+
+folder = mlcli.export("runs/adult-income/latest", format="saved_model", output="serving")
+```
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mlcli import __version__, files
+from mlcli._tensorflow import import_tensorflow
+from mlcli.errors import ConfigError, RunError
+from mlcli.exporting.check import CheckResult, compare, run_in_runtime, sample_columns
+from mlcli.exporting.formats import (
+    FILE_NAMES,
+    FORMATS,
+    check_supported,
+    require_onnx,
+    signature,
+    write_keras,
+    write_onnx,
+    write_saved_model,
+    write_tflite,
+)
+from mlcli.features.schema import INT_MISSING
+from mlcli.reporting import QuietReporter, Reporter
+from mlcli.runs import directory as runs
+from mlcli.runs.loading import LoadedRun, open_run
+
+EXPORT_INFO = "export.json"
+
+
+def export(
+    run: str | Path,
+    *,
+    format: str,
+    output: str | Path | None = None,
+    version: int = 1,
+    force: bool = False,
+    reporter: Reporter | None = None,
+    verbose: bool = False,
+) -> Path:
+    """Exports RUN's model as `format` and checks it in its own runtime; returns the folder.
+
+    `format` is saved_model, keras, tflite or onnx. A SavedModel goes to
+    `output/<model-name>/<version>/` (TF Serving's layout); the others to `output/`.
+    Raises `RunError` (exit 4) when the check finds a difference beyond its tolerance.
+    """
+    reporter = reporter or QuietReporter()
+    if format not in FORMATS:
+        raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, found {format!r}")
+    if version < 1:
+        raise ConfigError(f"--version: expected a positive integer, found {version}")
+    if format == "onnx":
+        require_onnx()
+    import_tensorflow(verbose=verbose)
+    loaded = open_run(run)
+    check_supported(format, loaded.schema)
+    base = Path(output) if output is not None else loaded.run.path / runs.EXPORTS / format
+    final = base / loaded.config.name / str(version) if format == "saved_model" else base
+    with files.atomic_directory(final, force=force) as folder:
+        reporter.event("export", f"writing {format} to {final}")
+        model_path = _write(format, loaded, folder, verbose=verbose)
+        reporter.event("export", f"checking {format} in its own runtime")
+        check = _check(format, loaded, model_path)
+        info = _info(format, loaded, final, version, check)
+        files.write_json(folder / EXPORT_INFO, info)
+        reporter.event(
+            "export",
+            f"verified: max |difference| {check.max_abs_difference:.3g} over {check.rows} rows",
+            max_abs_difference=check.max_abs_difference,
+        )
+    return final
+
+
+def _write(export_format: str, loaded: LoadedRun, folder: Path, *, verbose: bool) -> Path:
+    if export_format == "saved_model":
+        write_saved_model(loaded.model, loaded.schema, folder, verbose=verbose)
+        return folder
+    path = folder / FILE_NAMES[export_format]
+    if export_format == "keras":
+        write_keras(loaded.run, path)
+        return path
+    with tempfile.TemporaryDirectory(prefix="mlcli-saved-model-") as scratch:
+        saved_model = Path(scratch) / "saved_model"
+        write_saved_model(loaded.model, loaded.schema, saved_model, verbose=verbose)
+        if export_format == "tflite":
+            write_tflite(saved_model, path, verbose=verbose)
+        else:
+            write_onnx(saved_model, path, loaded.schema)
+    return path
+
+
+def _check(export_format: str, loaded: LoadedRun, model_path: Path) -> CheckResult:
+    from mlcli.models.core import predict_raw
+
+    columns, sample = sample_columns(loaded)
+    reference = predict_raw(loaded.model, columns, loaded.schema)
+    runtime, outputs = run_in_runtime(export_format, model_path, columns, loaded.schema)
+    difference, worst, mismatches, passed = compare(
+        export_format, outputs, reference, loaded.schema
+    )
+    check = CheckResult(
+        runtime=runtime,
+        rows=len(reference),
+        sample=sample,
+        max_abs_difference=difference,
+        worst_row=worst,
+        label_mismatches=mismatches,
+        passed=passed,
+    )
+    if not passed:
+        raise RunError(
+            f"--format {export_format}: {runtime} differs from the trained Keras model by up to "
+            f"{difference:.3g} (row {worst} of {check.rows}: {sample}; tolerance "
+            f"{check.absolute_tolerance:g} + {check.relative_tolerance:g}*|value|), "
+            f"{mismatches} label(s) differ; nothing was written"
+        )
+    return check
+
+
+def _versions(export_format: str) -> dict[str, str]:
+    names = ["tensorflow", "keras", "numpy"]
+    if export_format == "onnx":
+        names += ["tf2onnx", "onnx", "onnxruntime"]
+    found = {"mlcli": __version__, "python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _info(
+    export_format: str, loaded: LoadedRun, final: Path, version: int, check: CheckResult
+) -> dict[str, Any]:
+    schema = loaded.schema
+    files = ["saved_model.pb", "variables/"] if export_format == "saved_model" else []
+    return {
+        "format": export_format,
+        "path": str(final),
+        "files": files or [FILE_NAMES[export_format]],
+        "model_name": loaded.config.name,
+        "version": version if export_format == "saved_model" else None,
+        "run": str(loaded.run.path),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "signature": _signature_for(export_format, loaded),
+        "task": schema.target.task,
+        "label_classes": schema.target.classes,
+        "binary_threshold": 0.5 if schema.target.task == "binary" else None,
+        "features": [
+            {"name": c.name, "type": c.type, "dtype": c.dtype, "missing": _missing(c.dtype)}
+            for c in schema.columns
+        ],
+        "check": check.to_dict(),
+        "versions": _versions(export_format),
+    }
+
+
+def _signature_for(export_format: str, loaded: LoadedRun) -> dict[str, Any]:
+    if export_format != "keras":
+        return signature(loaded.schema)
+    inputs = {c.name: {"dtype": c.dtype, "shape": [None, 1]} for c in loaded.schema.columns}
+    task = loaded.schema.target.task
+    width = len(loaded.schema.target.classes) if task == "multiclass" else 1
+    return {"inputs": inputs, "output": {"dtype": "float32", "shape": [None, width]}}
+
+
+def _missing(dtype: str) -> Any:
+    return {"float32": "NaN", "string": "", "int64": INT_MISSING}[dtype]

@@ -1,0 +1,1 @@
+"""The feature schema: column types, vocabularies and statistics of a table."""

@@ -1,0 +1,485 @@
+"""The feature schema: which column is what, and the statistics that preprocessing needs.
+
+Everything here is computed with Arrow compute in one pass over the training split, without
+TensorFlow: types inferred where the config is silent, means and variances of numbers,
+vocabularies of categories and of text tokens, and the label classes. The schema is written
+to `schema.json`; `mlcli.preprocessing.layers` turns it into Keras layers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlcli.config.schema import (
+    BinarySpec,
+    CategoricalSpec,
+    Config,
+    NumericSpec,
+    TextSpec,
+)
+from mlcli.data.columns import (
+    is_numeric_type,
+    is_text_type,
+    numeric_values,
+)
+from mlcli.errors import DataError, RunError
+
+SCHEMA_VERSION = 1
+
+# The characters keras.layers.TextVectorization strips by default (RE2 syntax in both).
+TEXT_STRIP_PATTERN = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
+# An integer category that is missing is fed to the model as this value (never in a vocabulary).
+INT_MISSING = -(2**62)
+
+# A string column whose values average this many words or more is free text.
+_TEXT_MIN_MEAN_TOKENS = 4.0
+_ONE_HOT_MAX = 32
+# Numeric columns keep this many quantile points (probabilities 0, 1/128, ..., 1): the quantile
+# transform interpolates between them and piecewise-linear embeddings take bin edges from them.
+QUANTILE_POINTS = 129
+
+
+@dataclass
+class ColumnSchema:
+    """One input column of the model and how it is encoded."""
+
+    name: str
+    type: str  # numeric | categorical | binary | text
+    dtype: str  # the raw input's dtype: float32 | string | int64
+    mean: float = 0.0
+    variance: float = 1.0
+    has_missing: bool = False
+    transform: str = "none"
+    vocabulary: list[Any] = field(default_factory=list)
+    encoding: str = "one_hot"  # one_hot | embedding (categorical, binary)
+    embedding_dim: int = 0
+    sequence_length: int = 0
+    quantiles: list[float] = field(default_factory=list)  # numeric, after `log`, if any
+
+
+@dataclass
+class TargetSchema:
+    """The label column: its task and classes (in the user's own values)."""
+
+    column: str
+    task: str
+    classes: list[Any] = field(default_factory=list)
+    mean: float = 0.0
+    std: float = 1.0
+    scale: float = 1.0  # regression: raw target values are multiplied by this
+
+    @property
+    def positive_class(self) -> Any:
+        """The class whose probability a binary model outputs."""
+        return self.classes[1] if self.task == "binary" else None
+
+
+@dataclass
+class FeatureSchema:
+    """Every input column and the target, as written to `schema.json`."""
+
+    columns: list[ColumnSchema]
+    target: TargetSchema
+    excluded: dict[str, str] = field(default_factory=dict)
+    version: int = SCHEMA_VERSION
+
+    @property
+    def input_names(self) -> list[str]:
+        """The raw columns the model takes, in order."""
+        return [c.name for c in self.columns]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        """Writes `schema.json`."""
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSchema:
+        """The inverse of `to_dict`."""
+        return cls(
+            columns=[ColumnSchema(**c) for c in data["columns"]],
+            target=TargetSchema(**data["target"]),
+            excluded=dict(data.get("excluded", {})),
+            version=int(data.get("version", SCHEMA_VERSION)),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureSchema:
+        """Reads `schema.json`, refusing one from an incompatible version."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            schema = cls.from_dict(data)
+        except FileNotFoundError as error:
+            raise RunError(f"{path}: missing; the run is incomplete") from error
+        except (ValueError, KeyError, TypeError) as error:
+            raise RunError(f"{path}: not a valid mlcli schema ({error})") from error
+        if schema.version != SCHEMA_VERSION:
+            raise RunError(
+                f"{path}: schema version {schema.version}, this mlcli reads version "
+                f"{SCHEMA_VERSION}; retrain with this version"
+            )
+        return schema
+
+
+def _mean_tokens(column: pa.ChunkedArray) -> float:
+    sample = column.slice(0, 2000).drop_null()
+    if len(sample) == 0:
+        return 0.0
+    counts = pc.list_value_length(pc.utf8_split_whitespace(sample))
+    return float(pc.mean(counts).as_py() or 0.0)
+
+
+def infer_feature_type(column: pa.ChunkedArray) -> str | None:
+    """numeric, categorical, binary or text from a column's values; None for an empty column."""
+    if column.null_count == len(column):
+        return None
+    if pa.types.is_boolean(column.type):
+        return "binary"
+    if is_numeric_type(column.type):
+        return "numeric"
+    if is_text_type(column.type) and _mean_tokens(column) >= _TEXT_MIN_MEAN_TOKENS:
+        return "text"
+    if pc.count_distinct(column).as_py() <= 2:
+        return "binary"
+    return "categorical"
+
+
+def infer_task(column: pa.ChunkedArray) -> str:
+    """binary, multiclass or regression from the target column."""
+    distinct = pc.count_distinct(column.drop_null()).as_py()
+    if pa.types.is_floating(column.type):
+        values = column.drop_null()
+        whole = pc.all(pc.equal(values, pc.round(values))).as_py()
+        if not (whole and distinct <= 10):
+            return "regression"
+    if distinct == 2:
+        return "binary"
+    if is_numeric_type(column.type) and distinct > 20:
+        return "regression"
+    return "multiclass"
+
+
+def _numeric_column(
+    name: str, column: pa.ChunkedArray, spec: NumericSpec, *, quantiles: bool
+) -> ColumnSchema:
+    values = transformed_numbers(numeric_values(column, name), spec, name)
+    needed = quantiles or spec.transform == "quantile"
+    return numeric_schema(
+        name,
+        spec,
+        mean=pc.mean(values).as_py(),
+        variance=pc.variance(values, ddof=0).as_py(),
+        quantiles=quantile_points(values) if needed else [],
+        has_missing=values.null_count > 0,
+    )
+
+
+def transformed_numbers(values: pa.ChunkedArray, spec: NumericSpec, name: str) -> pa.ChunkedArray:
+    """The values after the column's `log` transform, if it has one (values above -1 only)."""
+    if spec.transform != "log":
+        return values
+    minimum = pc.min(values).as_py()
+    if minimum is not None and minimum <= -1:
+        raise DataError(
+            f"column {name!r}: transform `log` needs values above -1, found {minimum}; "
+            f"set features.{name}.transform to none"
+        )
+    return pc.ln(pc.add(values, 1.0))
+
+
+def quantile_points(values: pa.ChunkedArray | pa.Array) -> list[float]:
+    """The values at probabilities 0, 1/128, ..., 1 (`QUANTILE_POINTS` of them)."""
+    probabilities = np.linspace(0.0, 1.0, QUANTILE_POINTS).tolist()
+    return [float(q) for q in pc.quantile(values, q=probabilities).to_pylist()]
+
+
+def numeric_schema(
+    name: str,
+    spec: NumericSpec,
+    *,
+    mean: float | None,
+    variance: float | None,
+    quantiles: list[float],
+    has_missing: bool,
+) -> ColumnSchema:
+    """A numeric column's schema from its statistics (after the `log` transform, if any)."""
+    if mean is None:
+        raise DataError(f"column {name!r} has no values in the training split")
+    if spec.transform == "quantile":
+        mean, variance = 0.0, 1.0  # the transform's scores are standard normal already
+    return ColumnSchema(
+        quantiles=quantiles,
+        name=name,
+        type="numeric",
+        dtype="float32",
+        mean=float(mean),
+        variance=float(variance) if variance and variance > 0 else 1.0,
+        has_missing=has_missing,
+        transform=spec.transform,
+    )
+
+
+def ranked_vocabulary(
+    values: list[Any], frequencies: list[int], *, max_tokens: int | None, min_frequency: int
+) -> list[Any]:
+    """Values by falling frequency (ties by text), rare ones and "" left out, capped."""
+    ranked = sorted(
+        ((v, n) for v, n in zip(values, frequencies, strict=True) if n >= min_frequency),
+        key=lambda item: (-item[1], str(item[0])),
+    )
+    vocabulary = [v for v, _ in ranked if v != ""]
+    return vocabulary[:max_tokens] if max_tokens else vocabulary
+
+
+def _categorical_column(
+    name: str, column: pa.ChunkedArray, spec: CategoricalSpec | BinarySpec
+) -> ColumnSchema:
+    dtype, column = categorical_values(column)
+    counts = pc.value_counts(column.drop_null())
+    return categorical_schema(
+        name,
+        spec,
+        dtype=dtype,
+        values=counts.field("values").to_pylist(),
+        frequencies=counts.field("counts").to_pylist(),
+        has_missing=column.null_count > 0,
+    )
+
+
+def categorical_values(column: pa.ChunkedArray) -> tuple[str, pa.ChunkedArray]:
+    """The model's input dtype for a category column (int64 or string), and the column as it."""
+    if pa.types.is_integer(column.type):
+        return "int64", column
+    if is_text_type(column.type):
+        return "string", column
+    return "string", pc.cast(column, pa.string())
+
+
+def categorical_schema(
+    name: str,
+    spec: CategoricalSpec | BinarySpec,
+    *,
+    dtype: str,
+    values: list[Any],
+    frequencies: list[int],
+    has_missing: bool,
+) -> ColumnSchema:
+    """A categorical or binary column's schema from its value counts."""
+    if isinstance(spec, BinarySpec):
+        vocabulary = ranked_vocabulary(values, frequencies, max_tokens=None, min_frequency=1)
+        encoding, dim = "one_hot", 0
+    else:
+        vocabulary = ranked_vocabulary(
+            values, frequencies, max_tokens=spec.max_tokens, min_frequency=spec.min_frequency
+        )
+        encoding = spec.encoding
+        if encoding == "auto":
+            encoding = "one_hot" if len(vocabulary) <= _ONE_HOT_MAX else "embedding"
+        dim = spec.embedding_dim or min(32, round(1.6 * (len(vocabulary) + 1) ** 0.56))
+    return ColumnSchema(
+        name=name,
+        type=spec.type,
+        dtype=dtype,
+        vocabulary=vocabulary,
+        has_missing=has_missing,
+        encoding=encoding,
+        embedding_dim=dim if encoding == "embedding" else 0,
+    )
+
+
+def text_tokens(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Lower-cased, punctuation-stripped, whitespace-split tokens, as TextVectorization does."""
+    lowered = pc.utf8_lower(column.drop_null())
+    stripped = pc.replace_substring_regex(lowered, pattern=TEXT_STRIP_PATTERN, replacement="")
+    return pc.list_flatten(pc.utf8_split_whitespace(stripped))
+
+
+def _text_column(name: str, column: pa.ChunkedArray, spec: TextSpec) -> ColumnSchema:
+    if not is_text_type(column.type):
+        raise DataError(f"column {name!r} is declared text but has type {column.type}")
+    counts = pc.value_counts(text_tokens(column))
+    return text_schema(
+        name,
+        spec,
+        values=counts.field("values").to_pylist(),
+        frequencies=counts.field("counts").to_pylist(),
+        has_missing=column.null_count > 0,
+    )
+
+
+def text_schema(
+    name: str, spec: TextSpec, *, values: list[Any], frequencies: list[int], has_missing: bool
+) -> ColumnSchema:
+    """A text column's schema from the counts of its tokens."""
+    # two slots are reserved: padding and out-of-vocabulary
+    vocabulary = ranked_vocabulary(
+        values, frequencies, max_tokens=spec.max_tokens - 2, min_frequency=1
+    )
+    return ColumnSchema(
+        name=name,
+        type="text",
+        dtype="string",
+        vocabulary=vocabulary,
+        embedding_dim=spec.embedding_dim,
+        sequence_length=spec.sequence_length,
+        has_missing=has_missing,
+    )
+
+
+def resolve_feature_specs(
+    table: pa.Table, config: Config
+) -> tuple[dict[str, NumericSpec | CategoricalSpec | BinarySpec | TextSpec], dict[str, str]]:
+    """The spec of every input column (declared or inferred) and the excluded columns."""
+    from mlcli.config.schema import spec_for
+
+    declared = config.features.declared()
+    target = config.target.column
+    excluded = {c: "excluded in the config" for c in config.features.exclude}
+    specs: dict[str, NumericSpec | CategoricalSpec | BinarySpec | TextSpec] = {}
+    for name in table.column_names:
+        if name == target or name in excluded:
+            continue
+        if name in declared:
+            specs[name] = declared[name]
+            continue
+        inferred = infer_feature_type(table.column(name))
+        if inferred is None:
+            excluded[name] = "every value is missing"
+        else:
+            specs[name] = spec_for(inferred)
+    if not specs:
+        raise DataError(
+            f"no feature columns left besides the target {target!r}; "
+            "check features.exclude and the data's columns"
+        )
+    return specs, excluded
+
+
+def build_schema(
+    table: pa.Table,
+    *,
+    specs: dict[str, NumericSpec | CategoricalSpec | BinarySpec | TextSpec],
+    target: TargetSchema,
+    excluded: dict[str, str],
+    quantiles: bool = True,
+) -> FeatureSchema:
+    """Statistics and vocabularies of every feature from the training split.
+
+    `quantiles=False` leaves out numeric columns' quantile points (an exact sort of each
+    column) unless their transform needs them; piecewise-linear embeddings need them too.
+    """
+    columns: list[ColumnSchema] = []
+    for name, spec in specs.items():
+        column = table.column(name)
+        if isinstance(spec, NumericSpec):
+            columns.append(_numeric_column(name, column, spec, quantiles=quantiles))
+        elif isinstance(spec, TextSpec):
+            columns.append(_text_column(name, column, spec))
+        else:
+            columns.append(_categorical_column(name, column, spec))
+    return FeatureSchema(columns=columns, target=target, excluded=excluded)
+
+
+def build_target(column: pa.ChunkedArray, config: Config) -> TargetSchema:
+    """The task and the classes of the target, from the training split."""
+    name = config.target.column
+    values = column.drop_null()
+    if len(values) == 0:
+        raise DataError(f"target column {name!r} is empty: every value is missing")
+    task = config.target.task or infer_task(values)
+    if task == "regression":
+        scale = config.target.scale
+        numbers = pc.multiply(numeric_values(values, name), scale)
+        mean = pc.mean(numbers).as_py()
+        std = math.sqrt(pc.variance(numbers, ddof=0).as_py() or 1.0)
+        return TargetSchema(column=name, task=task, mean=float(mean), std=std or 1.0, scale=scale)
+    classes = sorted(pc.unique(values).to_pylist(), key=lambda v: (str(type(v)), v))
+    if len(classes) < 2:
+        raise DataError(
+            f"target column {name!r} has a single class {classes[0]!r}; "
+            "a classifier needs at least two"
+        )
+    if task == "binary":
+        if len(classes) != 2:
+            shown = ", ".join(repr(c) for c in classes[:10])
+            raise DataError(
+                f"target column {name!r} has {len(classes)} classes ({shown}), a binary task "
+                "needs exactly 2; set target.task to multiclass or map values with target.replace"
+            )
+        positive = config.target.positive_class
+        if positive is not None:
+            matches = [c for c in classes if str(c) == str(positive)]
+            if not matches:
+                raise DataError(
+                    f"target.positive_class {positive!r} is not a class of {name!r}: {classes}"
+                )
+            classes = [c for c in classes if c != matches[0]] + matches
+    return TargetSchema(column=name, task=task, classes=classes)
+
+
+def encode_labels(column: pa.ChunkedArray, target: TargetSchema, *, source: str) -> np.ndarray:
+    """Class indices (int32) or values (float32) of a label column without missing values."""
+    if target.task == "regression":
+        values = numeric_values(column, target.column)
+        if values.null_count:
+            raise DataError(f"{source}: target {target.column!r} has missing values")
+        return (values.to_numpy() * target.scale).astype(np.float32)
+    classes = pa.array(target.classes)
+    try:
+        cast = pc.cast(column, classes.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        cast = pc.cast(column, pa.string())
+        classes = pc.cast(classes, pa.string())
+    indices = pc.index_in(cast, value_set=classes)
+    unknown = pc.and_(pc.is_null(indices), pc.is_valid(cast))
+    if pc.any(unknown).as_py():
+        unseen = pc.unique(pc.filter(cast, unknown)).to_pylist()[:5]
+        raise DataError(
+            f"{source}: target {target.column!r} has values not seen in training: {unseen}; "
+            f"expected one of {target.classes} (map them with target.replace)"
+        )
+    return indices.to_numpy(zero_copy_only=False).astype(np.int32)
+
+
+def model_inputs(table: pa.Table, schema: FeatureSchema, *, source: str) -> dict[str, np.ndarray]:
+    """Raw column values as numpy arrays of shape (rows, 1), as the saved model takes them.
+
+    Missing numbers become NaN, missing strings "" and missing integers a sentinel: the
+    model maps each to its missing-value handling.
+    """
+    from mlcli.data.tables import require_columns
+
+    require_columns(table.column_names, schema.input_names, source=source)
+    arrays: dict[str, np.ndarray] = {}
+    for column in schema.columns:
+        values = table.column(column.name)
+        if column.dtype == "float32":
+            numbers = numeric_values(values, column.name)
+            array = numbers.to_numpy().astype(np.float32)
+        elif column.dtype == "int64":
+            if not pa.types.is_integer(values.type):
+                try:
+                    values = pc.cast(values, pa.int64())
+                except pa.ArrowInvalid as error:
+                    raise DataError(
+                        f"{source}: column {column.name!r} held integers in training, "
+                        f"found {values.type}"
+                    ) from error
+            array = pc.fill_null(pc.cast(values, pa.int64()), INT_MISSING).to_numpy()
+        else:
+            if not is_text_type(values.type):
+                values = pc.cast(values, pa.string())
+            array = pc.fill_null(values, "").to_numpy(zero_copy_only=False).astype(object)
+        arrays[column.name] = array.reshape(-1, 1)
+    return arrays

@@ -1,0 +1,241 @@
+"""Feature statistics merged over record batches: the schema of a table read in one pass.
+
+`SchemaStatistics.update` takes the training rows one record batch at a time and keeps only
+what the schema needs: running counts, means and squared deviations of numbers (merged with
+Chan et al.'s parallel formula), value counts of categories and of text tokens (merged with an
+Arrow group-by), and a uniform sample of each numeric column for its quantile points. `finish`
+hands these to the same functions that `features.schema.build_schema` uses on a whole table, so
+both give the same schema; only the quantile points are approximate, and only on columns with
+more than `QUANTILE_SAMPLE_ROWS` values.
+
+Example:
+
+```python
+statistics = SchemaStatistics(specs, target_column="income", task="binary", seed=42)
+for batch in training_batches:
+    statistics.update(batch)
+schema = statistics.finish(config, excluded={})
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlcli.config.schema import BinarySpec, CategoricalSpec, Config, NumericSpec, TextSpec
+from mlcli.data.columns import numeric_values
+from mlcli.errors import DataError
+from mlcli.features.schema import (
+    ColumnSchema,
+    FeatureSchema,
+    TargetSchema,
+    build_target,
+    categorical_schema,
+    categorical_values,
+    numeric_schema,
+    quantile_points,
+    text_schema,
+    text_tokens,
+    transformed_numbers,
+)
+
+# Numeric columns keep a uniform sample of this many values for their quantile points: exact
+# below it, within about 1/sqrt(sample) of the true probability above it.
+QUANTILE_SAMPLE_ROWS = 200_000
+
+Spec = NumericSpec | CategoricalSpec | BinarySpec | TextSpec
+
+
+@dataclass
+class Moments:
+    """Count, mean and sum of squared deviations of the values seen, merged batch by batch."""
+
+    count: int = 0
+    mean: float = 0.0
+    squares: float = 0.0
+
+    def update(self, values: pa.ChunkedArray | pa.Array) -> None:
+        """Merges the non-missing `values` in."""
+        count = len(values) - values.null_count
+        if count == 0:
+            return
+        mean = float(pc.mean(values).as_py())
+        squares = float(pc.variance(values, ddof=0).as_py()) * count
+        total = self.count + count
+        delta = mean - self.mean
+        self.squares += squares + delta * delta * self.count * count / total
+        self.mean += delta * count / total
+        self.count = total
+
+    @property
+    def variance(self) -> float | None:
+        """The population variance (ddof 0), None before any value."""
+        return self.squares / self.count if self.count else None
+
+
+@dataclass
+class Counts:
+    """Value counts merged over batches (categories, text tokens, labels)."""
+
+    table: pa.Table | None = None
+
+    def update(self, values: pa.ChunkedArray | pa.Array) -> None:
+        """Adds the counts of the non-missing `values`."""
+        counted = pc.value_counts(values.drop_null())
+        batch = pa.table({"values": counted.field("values"), "counts": counted.field("counts")})
+        if self.table is None:
+            self.table = batch
+            return
+        merged = pa.concat_tables([self.table, batch], promote_options="permissive")
+        summed = merged.group_by("values").aggregate([("counts", "sum")])
+        self.table = summed.rename_columns(["values", "counts"])
+
+    def lists(self) -> tuple[list[Any], list[int]]:
+        """(values, counts) as Python lists."""
+        if self.table is None:
+            return [], []
+        return self.table.column("values").to_pylist(), self.table.column("counts").to_pylist()
+
+
+@dataclass
+class UniformSample:
+    """A uniform sample without replacement of at most `size` values (bottom-k random keys)."""
+
+    size: int
+    rng: np.random.Generator
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def update(self, values: pa.ChunkedArray | pa.Array) -> None:
+        """Offers the non-missing `values` to the sample."""
+        present = values.drop_null().to_numpy()
+        keys = np.concatenate([self.keys, self.rng.random(len(present))])
+        values_ = np.concatenate([self.values, present])
+        if len(keys) > self.size:
+            kept = np.argpartition(keys, self.size)[: self.size]
+            keys, values_ = keys[kept], values_[kept]
+        self.keys, self.values = keys, values_
+
+
+@dataclass
+class _Column:
+    spec: Spec
+    moments: Moments = field(default_factory=Moments)
+    counts: Counts = field(default_factory=Counts)
+    sample: UniformSample | None = None
+    dtype: str = ""
+    nulls: int = 0
+
+
+class SchemaStatistics:
+    """The statistics of every feature and of the target, from record batches of training rows.
+
+    Args:
+        specs: the type of every input column (declared or inferred).
+        target_column: the label column.
+        task: binary, multiclass or regression.
+        seed: seeds the quantile samples.
+    """
+
+    def __init__(self, specs: dict[str, Spec], *, target_column: str, task: str, seed: int):
+        rng = np.random.default_rng(seed)
+        self.columns = {
+            name: _Column(
+                spec,
+                sample=UniformSample(QUANTILE_SAMPLE_ROWS, rng)
+                if isinstance(spec, NumericSpec)
+                else None,
+            )
+            for name, spec in specs.items()
+        }
+        self.target_column = target_column
+        self.task = task
+        self.labels = Counts()
+        self.label_moments = Moments()
+        self.rows = 0
+
+    def update(self, table: pa.Table, *, scale: float = 1.0) -> None:
+        """Merges one batch of labelled training rows in."""
+        self.rows += table.num_rows
+        for name, column in self.columns.items():
+            values = table.column(name)
+            if isinstance(column.spec, NumericSpec):
+                numbers = transformed_numbers(numeric_values(values, name), column.spec, name)
+                column.nulls += numbers.null_count  # NaN counts as missing
+                column.moments.update(numbers)
+                assert column.sample is not None
+                column.sample.update(numbers)
+            elif isinstance(column.spec, TextSpec):
+                if not pa.types.is_string(values.type) and not pa.types.is_large_string(
+                    values.type
+                ):
+                    raise DataError(f"column {name!r} is declared text but has type {values.type}")
+                column.nulls += values.null_count
+                column.counts.update(text_tokens(values))
+            else:
+                column.nulls += values.null_count
+                column.dtype, values = categorical_values(values)
+                column.counts.update(values)
+        labels = table.column(self.target_column)
+        if self.task == "regression":
+            numbers = numeric_values(labels, self.target_column)
+            self.label_moments.update(pc.multiply(numbers, scale))
+        else:
+            self.labels.update(labels)
+
+    def finish(self, config: Config, *, excluded: dict[str, str]) -> FeatureSchema:
+        """The feature schema, as `features.schema.build_schema` would give on the same rows."""
+        if self.rows == 0:
+            raise DataError("the training split has no rows with a label")
+        columns = [self._column(name, column) for name, column in self.columns.items()]
+        return FeatureSchema(columns=columns, target=self._target(config), excluded=excluded)
+
+    def class_counts(self, classes: list[Any]) -> list[int]:
+        """How many training rows hold each class, in the order of `classes`."""
+        found = dict(zip(*self.labels.lists(), strict=True))
+        return [int(found.get(value, 0)) for value in classes]
+
+    def _column(self, name: str, column: _Column) -> ColumnSchema:
+        spec = column.spec
+        if isinstance(spec, NumericSpec):
+            assert column.sample is not None
+            sample = column.sample.values
+            return numeric_schema(
+                name,
+                spec,
+                mean=column.moments.mean if column.moments.count else None,
+                variance=column.moments.variance,
+                quantiles=quantile_points(pa.array(sample, pa.float64())) if len(sample) else [],
+                has_missing=column.nulls > 0,
+            )
+        values, frequencies = column.counts.lists()
+        if isinstance(spec, TextSpec):
+            return text_schema(
+                name, spec, values=values, frequencies=frequencies, has_missing=column.nulls > 0
+            )
+        return categorical_schema(
+            name,
+            spec,
+            dtype=column.dtype or "string",
+            values=values,
+            frequencies=frequencies,
+            has_missing=column.nulls > 0,
+        )
+
+    def _target(self, config: Config) -> TargetSchema:
+        name = self.target_column
+        if self.task != "regression":
+            values, _ = self.labels.lists()
+            task_config = config.model_copy(deep=True)
+            task_config.target.task = self.task  # type: ignore[assignment]
+            return build_target(pa.chunked_array([pa.array(values)]), task_config)
+        moments = self.label_moments
+        std = float(np.sqrt(moments.variance or 1.0)) or 1.0
+        return TargetSchema(
+            column=name, task="regression", mean=moments.mean, std=std, scale=config.target.scale
+        )

@@ -1,0 +1,1 @@
+"""Running a saved model on raw columns, and `mlcli predict`."""

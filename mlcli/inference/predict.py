@@ -1,0 +1,265 @@
+"""`mlcli predict`: a table streamed through a run's model into CSV, Parquet or JSON lines.
+
+The input is read in record batches (pyarrow, fixed column types), each batch goes through the
+model and is written at once, so memory stays flat whatever the file's size. The output file is
+written under a hidden temporary name (`.<name>.<hex>.partial`) and renamed only when complete;
+an interrupted predict removes it, and a killed one never leaves a file that looks finished.
+
+```python
+mlcli.predict("runs/adult-income", data="new.csv", output="scores.parquet", keep=["id"])
+```
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from mlcli.data.tables import TableSource, iter_batches, require_columns
+from mlcli.errors import ConfigError
+from mlcli.features.schema import FeatureSchema
+from mlcli.inference.writers import FORMATS, BatchWriter, open_writer
+from mlcli.reporting import QuietReporter, Reporter
+from mlcli.runs.loading import LoadedRun, open_run
+
+if TYPE_CHECKING:
+    from mlcli.inference.predictor import Predictor
+
+DEFAULT_BATCH_SIZE = 65536
+PREDICTION = "prediction"
+_SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl"}
+_SUFFIX_FORMATS[".ndjson"] = "jsonl"
+_COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
+T = TypeVar("T")
+
+
+@dataclass
+class PredictionSummary:
+    """What one predict did: rows written, seconds taken, and where to."""
+
+    rows: int
+    seconds: float
+    output: str
+    cpu_seconds: float = 0.0  # every thread of the process, from first read to last write
+
+
+def output_format(output: str | Path, requested: str | None) -> tuple[str, str | None]:
+    """The format (csv, parquet, jsonl) and compression of an output path or `-`."""
+    if requested is not None and requested not in FORMATS:
+        raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, found {requested!r}")
+    if str(output) == "-":
+        if requested == "parquet":
+            raise ConfigError("--output -: standard output takes csv or jsonl, not parquet")
+        return requested or "csv", None
+    suffixes = [s.lower() for s in Path(output).suffixes]
+    compression = _COMPRESSIONS.get(suffixes[-1]) if suffixes else None
+    if compression:
+        suffixes.pop()
+    found = _SUFFIX_FORMATS.get(suffixes[-1]) if suffixes else None
+    chosen = requested or found
+    if chosen is None:
+        raise ConfigError(
+            f"--output {output}: cannot tell the format from the suffix; use .csv, .parquet or "
+            ".jsonl (optionally .gz/.zst for text), or pass --format csv|parquet|jsonl"
+        )
+    if compression and chosen == "parquet":
+        raise ConfigError(f"--output {output}: Parquet compresses itself; drop the {suffixes[-1]}")
+    return chosen, compression
+
+
+def prediction_columns(schema: FeatureSchema) -> list[str]:
+    """The names of the columns predict adds after the kept ones."""
+    target = schema.target
+    if target.task == "regression":
+        return [PREDICTION]
+    if target.task == "binary":
+        return [PREDICTION, f"probability_{target.positive_class}"]
+    return [PREDICTION, *(f"probability_{value}" for value in target.classes)]
+
+
+def input_column_types(schema: FeatureSchema, keep: Sequence[str]) -> dict[str, pa.DataType]:
+    """Fixed Arrow types for CSV columns, so that every batch parses the same way.
+
+    Kept columns are read as text, so they pass through exactly as written (`007` stays).
+    """
+    types: dict[str, pa.DataType] = {name: pa.string() for name in keep}
+    arrow = {"float32": pa.float64(), "int64": pa.int64(), "string": pa.string()}
+    types.update({column.name: arrow[column.dtype] for column in schema.columns})
+    return types
+
+
+def _output_table(
+    table: pa.Table, outputs: np.ndarray, schema: FeatureSchema, keep: Sequence[str], cut: float
+) -> pa.Table:
+    from mlcli.inference.predictor import predicted_labels
+
+    columns: dict[str, Any] = {name: table.column(name) for name in keep}
+    names = prediction_columns(schema)
+    columns[PREDICTION] = predicted_labels(outputs, schema, threshold=cut)
+    for index, name in enumerate(names[1:]):
+        columns[name] = pa.array(outputs[:, index], pa.float32())
+    return pa.table(columns)
+
+
+def _batches(
+    source: TableSource, schema: FeatureSchema, keep: Sequence[str], batch_size: int
+) -> Iterator[pa.Table]:
+    needed = [*schema.input_names, *[k for k in keep if k not in schema.input_names]]
+    checked = False
+    for batch in iter_batches(
+        source,
+        columns=needed,
+        column_types=input_column_types(schema, keep),
+        batch_rows=batch_size,
+    ):
+        if not checked:
+            require_columns(batch.schema.names, needed, source=source.describe())
+            checked = True
+        yield pa.Table.from_batches([batch])
+
+
+def _check_options(
+    loaded: LoadedRun, keep: Sequence[str], batch_size: int, threshold: float
+) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size: expected a positive number of rows, found {batch_size}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold: expected a probability in [0, 1], found {threshold}")
+    clash = sorted(set(keep) & set(prediction_columns(loaded.schema)))
+    if clash:
+        raise ConfigError(f"--keep {clash[0]}: predict writes a column of that name itself")
+
+
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """Yields from `items`, producing the next item in a thread while the caller works.
+
+    Reading and parsing the next batch (pyarrow, which releases the GIL) overlaps the model's
+    work on the current one (TensorFlow, likewise); errors surface in the caller.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    done: Any = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcli-read") as pool:
+        future = pool.submit(next, items, done)
+        while True:
+            item = future.result()
+            if item is done:
+                return
+            future = pool.submit(next, items, done)
+            yield item
+
+
+def _stream(
+    predictor: Predictor,
+    source: TableSource,
+    writer: BatchWriter,
+    *,
+    keep: Sequence[str],
+    threshold: float,
+    reporter: Reporter,
+) -> int:
+    """Reads, predicts and writes every batch; returns the number of rows."""
+    from mlcli.inference.predictor import PreparedInputs
+
+    schema, started, rows = predictor.schema, time.monotonic(), 0
+    batches = (
+        (table, predictor.prepare(table, source=source.describe()))
+        for table in _batches(source, schema, keep, predictor.batch_rows)
+    )
+    for table, prepared in prefetched(batches):
+        outputs = predictor.run(prepared)
+        writer.write(_output_table(table, outputs, schema, keep, threshold))
+        rows += table.num_rows
+        elapsed = max(time.monotonic() - started, 1e-9)
+        reporter.advance(table.num_rows, rows_per_s=round(rows / elapsed))
+    if rows == 0:  # an empty input still gets a header (CSV) or a schema (Parquet)
+        empty = pa.table({name: pa.array([], pa.string()) for name in keep})
+        outputs = predictor.run(PreparedInputs(rows=0, arrays={}, strings={}))
+        writer.write(_output_table(empty, outputs, schema, keep, threshold))
+    return rows
+
+
+def _partial_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.{secrets.token_hex(4)}.partial")
+
+
+def predict(
+    run: str | Path,
+    *,
+    data: str | Path,
+    output: str | Path | BinaryIO,
+    keep: Sequence[str] = (),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    threshold: float = 0.5,
+    format: str | None = None,
+    force: bool = False,
+    csv_overrides: Mapping[str, Any] | None = None,
+    stdin: BinaryIO | None = None,
+    reporter: Reporter | None = None,
+) -> PredictionSummary:
+    """Streams `data` through a run's model and writes the predictions to `output`.
+
+    Args:
+        run: a run directory or name.
+        data: a CSV/Parquet file (or glob, folder); `-` reads CSV from `stdin`.
+        output: a file path (format from its suffix or `format`), or a binary stream.
+        keep: input columns copied to the output unchanged (an id).
+        batch_size: rows per model call.
+        threshold: binary tasks: the probability above which a row is the positive class.
+        format: csv, parquet or jsonl, overriding the output's suffix.
+        force: replace an existing output file.
+        csv_overrides: CSV options from the command line (`delimiter`, `skip_rows`, `header`).
+        stdin: the stream `-` reads.
+        reporter: where progress goes.
+    """
+    from mlcli.data.sources import source_for_run
+    from mlcli.inference.predictor import Predictor
+
+    reporter = reporter or QuietReporter()
+    stream = None if isinstance(output, str | Path) else output
+    chosen, compression = output_format("-" if stream else str(output), format)
+    final = None if stream is not None else Path(str(output))
+    if final is not None and final.exists() and not force:
+        raise ConfigError(f"--output {final}: already exists; pass --force to replace it")
+    loaded = open_run(run)
+    _check_options(loaded, keep, batch_size, threshold)
+    source = source_for_run(
+        loaded.config,
+        data,
+        names=loaded.schema.input_names,
+        csv_overrides=csv_overrides,
+        stdin=stdin,
+    )
+    predictor = Predictor(loaded.model, loaded.schema, batch_rows=batch_size)
+    temporary = _partial_path(final) if final is not None else None
+    started, cpu_started = time.monotonic(), time.process_time()
+    writer = open_writer(chosen, temporary or stream, compression=compression)
+    reporter.start_progress("predicting", None)
+    try:
+        rows = _stream(predictor, source, writer, keep=keep, threshold=threshold, reporter=reporter)
+        writer.close()
+        if temporary is not None and final is not None:
+            os.replace(temporary, final)
+    finally:
+        reporter.stop_progress()
+        writer.abort()
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+    seconds, cpu = time.monotonic() - started, time.process_time() - cpu_started
+    rate = rows / max(seconds, 1e-9)
+    reporter.event(
+        "predicted",
+        f"{rows} rows in {seconds:.1f}s ({rate:.0f} rows/s)",
+        rows=rows,
+        seconds=seconds,
+        cpu_seconds=cpu,
+    )
+    return PredictionSummary(rows=rows, seconds=seconds, output=str(final or "-"), cpu_seconds=cpu)

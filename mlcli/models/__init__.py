@@ -1,0 +1,1 @@
+"""The network over encoded inputs: the core, its architectures and embeddings."""

@@ -1,0 +1,1 @@
+"""Encoding raw columns: the Keras preprocessing model and its Arrow twin."""

@@ -1,0 +1,114 @@
+"""The preprocessing layers' encoding of a table, computed with Arrow before TensorFlow loads.
+
+Training encodes every split once and fits the core on the result (`mlcli.training.datasets`). For
+numeric and categorical columns the encoding is simple enough for Arrow's kernels and numpy:
+an index into the vocabulary (0 for an unseen value, as `StringLookup` and `IntegerLookup`
+with one OOV index), and `(value - mean) / sqrt(variance)` with missing values at the mean
+plus a missing indicator (as `Normalization`). Those kernels release the GIL, so `mlcli train`
+encodes while TensorFlow is still importing on another thread, and never turns a million
+strings into Python objects.
+
+The Keras layers stay the definition: the saved model holds them, and every run checks that
+the composed model (layers then core) gives the core's outputs on these encodings
+(`training.fit`, `composition_max_abs_difference` in the manifest). Columns that need a layer's
+own code (text, the quantile transform) are encoded by the layers themselves: `encode_table`
+returns None for a schema that has any.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlcli.data.tables import require_columns
+from mlcli.features.schema import (
+    INT_MISSING,
+    ColumnSchema,
+    FeatureSchema,
+    encode_labels,
+    model_inputs,
+)
+
+# the preprocessor's output names, here because mlcli.preprocessing.layers imports TensorFlow
+NUMERIC = "numeric"
+CATEGORICAL_PREFIX = "categorical__"
+EPSILON = np.float32(1e-7)  # keras.backend.epsilon(), Normalization's floor on the deviation
+
+
+def encodable(schema: FeatureSchema) -> bool:
+    """Whether every column's encoding is computed here (numeric without quantiles, lookups)."""
+    return all(
+        (column.type == "numeric" and column.transform in ("none", "log"))
+        or (column.type in ("categorical", "binary") and column.dtype in ("string", "int64"))
+        for column in schema.columns
+    )
+
+
+def _numeric(column: ColumnSchema, values: np.ndarray) -> list[np.ndarray]:
+    missing = np.isnan(values)
+    if column.transform == "log":
+        with np.errstate(invalid="ignore"):
+            values = np.log1p(np.maximum(values, np.float32(-1.0 + 1e-7)))
+    mean = np.float32(column.mean)
+    filled = np.where(missing, mean, values)
+    deviation = np.maximum(np.sqrt(np.float32(column.variance)), EPSILON)
+    normalised = ((filled - mean) / deviation).astype(np.float32)
+    if not column.has_missing:
+        return [normalised]
+    return [normalised, missing.astype(np.float32)]
+
+
+def _lookup(column: ColumnSchema, values: pa.ChunkedArray) -> np.ndarray:
+    if column.dtype == "int64":
+        filled = pc.fill_null(pc.cast(values, pa.int64()), INT_MISSING)
+        vocabulary = pa.array(column.vocabulary, pa.int64())
+    else:
+        filled = pc.fill_null(pc.cast(values, pa.string()), "")
+        vocabulary = pa.array([str(value) for value in column.vocabulary], pa.string())
+    positions = pc.fill_null(pc.index_in(filled, value_set=vocabulary), -1)
+    indices = positions.to_numpy(zero_copy_only=False).astype(np.int64) + 1  # 0: unseen
+    return indices.reshape(-1, 1)
+
+
+def encode_features(
+    table: pa.Table, schema: FeatureSchema, *, source: str
+) -> dict[str, np.ndarray]:
+    """The preprocessor's outputs for `table`, by name; `schema` must be `encodable`."""
+    require_columns(table.column_names, schema.input_names, source=source)
+    numeric_columns = [c for c in schema.columns if c.type == "numeric"]
+    numbers = model_inputs(
+        table, FeatureSchema(columns=numeric_columns, target=schema.target), source=source
+    )
+    outputs: dict[str, np.ndarray] = {}
+    numeric: list[np.ndarray] = []
+    for column in schema.columns:
+        if column.type == "numeric":
+            numeric.extend(_numeric(column, numbers[column.name]))
+        else:
+            outputs[CATEGORICAL_PREFIX + column.name] = _lookup(column, table.column(column.name))
+    if numeric:
+        outputs[NUMERIC] = np.concatenate(numeric, axis=1)
+    return outputs
+
+
+def encode_table(
+    table: pa.Table, schema: FeatureSchema, *, source: str
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(encoded features, labels) of a split; `schema` must be `encodable`."""
+    labels = encode_labels(table.column(schema.target.column), schema.target, source=source)
+    return encode_features(table, schema, source=source), labels
+
+
+def encode_splits(
+    splits: dict[str, pa.Table | None], schema: FeatureSchema
+) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray] | None] | None:
+    """Every split encoded (None for an absent split), or None when the layers must encode."""
+    if not encodable(schema):
+        return None
+    encoded: dict[str, tuple[dict[str, np.ndarray], np.ndarray] | None] = {}
+    for name, table in splits.items():
+        encoded[name] = (
+            None if table is None else encode_table(table, schema, source=f"{name} split")
+        )
+    return encoded

@@ -1,0 +1,118 @@
+"""Keras preprocessing layers built from the feature schema, and encoding data once with them.
+
+The preprocessor is a Keras model from raw columns (one input per column, named as the column)
+to dense encoded tensors. Training runs it once over the data in large chunks and fits the
+core network on the result, which avoids string lookups at every step; the saved model is the
+preprocessor composed with the trained core, so it still takes raw values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mlcli.features.schema import ColumnSchema, FeatureSchema
+from mlcli.layers import QuantileTransform
+from mlcli.preprocessing.arrow import CATEGORICAL_PREFIX, NUMERIC
+
+TEXT_PREFIX = "text__"
+ENCODE_CHUNK_ROWS = 1 << 16
+
+
+def raw_inputs(schema: FeatureSchema) -> dict[str, keras.KerasTensor]:
+    """One Keras input per raw column, named as the column, shape (rows, 1)."""
+    return {
+        column.name: keras.Input(shape=(1,), dtype=column.dtype, name=column.name)
+        for column in schema.columns
+    }
+
+
+def _numeric(column: ColumnSchema, value: keras.KerasTensor) -> list[keras.KerasTensor]:
+    missing = keras.ops.isnan(value)
+    if column.transform == "log":
+        value = keras.ops.log1p(keras.ops.maximum(value, -1.0 + 1e-7))
+    elif column.transform == "quantile":
+        value = QuantileTransform(column.quantiles, name=f"quantile_{_safe(column.name)}")(value)
+    filled = keras.ops.where(missing, keras.ops.full_like(value, column.mean), value)
+    normalised = keras.layers.Normalization(
+        mean=column.mean, variance=column.variance, name=f"normalize_{_safe(column.name)}"
+    )(filled)
+    if not column.has_missing:
+        return [normalised]
+    return [normalised, keras.ops.cast(missing, "float32")]
+
+
+def _lookup(column: ColumnSchema) -> keras.layers.Layer:
+    name = f"lookup_{_safe(column.name)}"
+    if column.dtype == "int64":
+        return keras.layers.IntegerLookup(
+            vocabulary=np.asarray(column.vocabulary, dtype=np.int64),
+            num_oov_indices=1,
+            mask_token=None,
+            name=name,
+        )
+    return keras.layers.StringLookup(
+        vocabulary=[str(v) for v in column.vocabulary],
+        num_oov_indices=1,
+        mask_token=None,
+        name=name,
+    )
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "_" else "_" for ch in name)
+
+
+def build_preprocessor(schema: FeatureSchema) -> keras.Model:
+    """Raw columns in; `numeric`, `categorical__<col>` and `text__<col>` tensors out."""
+    inputs = raw_inputs(schema)
+    numeric: list[keras.KerasTensor] = []
+    outputs: dict[str, keras.KerasTensor] = {}
+    for column in schema.columns:
+        value = inputs[column.name]
+        if column.type == "numeric":
+            numeric.extend(_numeric(column, value))
+        elif column.type == "text":
+            vectorize = keras.layers.TextVectorization(
+                vocabulary=column.vocabulary or ["<empty>"],
+                output_mode="int",
+                output_sequence_length=column.sequence_length,
+                name=f"vectorize_{_safe(column.name)}",
+            )
+            outputs[TEXT_PREFIX + column.name] = vectorize(value)
+        else:
+            outputs[CATEGORICAL_PREFIX + column.name] = _lookup(column)(value)
+    if numeric:
+        outputs[NUMERIC] = (
+            numeric[0] if len(numeric) == 1 else keras.layers.Concatenate(name="numeric")(numeric)
+        )
+    return keras.Model(inputs=inputs, outputs=outputs, name="preprocessing")
+
+
+def to_tensors(arrays: Mapping[str, np.ndarray], schema: FeatureSchema) -> dict[str, tf.Tensor]:
+    """Raw numpy columns as tensors of the model's input dtypes (strings included)."""
+    return {
+        column.name: tf.constant(arrays[column.name], dtype=column.dtype)
+        for column in schema.columns
+    }
+
+
+def encode(
+    preprocessor: keras.Model,
+    arrays: Mapping[str, np.ndarray],
+    schema: FeatureSchema,
+    *,
+    chunk_rows: int = ENCODE_CHUNK_ROWS,
+) -> dict[str, np.ndarray]:
+    """Runs the preprocessing layers once over all rows, in large chunks."""
+    rows = len(next(iter(arrays.values())))
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, rows, chunk_rows):
+        chunk = {name: array[start : start + chunk_rows] for name, array in arrays.items()}
+        encoded = preprocessor(to_tensors(chunk, schema), training=False)
+        for name, tensor in encoded.items():
+            parts.setdefault(name, []).append(keras.ops.convert_to_numpy(tensor))
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}

@@ -1,0 +1,75 @@
+"""Loading a complete run for evaluate, predict, export and serve.
+
+Models load with Keras `safe_mode`; anything but a `.keras` archive (legacy `.h5`, pickles) is
+refused. Outputs of the model are turned back into the user's own label values here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlcli.runs import directory as runs
+from mlcli.config.schema import Config, load_config
+from mlcli.errors import RunError
+from mlcli.features.schema import FeatureSchema
+
+
+@dataclass
+class LoadedRun:
+    """A complete run: its folder, config, schema and (once loaded) Keras model."""
+
+    run: runs.Run
+    config: Config
+    schema: FeatureSchema
+    model: Any = None
+
+
+def open_run(reference: str | Path, *, with_model: bool = True) -> LoadedRun:
+    """Finds a complete run by path or name and loads its config, schema and model."""
+    run = runs.resolve_run(reference)
+    try:
+        config, _ = load_config(run.file(runs.CONFIG))
+    except Exception as error:  # a run's own config must parse; anything else is corruption
+        raise RunError(
+            f"{run.file(runs.CONFIG)}: the run's config does not load: {error}"
+        ) from error
+    schema = FeatureSchema.load(run.file(runs.SCHEMA))
+    loaded = LoadedRun(run=run, config=config, schema=schema)
+    if with_model:
+        loaded.model = load_model(run.file(runs.MODEL))
+    return loaded
+
+
+def load_model(path: Path) -> Any:
+    """A `.keras` model, loaded with `safe_mode=True` (no arbitrary code from the file)."""
+    if path.suffix != ".keras":
+        raise RunError(f"{path}: only .keras models are loaded; .h5 and pickles are refused")
+    import keras
+
+    import mlcli.layers  # noqa: F401  (registers mlcli's layers for deserialization)
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise RunError(f"{path}: the model does not load: {error}") from error
+
+
+def labels_from_outputs(
+    outputs: np.ndarray, schema: FeatureSchema, *, threshold: float = 0.5
+) -> list:
+    """The predicted labels in the user's own values (classification) or the values.
+
+    A binary row is positive when its probability is above `threshold`, as Keras's
+    `BinaryAccuracy` (training's accuracy) and `mlcli predict` decide.
+    """
+    target = schema.target
+    if target.task == "regression":
+        return outputs.reshape(-1).tolist()
+    classes = np.asarray(target.classes, dtype=object)
+    if target.task == "binary":
+        return classes[(outputs.reshape(-1) > threshold).astype(int)].tolist()
+    return classes[np.argmax(outputs, axis=1)].tolist()

@@ -1,0 +1,1 @@
+"""`mlcli serve`: TensorFlow Serving's REST API over a run or an export."""

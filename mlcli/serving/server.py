@@ -1,0 +1,258 @@
+"""`mlcli serve`: a trained model over TensorFlow Serving's REST API, on uvicorn.
+
+The routes are in `serving.routes`, the JSON bodies in `serving.payloads`, the compiled model in
+`serving.servables`; requests that arrive together share one model call (`serving.batching`).
+This module runs the server: it binds 127.0.0.1 unless told otherwise, and SIGTERM or SIGINT
+stops accepting connections, answers the requests in flight and returns normally (exit 0).
+With `workers` above 1, uvicorn's supervisor runs that many processes on the one socket,
+each with its own model and batcher. Starlette and uvicorn come with `mlcli[serve]`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlcli.errors import ConfigError, MlcliError, RunError
+from mlcli.reporting import LogFormat, Reporter, make_reporter
+from mlcli.serving.batching import Batcher
+from mlcli.serving.routes import AccessLog, create_app
+
+if TYPE_CHECKING:
+    from mlcli.serving.servables import Servable
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How the server listens and batches (the command's options)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8501
+    name: str | None = None
+    workers: int = 1
+    max_batch_size: int = 256
+    batch_timeout_ms: float = 1.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_queue: int = 4096
+    graceful_timeout_s: int = 30
+
+    def check(self) -> None:
+        """Raises `ConfigError` naming the first option out of range."""
+        limits = {
+            "--port": (self.port, 0, 65535),
+            "--workers": (self.workers, 1, 64),
+            "--max-batch-size": (self.max_batch_size, 1, 1 << 20),
+            "--batch-timeout-ms": (self.batch_timeout_ms, 0, 10_000),
+            "--max-body-bytes": (self.max_body_bytes, 1, 1 << 31),
+        }
+        for option, (value, low, high) in limits.items():
+            if not low <= value <= high:
+                raise ConfigError(f"{option}: expected {low} to {high}, found {value}")
+
+
+def require_server_packages() -> None:
+    """Raises `ConfigError` unless the `serve` extra (Starlette, uvicorn) is installed."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        raise ConfigError(
+            f"mlcli serve needs Starlette and uvicorn ({error.name} is missing): "
+            'install mlcli[serve] (pip install "mlcli[serve]")'
+        ) from None
+
+
+def _app(servable: Servable, options: ServeOptions, reporter: Reporter) -> Any:
+    batcher = Batcher(
+        servable.call,
+        max_rows=options.max_batch_size,
+        timeout_s=options.batch_timeout_ms / 1000,
+        max_queue=options.max_queue,
+    )
+    app = create_app(servable, batcher=batcher, max_body_bytes=options.max_body_bytes)
+    return AccessLog(app, reporter)
+
+
+def _single_threaded_ops() -> None:
+    # A tabular model's call on a batch of a few hundred rows is a graph of many tiny ops:
+    # TensorFlow's thread pools cost more (spinning, hand-offs) than they save, and the event
+    # loop needs the other core. The environment can still say otherwise.
+    for variable in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(variable, "1")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; without it a response
+    # written in two parts waits for a delayed ACK (about 40 ms a request)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise ConfigError(
+            f"--host {host} --port {port}: cannot listen there ({error.strerror or error}); "
+            "choose another --port"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_config(app: Any, options: ServeOptions, *, verbose: bool, **extra: Any) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        log_config=None,
+        log_level="info" if verbose else "warning",
+        access_log=False,  # AccessLog writes one line per request in mlcli's format
+        lifespan="on",
+        timeout_graceful_shutdown=options.graceful_timeout_s,
+        **extra,
+    )
+
+
+def _graceful_server(config: Any) -> Any:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises the signal once it has shut down gracefully, so the process
+            # would end with 143; a server asked to stop that stopped cleanly has succeeded.
+            signals = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer(config)
+
+
+def _listening(reporter: Reporter, name: str, sock: socket.socket, options: ServeOptions) -> None:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/v1/models/{name}"
+    reporter.event(
+        "serving", f"model {name} at {url}", model=name, url=url, workers=options.workers
+    )
+
+
+def serve(
+    model: str | Path,
+    *,
+    options: ServeOptions | None = None,
+    log_format: LogFormat = "text",
+    quiet: bool = False,
+    verbose: bool = False,
+) -> None:
+    """Serves a run's model until SIGTERM or SIGINT, then answers the requests in flight.
+
+    Example:
+
+    ```python
+    mlcli.serve("runs/adult-income/latest", options=ServeOptions(port=8501))
+    ```
+    """
+    options = options or ServeOptions()
+    options.check()
+    require_server_packages()
+    reporter = make_reporter(quiet=quiet, log_format=log_format, interactive=False)
+    if options.workers > 1:
+        _serve_workers(model, options, log_format=log_format, quiet=quiet, verbose=verbose)
+        return
+    from mlcli._tensorflow import import_tensorflow
+
+    _single_threaded_ops()
+    import_tensorflow(verbose=verbose)
+    from mlcli.serving.servables import load_servable
+
+    servable = load_servable(model, name=options.name)
+    app = _app(servable, options, reporter)
+    config = _uvicorn_config(app, options, verbose=verbose)
+    sock = _bind(options.host, options.port)
+    _listening(reporter, servable.name, sock, options)
+    _graceful_server(config).run(sockets=[sock])
+    reporter.event("stopped", f"model {servable.name}: stopped")
+
+
+_WORKER_ENV = "MLCLI_SERVE_WORKER"
+_STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that could not start
+
+
+def _serve_workers(
+    model: str | Path, options: ServeOptions, *, log_format: LogFormat, quiet: bool, verbose: bool
+) -> None:
+    """Several processes on one socket, each with its own model and batcher (uvicorn's)."""
+    from uvicorn.supervisors import Multiprocess
+
+    from mlcli.runs.loading import open_run
+    from mlcli.serving.servables import export_description, saved_model_folder
+
+    # a bad reference fails here, before any worker starts
+    export = saved_model_folder(Path(model))
+    if export is not None:
+        info = export_description(export)[1]
+        source, name = export, options.name or str(info.get("model_name") or export.parent.name)
+    else:
+        loaded = open_run(model, with_model=False)
+        source, name = loaded.run.path, options.name or loaded.config.name
+    settings = {
+        "model": str(source),
+        "options": {**asdict(options), "name": name},
+        "log_format": log_format,
+        "quiet": quiet,
+        "verbose": verbose,
+    }
+    os.environ[_WORKER_ENV] = json.dumps(settings)
+    _single_threaded_ops()
+    config = _uvicorn_config(
+        "mlcli.serving.server:app_from_environment",
+        options,
+        verbose=verbose,
+        factory=True,
+        workers=options.workers,
+    )
+    sock = _bind(options.host, options.port)
+    reporter = make_reporter(quiet=quiet, log_format=log_format, interactive=False)
+    _listening(reporter, name, sock, options)
+    supervisor = Multiprocess(config, sockets=[sock])
+    supervisor.run()
+    if any(process.exitcode == _STARTUP_FAILURE for process in supervisor.processes):
+        raise RunError(f"{source}: a worker could not load the model; run with --workers 1")
+    reporter.event("stopped", f"model {name}: stopped")
+
+
+def app_from_environment() -> Any:
+    """The app of one worker process, from the settings `_serve_workers` left in the environment."""
+    settings = json.loads(os.environ[_WORKER_ENV])
+    from mlcli._tensorflow import import_tensorflow
+
+    import_tensorflow(verbose=settings["verbose"])
+    from mlcli.serving.servables import load_servable
+
+    options = ServeOptions(**settings["options"])
+    reporter = make_reporter(
+        quiet=settings["quiet"], log_format=settings["log_format"], interactive=False
+    )
+    try:
+        servable = load_servable(settings["model"], name=options.name)
+    except MlcliError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(_STARTUP_FAILURE)
+    return _app(servable, options, reporter)

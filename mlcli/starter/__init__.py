@@ -1,0 +1,1 @@
+"""`mlcli init`: a commented starting config from a table mlcli has never seen."""

@@ -1,0 +1,143 @@
+"""Writing a config as commented YAML: every value `mlcli init` guessed carries its reason.
+
+PyYAML writes each value (so quoting is always right) and this module lays the lines out with
+their comments; the result is parsed back and validated before `mlcli init` writes it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from mlcli.starter.profiling import ColumnProfile, InitReport
+
+_COMMENT_COLUMN = 40
+
+
+def scalar(value: Any) -> str:
+    """A value as one line of YAML flow style (quoted where YAML needs it)."""
+    text = yaml.safe_dump(
+        value, default_flow_style=True, width=1 << 30, allow_unicode=True, sort_keys=False
+    )
+    return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def line(indent: int, key: Any, value: Any = None, comment: str = "") -> str:
+    """`key: value  # comment`, the comment aligned; a None value opens a mapping."""
+    text = " " * indent + scalar(key) + ":" + ("" if value is None else " " + scalar(value))
+    if comment:
+        text = text.ljust(_COMMENT_COLUMN - 1) + " # " + comment
+    return text
+
+
+def _feature_value(profile: ColumnProfile) -> Any:
+    if profile.transform != "none":
+        return {"type": profile.kind, "transform": profile.transform}
+    if profile.kind == "text" and profile.sequence_length:
+        return {"type": "text", "sequence_length": profile.sequence_length}
+    return profile.kind
+
+
+def _csv_comment(key: str, value: Any, reasons: dict[str, str]) -> str:
+    if key == "columns" and "header" in reasons and value:
+        return "names for a file without a header line: rename them freely"
+    return reasons.get(key, "")
+
+
+def _data_lines(report: InitReport, train: str) -> list[str]:
+    stratified = "" if report.target.task == "regression" else ", in proportion to each class"
+    lines = [
+        "data:",
+        line(2, "train", train),
+        line(2, "validation", 0.2, f"a random 20% of the rows{stratified}"),
+    ]
+    if report.csv:
+        lines.append(line(2, "csv", None, "sniffed from the first megabyte of the file"))
+        for key, value in report.csv.items():
+            lines.append(line(4, key, value, _csv_comment(key, value, report.reasons)))
+    return lines
+
+
+def _target_lines(report: InitReport) -> list[str]:
+    target = report.target
+    missing = f"; {target.missing} rows without a label are skipped" if target.missing else ""
+    lines = [
+        "target:",
+        line(2, "column", target.name, f"the column to predict{missing}"),
+        line(2, "task", target.task, target.reason),
+    ]
+    if target.positive_class is not None:
+        lines.append(
+            line(
+                2,
+                "positive_class",
+                target.positive_class,
+                "the rarer class: the model gives its probability",
+            )
+        )
+    return lines
+
+
+def _feature_lines(report: InitReport) -> list[str]:
+    used = [p for p in report.columns if p.kind != "excluded"]
+    excluded = [p for p in report.columns if p.kind == "excluded"]
+    lines = ["features:                              # the columns the model sees, by type"]
+    lines += [line(2, p.name, _feature_value(p), p.reason) for p in used]
+    if excluded:
+        lines.append(line(2, "exclude", None, "columns the model never sees"))
+        lines += [
+            ("    - " + scalar(p.name)).ljust(_COMMENT_COLUMN - 1) + " # " + p.reason
+            for p in excluded
+        ]
+    return lines
+
+
+def _batch_size(rows: int) -> int:
+    for threshold, size in ((20000, 256), (5000, 128), (2000, 64)):
+        if rows >= threshold:
+            return size
+    return 32
+
+
+def render_config(report: InitReport, *, name: str, train: str, command: str, written: str) -> str:
+    """The commented YAML text of the config `init` inferred."""
+    header = [
+        f"# Written by `{command}` on {written}, from the first {report.sample_rows} rows.",
+        "# Each guess carries its reason: check them, then run `mlcli train <this file>`.",
+        '# Every key is described in the README ("The config") and by `mlcli config schema`.',
+    ]
+    rows = report.sample_rows
+    lines = [
+        *header,
+        line(0, "name", name, "runs are written to runs/<name>/<run id>"),
+        line(0, "seed", 42),
+        *_data_lines(report, train),
+        *_target_lines(report),
+        *_feature_lines(report),
+        "model:",
+        line(2, "hidden_units", [128, 64], "the classic MLP"),
+        line(2, "dropout", 0.1),
+        "training:",
+        line(2, "epochs", 50, "at most; early stopping ends training sooner"),
+        line(2, "batch_size", _batch_size(rows), f"for about {rows} rows"),
+        line(2, "learning_rate", 0.001),
+        line(2, "early_stopping", {"monitor": "val_loss", "patience": 5}),
+        "output:",
+        line(2, "dir", "runs", "relative to the folder mlcli train runs in"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def json_schema() -> dict[str, Any]:
+    """The config's JSON Schema (draft 2020-12), for YAML language servers and CI linting."""
+    from mlcli import __version__
+    from mlcli.config.schema import Config
+
+    schema = Config.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"mlcli {__version__} config",
+        **{key: value for key, value in schema.items() if key != "title"},
+    }

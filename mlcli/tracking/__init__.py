@@ -1,0 +1,1 @@
+"""Sending runs to TensorBoard and MLflow."""

@@ -1,0 +1,300 @@
+"""`mlcli tune`: hyperparameter search over the ranges in a config's `tune:` section.
+
+Optuna's TPE sampler (seeded with the config's `seed`) proposes values for the dotted config
+keys of `tune.parameters`; every trial is a complete run of its own (`mlcli.training.train.train`),
+scored by `tune.metric` from its metrics.json. The first trial is the config's own values
+where they lie within the ranges, so the best trial is never worse than the config on that
+metric. The best config is written out with absolute data paths, ready for `mlcli train`.
+
+```
+runs/<name>-tune/<id>/
+  trial-000/<run-id>/ ...   one complete run per trial
+  trials.json               every trial: values, score, metrics, run, seconds, state
+  best-config.yaml          the config with the best trial's values
+```
+
+Example:
+
+```python
+result = mlcli.tune("examples/adult/config-tune.yaml", trials=10)
+print(result.best.score, result.best_config)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlcli import files
+from mlcli.config.schema import (
+    Config,
+    TuneConfig,
+    TuneRange,
+    config_to_yaml,
+    load_document,
+    parse_config,
+)
+from mlcli.errors import ConfigError, TrainingDivergedError
+from mlcli.reporting import QuietReporter, Reporter
+from mlcli.runs import directory as runs
+
+_MAXIMIZED = ("accuracy", "auc", "r2")
+
+
+@dataclass
+class TrialResult:
+    """One trial: the values it tried and what its run scored."""
+
+    number: int
+    values: dict[str, Any]
+    state: str  # complete | failed
+    score: float | None = None
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    run: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class TuneResult:
+    """A finished search: every trial, the best one and where the best config was written."""
+
+    metric: str
+    direction: str
+    parameters: list[str]
+    trials: list[TrialResult]
+    best: TrialResult
+    best_config: Path
+    directory: Path
+
+
+def _direction(tune: TuneConfig) -> str:
+    if tune.direction != "auto":
+        return tune.direction
+    return "maximize" if tune.metric.rsplit(".", 1)[-1] in _MAXIMIZED else "minimize"
+
+
+def _set(document: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of a raw config with one dotted key set to a value."""
+    result = json.loads(json.dumps(document))
+    node = result
+    *parents, last = key.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[last] = value
+    return result
+
+
+def _with_values(document: dict[str, Any], values: dict[str, Any], source: str) -> Config:
+    for key, value in values.items():
+        document = _set(document, key, value)
+    return parse_config(document, source=source)
+
+
+def _suggest(trial: Any, key: str, spec: TuneRange) -> Any:
+    if spec.choices is not None:
+        encoded = [json.dumps(choice) for choice in spec.choices]
+        return json.loads(trial.suggest_categorical(key, encoded))
+    assert spec.low is not None and spec.high is not None  # checked by TuneRange
+    if isinstance(spec.low, int) and isinstance(spec.high, int):
+        step = int(spec.step or 1)
+        return trial.suggest_int(key, spec.low, spec.high, step=step, log=spec.log)
+    return trial.suggest_float(key, spec.low, spec.high, step=spec.step, log=spec.log)
+
+
+def _current_value(config: Config, key: str) -> Any:
+    node: Any = config.model_dump(mode="json")
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _starting_point(config: Config, tune: TuneConfig) -> dict[str, Any]:
+    """The config's own values of the searched keys that lie within their ranges."""
+    start: dict[str, Any] = {}
+    for key, spec in tune.parameters.items():
+        value = _current_value(config, key)
+        if spec.choices is not None:
+            if value in spec.choices:
+                start[key] = json.dumps(value)
+        elif (
+            isinstance(value, int | float)
+            and spec.low is not None
+            and spec.high is not None
+            and spec.low <= value <= spec.high
+        ):
+            start[key] = value
+    return start
+
+
+def _check_parameters(document: dict[str, Any], tune: TuneConfig, source: str) -> None:
+    """Every searched key must be a config key that accepts its range's values."""
+    for key, spec in tune.parameters.items():
+        samples = spec.choices if spec.choices is not None else [spec.low, spec.high]
+        for sample in samples:
+            try:
+                _with_values(document, {key: sample}, source)
+            except ConfigError as error:
+                raise ConfigError(
+                    f"{source}: config key `tune.parameters.{key}`: the value {sample!r} "
+                    f"does not give a valid config: {error}"
+                ) from error
+
+
+def _score(metrics: dict[str, Any], metric: str, source: str) -> float:
+    split, _, name = metric.partition(".")
+    try:
+        return float(metrics[split][name])
+    except (KeyError, TypeError, ValueError) as error:
+        found = {s: sorted(v) for s, v in metrics.items() if isinstance(v, dict)}
+        raise ConfigError(
+            f"{source}: config key `tune.metric`: {metric!r} is not in the run's metrics; "
+            f"expected <split>.<metric> among {found}"
+        ) from error
+
+
+def _import_optuna(verbose: bool) -> Any:
+    try:
+        import optuna
+    except ImportError as error:
+        raise ConfigError(
+            "mlcli tune needs Optuna: install mlcli[tune] (pip install 'mlcli[tune]')"
+        ) from error
+    if not verbose:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _run_trial(
+    trial: Any,
+    *,
+    document: dict[str, Any],
+    tune_config: TuneConfig,
+    source: str,
+    directory: Path,
+    base_dir: Path,
+    device: str | None,
+) -> TrialResult:
+    from mlcli.training.train import train
+
+    values = {key: _suggest(trial, key, spec) for key, spec in tune_config.parameters.items()}
+    name = f"trial-{trial.number:03d}"
+    config = _with_values(document, {**values, "name": name}, f"{source} ({name})")
+    started = time.monotonic()
+    result = TrialResult(number=trial.number, values=values, state="failed")
+    try:
+        run = train(config, base_dir=base_dir, output_dir=directory, device=device)
+    except TrainingDivergedError as error:
+        result.error = str(error)
+    else:
+        metrics = json.loads((run / runs.METRICS).read_text(encoding="utf-8"))
+        result.metrics = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+        result.score = _score(metrics, tune_config.metric, source)
+        result.run, result.state = str(run), "complete"
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def tune(
+    config: str | Path,
+    *,
+    trials: int,
+    timeout: float | None = None,
+    overrides: list[str] | None = None,
+    output_dir: Path | None = None,
+    device: str | None = None,
+    reporter: Reporter | None = None,
+    verbose: bool = False,
+) -> TuneResult:
+    """Searches the config's `tune.parameters` with Optuna, one training run per trial.
+
+    Args:
+        config: the path of a YAML config with a `tune:` section.
+        trials: how many trials at most.
+        timeout: no new trial starts after this many seconds.
+        overrides: `key.path=value` overrides applied to the config first.
+        output_dir: the runs folder instead of the config's `output.dir`.
+        device: auto, cpu or gpu, for every trial.
+        reporter: where one event per trial goes.
+        verbose: show Optuna's and TensorFlow's own logs.
+    """
+    from mlcli.training.train import resolved_config
+
+    reporter = reporter or QuietReporter()
+    path = Path(config)
+    source = str(path)
+    document = load_document(path, overrides=overrides or [])
+    base = parse_config(document, source=source)
+    if base.tune is None:
+        raise ConfigError(
+            f"{source}: config key `tune` is missing; add a `tune:` section with "
+            "`parameters:` such as `model.dropout: {low: 0.0, high: 0.3}`"
+        )
+    tune_config = base.tune
+    _check_parameters(document, tune_config, source)
+    optuna = _import_optuna(verbose)
+    from mlcli._tensorflow import import_tensorflow
+
+    import_tensorflow(verbose=verbose, start=False)  # each trial's run chooses the devices
+    base_dir = path.resolve().parent
+    directory = Path(output_dir or base.output.dir) / f"{base.name}-tune" / runs.new_run_id()
+    directory.mkdir(parents=True, exist_ok=False)
+    direction = _direction(tune_config)
+    study = optuna.create_study(
+        direction=direction, sampler=optuna.samplers.TPESampler(seed=base.seed)
+    )
+    start = _starting_point(base, tune_config)
+    if start:
+        study.enqueue_trial(start)
+    results: list[TrialResult] = []
+
+    def objective(trial: Any) -> float:
+        result = _run_trial(
+            trial,
+            document=document,
+            tune_config=tune_config,
+            source=source,
+            directory=directory,
+            base_dir=base_dir,
+            device=device,
+        )
+        results.append(result)
+        shown = "failed" if result.score is None else f"{result.score:.4f}"
+        reporter.event(
+            "trial",
+            f"{result.number + 1}/{trials}: {tune_config.metric} {shown} in {result.seconds:.0f}s",
+        )
+        if result.score is None:
+            raise optuna.TrialPruned(result.error)
+        return result.score
+
+    study.optimize(objective, n_trials=trials, timeout=timeout)
+    complete = [r for r in results if r.score is not None]
+    if not complete:
+        raise TrainingDivergedError(f"every trial of {directory} diverged; narrow the ranges")
+    pick = max if direction == "maximize" else min
+    best = pick(complete, key=lambda r: r.score if r.score is not None else 0.0)
+    best_config = _with_values(document, best.values, source)
+    files.write_text(
+        directory / "best-config.yaml", config_to_yaml(resolved_config(best_config, base_dir))
+    )
+    files.write_json(directory / "trials.json", [asdict(r) for r in results])
+    return TuneResult(
+        metric=tune_config.metric,
+        direction=direction,
+        parameters=list(tune_config.parameters),
+        trials=results,
+        best=best,
+        best_config=directory / "best-config.yaml",
+        directory=directory,
+    )
