@@ -57,8 +57,8 @@ def lightgbm_score(config_path: Path, seed: int) -> tuple[str, float, float]:
     from mlcli.features.schema import encode_labels
     from mlcli.training.train import prepare_schema
 
-    config, base_dir = load_config(config_path, overrides=[f"seed={seed}"])
-    splits = load_splits(config, base_dir=base_dir)
+    config = load_config(config_path, overrides=[f"seed={seed}"])
+    splits = load_splits(config)
     if splits.test is None:
         raise SystemExit(f"{config_path}: the benchmark needs data.test")
     schema = prepare_schema(config, splits)

@@ -124,7 +124,7 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 "output": {"dir": str(folder / "runs")},
             }
         )
-        found[task] = train(config, base_dir=folder)
+        found[task] = train(config)
     found["data"] = data
     return found
 

@@ -659,15 +659,46 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(lines[:5]) + extra
 
 
-def parse_config(document: Any, *, source: str = "config") -> Config:
-    """Validates a parsed YAML document into a `Config`, raising `ConfigError` on any problem."""
+def parse_config(
+    document: Any, *, source: str = "config", relative_to: Path | None = None
+) -> Config:
+    """Validates a parsed YAML document into a `Config`, raising `ConfigError` on any problem.
+
+    Relative data paths are resolved against `relative_to` (the working directory by default).
+    """
     if not isinstance(document, Mapping):
         kind = "empty" if document is None else type(document).__name__
         raise ConfigError(f"{source}: the config must be a YAML mapping of keys, found {kind}")
     try:
-        return Config.model_validate(document)
+        config = Config.model_validate(document)
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error, source)) from error
+    return resolve_paths(config, relative_to or Path.cwd())
+
+
+def resolve_paths(config: Config, folder: Path) -> Config:
+    """The config with its data paths made absolute, relative ones taken from `folder`.
+
+    Called once, when a config is parsed: everything below `config/` sees absolute paths.
+    """
+
+    def absolute(spec: Any) -> Any:
+        if isinstance(spec, SourceSpec):
+            return spec.model_copy(update={"path": absolute(spec.path)})
+        if isinstance(spec, list):
+            return [absolute(p) for p in spec]
+        if isinstance(spec, str):
+            return str((folder / Path(spec).expanduser()).resolve())
+        return spec
+
+    data = config.data.model_copy(
+        update={
+            "train": absolute(config.data.train),
+            "validation": absolute(config.data.validation),
+            "test": absolute(config.data.test),
+        }
+    )
+    return config.model_copy(update={"data": data})
 
 
 def read_yaml(path: Path) -> Any:
@@ -695,14 +726,11 @@ def load_config(
     path: str | Path,
     *,
     overrides: Iterable[str] = (),
-) -> tuple[Config, Path]:
-    """Reads, fills and validates a config file.
-
-    Returns the config and the folder that relative data paths are taken from.
-    """
+) -> Config:
+    """Reads, fills and validates a config file; relative data paths are taken from its folder."""
     config_path = Path(path)
     document = load_document(config_path, overrides=overrides)
-    return parse_config(document, source=str(config_path)), config_path.resolve().parent
+    return parse_config(document, source=str(config_path), relative_to=config_path.resolve().parent)
 
 
 def load_document(path: Path, *, overrides: Iterable[str] = ()) -> dict[str, Any]:

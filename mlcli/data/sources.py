@@ -90,7 +90,7 @@ def _training_source(config: Config, path: Path) -> Source | None:
             continue
         patterns = spec.path if isinstance(spec, SourceSpec) else spec
         try:
-            paths = expand_paths(patterns, base_dir=Path.cwd())
+            paths = expand_paths(patterns)
         except DataError:
             continue  # the training files moved: the run's defaults still apply
         if target in {p.resolve() for p in paths}:
@@ -144,7 +144,7 @@ def source_for_run(
     spec = _training_source(config, path) if path.is_file() else None
     if isinstance(spec, SourceSpec):  # that file alone, with its per-file CSV settings
         spec = SourceSpec(path=str(path), csv=spec.csv)
-    source = resolve_source(spec or str(path), data=config.data, base_dir=Path.cwd())
+    source = resolve_source(spec or str(path), data=config.data)
     if source.format == "parquet":
         return source
     csv = _with_overrides(source.csv, overrides)

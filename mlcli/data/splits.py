@@ -8,7 +8,6 @@ training table with the seed, stratified by class for classification.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -138,10 +137,10 @@ def _class_codes(labels: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(codes.to_numpy(zero_copy_only=False))
 
 
-def load_splits(config: Config, *, base_dir: Path) -> Splits:
+def load_splits(config: Config) -> Splits:
     """Reads and checks the config's tables and splits off test and validation rows."""
     data = config.data
-    sources = {"train": resolve_source(data.train, data=data, base_dir=base_dir)}
+    sources = {"train": resolve_source(data.train, data=data)}
     train, dropped = _read_checked(sources["train"], config, role="training")
     dropped_unlabelled = {"train": dropped}
     test = None
@@ -150,11 +149,11 @@ def load_splits(config: Config, *, base_dir: Path) -> Splits:
     if isinstance(data.validation, float):
         train, validation = split_off(train, config, fraction=data.validation, seed=config.seed)
     else:
-        sources["validation"] = resolve_source(data.validation, data=data, base_dir=base_dir)
+        sources["validation"] = resolve_source(data.validation, data=data)
         validation, dropped_unlabelled["validation"] = _read_checked(
             sources["validation"], config, role="validation"
         )
     if data.test is not None and not isinstance(data.test, float):
-        sources["test"] = resolve_source(data.test, data=data, base_dir=base_dir)
+        sources["test"] = resolve_source(data.test, data=data)
         test, dropped_unlabelled["test"] = _read_checked(sources["test"], config, role="test")
     return Splits(train, validation, test, sources, dropped_unlabelled)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -34,12 +33,12 @@ BATCH_ROWS = 65_536
 Part = Literal["train", "validation", "test", "all"]
 
 
-def streaming_enabled(config: Config, *, base_dir: Path) -> bool:
+def streaming_enabled(config: Config) -> bool:
     """`data.streaming`, with `auto` deciding by the training files' size on disk."""
     setting = config.data.streaming
     if setting != "auto":
         return bool(setting)
-    source = resolve_source(config.data.train, data=config.data, base_dir=base_dir)
+    source = resolve_source(config.data.train, data=config.data)
     return sum(path.stat().st_size for path in source.paths) > STREAMING_THRESHOLD_BYTES
 
 

@@ -65,12 +65,16 @@ def _format_of(path: Path) -> Format:
     return "parquet" if suffixes and suffixes[-1] in _PARQUET_SUFFIXES else "csv"
 
 
-def expand_paths(patterns: str | Sequence[str], *, base_dir: Path) -> tuple[Path, ...]:
-    """Files named by a path, a glob or a directory (or a list of them), relative to base_dir."""
+def expand_paths(patterns: str | Sequence[str]) -> tuple[Path, ...]:
+    """Files named by a path, a glob or a directory (or a list of them).
+
+    A config's paths are absolute once it is loaded; a relative one (from the command line) is
+    taken from the working directory.
+    """
     found: list[Path] = []
     for pattern in [patterns] if isinstance(patterns, str) else patterns:
         path = Path(pattern).expanduser()
-        full = path if path.is_absolute() else base_dir / path
+        full = path
         if glob.has_magic(str(pattern)):
             matches = sorted(Path(p) for p in glob.glob(str(full), recursive=True))
             matches = [m for m in matches if m.is_file()]
@@ -104,7 +108,7 @@ def merged_csv_options(base: CsvOptions, overrides: Mapping[str, Any] | None) ->
 
 
 def resolve_source(
-    spec: Source, *, data: DataConfig, base_dir: Path, format_override: str | None = None
+    spec: Source, *, data: DataConfig, format_override: str | None = None
 ) -> TableSource:
     """Turns a `data.train`/`data.test`-style entry of the config into a `TableSource`."""
     overrides: Mapping[str, Any] | None = None
@@ -114,7 +118,7 @@ def resolve_source(
         overrides = spec.csv.model_dump(exclude_unset=True)
     else:
         patterns = spec
-    paths = expand_paths(patterns, base_dir=base_dir)
+    paths = expand_paths(patterns)
     chosen = format_override or data.format
     formats: set[Format] = {_format_of(p) for p in paths}
     if chosen in ("csv", "parquet"):

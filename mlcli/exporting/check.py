@@ -86,8 +86,7 @@ def _typed(column: ColumnSchema, values: list[Any]) -> np.ndarray:
 def _validation_rows(loaded: LoadedRun, rows: int) -> dict[str, np.ndarray]:
     from mlcli.data.splits import load_splits
 
-    # the run's config.yaml holds absolute data paths, so base_dir does not matter
-    splits = load_splits(loaded.config, base_dir=loaded.run.path)
+    splits = load_splits(loaded.config)
     table: pa.Table = splits.validation.slice(0, rows)
     return model_inputs(table, loaded.schema, source="the run's validation split")
 

@@ -32,7 +32,7 @@ def open_run(reference: str | Path, *, with_model: bool = True) -> LoadedRun:
     """Finds a complete run by path or name and loads its config, schema and model."""
     run = runs.resolve_run(reference)
     try:
-        config, _ = load_config(run.file(runs.CONFIG))
+        config = load_config(run.file(runs.CONFIG))
     except Exception as error:  # a run's own config must parse; anything else is corruption
         raise RunError(
             f"{run.file(runs.CONFIG)}: the run's config does not load: {error}"

@@ -78,7 +78,7 @@ def _source(data: Path, csv: dict[str, Any]) -> TableSource:
     from mlcli.config.schema import DataConfig
 
     config = DataConfig.model_validate({"train": str(data), "csv": csv})
-    return resolve_source(config.train, data=config, base_dir=Path.cwd())
+    return resolve_source(config.train, data=config)
 
 
 def _resolve_target(target: str, names: list[str], *, source: str) -> str:
@@ -139,7 +139,7 @@ def init(
         raise ConfigError(f"{output}: already exists; pass --force to overwrite it")
     if task not in (None, "binary", "multiclass", "regression"):
         raise ConfigError(f"--task: expected binary, multiclass or regression, found {task!r}")
-    (path,) = expand_paths(str(data), base_dir=Path.cwd())[:1]
+    (path,) = expand_paths(str(data))[:1]
     source = _source(path, {})
     csv: dict[str, Any] = {}
     reasons: dict[str, str] = {}

@@ -7,7 +7,6 @@ and merge the schema's statistics batch by batch (`features.statistics`).
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -28,10 +27,10 @@ from mlcli.features.schema import FeatureSchema, encode_labels, infer_task, reso
 from mlcli.features.statistics import SchemaStatistics
 
 
-def load_streamed_splits(config: Config, *, base_dir: Path) -> tuple[StreamedSplits, FeatureSchema]:
+def load_streamed_splits(config: Config) -> tuple[StreamedSplits, FeatureSchema]:
     """The splits of the config's tables and the schema, in one pass over the training files."""
     data = config.data
-    source = resolve_source(data.train, data=data, base_dir=base_dir)
+    source = resolve_source(data.train, data=data)
     train = StreamedTable(source, config, "train", unified_column_types(source))
     sample = first_rows(train)
     require_columns(sample.column_names, configured_columns(config), source=source.describe())
@@ -51,7 +50,7 @@ def load_streamed_splits(config: Config, *, base_dir: Path) -> tuple[StreamedSpl
         spec = getattr(data, role)
         if spec is None or isinstance(spec, float):
             continue
-        sources[role] = resolve_source(spec, data=data, base_dir=base_dir)
+        sources[role] = resolve_source(spec, data=data)
         other = StreamedTable(sources[role], config, "all", unified_column_types(sources[role]))
         other.num_rows, dropped_unlabelled[role] = _checked_count(other, schema)
         validation = other if role == "validation" else validation

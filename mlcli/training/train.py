@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mlcli import __version__, files
-from mlcli.config.schema import Config, SourceSpec, config_to_yaml, load_config
+from mlcli.config.schema import Config, config_to_yaml, load_config
 from mlcli.data.splits import Splits, load_splits
 from mlcli.data.streamed_splits import StreamedSplits, streaming_enabled
 from mlcli.errors import (
@@ -38,29 +38,6 @@ from mlcli.runs import directory as runs
 from mlcli.tracking.tracker import start_tracking, tracks_failures
 from mlcli.training.cluster import cluster_role, worker_scratch_run
 from mlcli.training.data import load_streamed_splits
-
-
-def resolved_config(config: Config, base_dir: Path) -> Config:
-    """The config with data paths made absolute, as written to the run's config.yaml."""
-
-    def absolute(spec: Any) -> Any:
-        if isinstance(spec, SourceSpec):
-            return spec.model_copy(update={"path": absolute(spec.path)})
-        if isinstance(spec, list):
-            return [absolute(p) for p in spec]
-        if isinstance(spec, str):
-            return str((base_dir / Path(spec).expanduser()).resolve())
-        return spec
-
-    data = config.data.model_copy(
-        update={
-            "train": absolute(config.data.train),
-            "validation": absolute(config.data.validation),
-            "test": absolute(config.data.test),
-        }
-    )
-    return config.model_copy(update={"data": data})
-
 
 # What model.fit can log per task (mlcli.models.core.loss_and_metrics), with and without `val_`;
 # binary AUC is logged when early stopping watches it (mlcli.models.core.epoch_auc).
@@ -128,9 +105,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-def base_manifest(
-    config: Config, splits: Splits | StreamedSplits, run: runs.Run, base_dir: Path
-) -> dict[str, Any]:
+def base_manifest(config: Config, splits: Splits | StreamedSplits, run: runs.Run) -> dict[str, Any]:
     """What the manifest records before fitting starts."""
     from mlcli.data.tables import fingerprint
 
@@ -143,7 +118,7 @@ def base_manifest(
         "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seed": config.seed,
-        "git_commit": _git_commit(base_dir),
+        "git_commit": _git_commit(Path.cwd()),
         "data": {
             role: [fingerprint(path) for path in source.paths]
             for role, source in splits.sources.items()
@@ -162,7 +137,6 @@ def train(
     config: Config | str | Path,
     *,
     overrides: list[str] | None = None,
-    base_dir: Path | None = None,
     output_dir: Path | None = None,
     resume: Path | None = None,
     device: str | None = None,
@@ -177,7 +151,6 @@ def train(
     Args:
         config: a `Config`, or the path of a YAML config file.
         overrides: `key.path=value` overrides applied to a config file.
-        base_dir: the folder relative data paths are taken from (the config's own folder).
         output_dir: where runs go, instead of the config's `output.dir`.
         resume: a partial run directory to continue from its last completed epoch.
         device: auto, cpu, cpu:N, gpu or gpu:0,1 (`training.devices`), instead of training.device.
@@ -188,17 +161,16 @@ def train(
     run: runs.Run | None = None
     if resume is not None:
         run = _partial_run(resume)
-        config, base_dir = load_config(run.file(runs.CONFIG))
+        config = load_config(run.file(runs.CONFIG))
     elif not isinstance(config, Config):
-        config, base_dir = load_config(config, overrides=overrides or [])
-    base_dir = base_dir or Path.cwd()
+        config = load_config(config, overrides=overrides or [])
     started = time.monotonic()
     splits: Splits | StreamedSplits
-    if streaming_enabled(config, base_dir=base_dir):  # one pass, record batch by batch
-        splits, schema = load_streamed_splits(config, base_dir=base_dir)
+    if streaming_enabled(config):  # one pass, record batch by batch
+        splits, schema = load_streamed_splits(config)
         check_monitor(config, schema.target.task)
     else:
-        splits = load_splits(config, base_dir=base_dir)
+        splits = load_splits(config)
         schema = prepare_schema(config, splits)
     checked_at = time.monotonic()
     reporter.event(
@@ -215,26 +187,25 @@ def train(
         reporter.event(
             "encoded", f"{splits.train.num_rows} training rows in {encoded_at - checked_at:.1f}s"
         )
-    resolved = resolved_config(config, base_dir)
     role = cluster_role()
     if role is not None and not role.is_chief:  # the chief alone writes the run directory
         run = worker_scratch_run(config.name, resume=run.path if run else None)
     if run is None:
-        run = runs.create_partial_run(Path(output_dir or resolved.output.dir), config.name)
-        files.write_text(run.file(runs.CONFIG), config_to_yaml(resolved))
-    manifest = base_manifest(config, splits, run, base_dir)
+        run = runs.create_partial_run(Path(output_dir or config.output.dir), config.name)
+        files.write_text(run.file(runs.CONFIG), config_to_yaml(config))
+    manifest = base_manifest(config, splits, run)
     if resume is not None:
         manifest = _resumed_manifest(run, manifest, schema)
     files.write_json(run.file(runs.MANIFEST), manifest)
     schema.save(run.file(runs.SCHEMA))
     reporter.event("run", str(run.path))
-    tracker = start_tracking(resolved, run, reporter, enabled=role is None or role.is_chief)
+    tracker = start_tracking(config, run, reporter, enabled=role is None or role.is_chief)
     reporter = tracker.reporter
     from mlcli.training.fit import fit_run  # waits for TensorFlow if the CLI began importing it
 
     try:
         details = fit_run(
-            resolved,
+            config,
             splits,
             schema,
             run,
@@ -266,7 +237,7 @@ def train(
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     files.write_json(run.file(runs.MANIFEST), manifest)
     if role is not None and not role.is_chief:
-        return Path(output_dir or resolved.output.dir) / config.name  # where the chief's run is
+        return Path(output_dir or config.output.dir) / config.name  # where the chief's run is
     final = runs.complete_run(run)
     tracker.finish(final.path)
     reporter.event("complete", str(final.path))

@@ -93,10 +93,12 @@ def _set(document: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     return result
 
 
-def _with_values(document: dict[str, Any], values: dict[str, Any], source: str) -> Config:
+def _with_values(
+    document: dict[str, Any], values: dict[str, Any], source: str, folder: Path
+) -> Config:
     for key, value in values.items():
         document = _set(document, key, value)
-    return parse_config(document, source=source)
+    return parse_config(document, source=source, relative_to=folder)
 
 
 def _suggest(trial: Any, key: str, spec: TuneRange) -> Any:
@@ -137,13 +139,15 @@ def _starting_point(config: Config, tune: TuneConfig) -> dict[str, Any]:
     return start
 
 
-def _check_parameters(document: dict[str, Any], tune: TuneConfig, source: str) -> None:
+def _check_parameters(
+    document: dict[str, Any], tune: TuneConfig, source: str, folder: Path
+) -> None:
     """Every searched key must be a config key that accepts its range's values."""
     for key, spec in tune.parameters.items():
         samples = spec.choices if spec.choices is not None else [spec.low, spec.high]
         for sample in samples:
             try:
-                _with_values(document, {key: sample}, source)
+                _with_values(document, {key: sample}, source, folder)
             except ConfigError as error:
                 raise ConfigError(
                     f"{source}: config key `tune.parameters.{key}`: the value {sample!r} "
@@ -182,18 +186,18 @@ def _run_trial(
     tune_config: TuneConfig,
     source: str,
     directory: Path,
-    base_dir: Path,
+    folder: Path,
     device: str | None,
 ) -> TrialResult:
     from mlcli.training.train import train
 
     values = {key: _suggest(trial, key, spec) for key, spec in tune_config.parameters.items()}
     name = f"trial-{trial.number:03d}"
-    config = _with_values(document, {**values, "name": name}, f"{source} ({name})")
+    config = _with_values(document, {**values, "name": name}, f"{source} ({name})", folder)
     started = time.monotonic()
     result = TrialResult(number=trial.number, values=values, state="failed")
     try:
-        run = train(config, base_dir=base_dir, output_dir=directory, device=device)
+        run = train(config, output_dir=directory, device=device)
     except TrainingDivergedError as error:
         result.error = str(error)
     else:
@@ -228,25 +232,23 @@ def tune(
         reporter: where one event per trial goes.
         verbose: show Optuna's and TensorFlow's own logs.
     """
-    from mlcli.training.train import resolved_config
-
     reporter = reporter or QuietReporter()
     path = Path(config)
     source = str(path)
     document = load_document(path, overrides=overrides or [])
-    base = parse_config(document, source=source)
+    folder = path.resolve().parent
+    base = parse_config(document, source=source, relative_to=folder)
     if base.tune is None:
         raise ConfigError(
             f"{source}: config key `tune` is missing; add a `tune:` section with "
             "`parameters:` such as `model.dropout: {low: 0.0, high: 0.3}`"
         )
     tune_config = base.tune
-    _check_parameters(document, tune_config, source)
+    _check_parameters(document, tune_config, source, folder)
     optuna = _import_optuna(verbose)
     from mlcli._tensorflow import import_tensorflow
 
     import_tensorflow(verbose=verbose, start=False)  # each trial's run chooses the devices
-    base_dir = path.resolve().parent
     directory = Path(output_dir or base.output.dir) / f"{base.name}-tune" / runs.new_run_id()
     directory.mkdir(parents=True, exist_ok=False)
     direction = _direction(tune_config)
@@ -265,7 +267,7 @@ def tune(
             tune_config=tune_config,
             source=source,
             directory=directory,
-            base_dir=base_dir,
+            folder=folder,
             device=device,
         )
         results.append(result)
@@ -284,10 +286,8 @@ def tune(
         raise TrainingDivergedError(f"every trial of {directory} diverged; narrow the ranges")
     pick = max if direction == "maximize" else min
     best = pick(complete, key=lambda r: r.score if r.score is not None else 0.0)
-    best_config = _with_values(document, best.values, source)
-    files.write_text(
-        directory / "best-config.yaml", config_to_yaml(resolved_config(best_config, base_dir))
-    )
+    best_config = _with_values(document, best.values, source, folder)
+    files.write_text(directory / "best-config.yaml", config_to_yaml(best_config))
     files.write_json(directory / "trials.json", [asdict(r) for r in results])
     return TuneResult(
         metric=tune_config.metric,

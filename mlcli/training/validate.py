@@ -30,18 +30,16 @@ def validate(
     config: Config | str | Path,
     *,
     overrides: list[str] | None = None,
-    base_dir: Path | None = None,
 ) -> ValidationReport:
     """Checks a config and the header and first rows of each of its tables."""
     if not isinstance(config, Config):
-        config, base_dir = load_config(config, overrides=overrides or [])
-    base_dir = base_dir or Path.cwd()
+        config = load_config(config, overrides=overrides or [])
     data = config.data
-    sources = {"train": resolve_source(data.train, data=data, base_dir=base_dir)}
+    sources = {"train": resolve_source(data.train, data=data)}
     if not isinstance(data.validation, float):
-        sources["validation"] = resolve_source(data.validation, data=data, base_dir=base_dir)
+        sources["validation"] = resolve_source(data.validation, data=data)
     if data.test is not None and not isinstance(data.test, float):
-        sources["test"] = resolve_source(data.test, data=data, base_dir=base_dir)
+        sources["test"] = resolve_source(data.test, data=data)
     sample = read_sample(sources["train"], rows=SAMPLE_ROWS)
     require_columns(
         sample.column_names, configured_columns(config), source=sources["train"].describe()

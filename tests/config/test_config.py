@@ -84,7 +84,7 @@ def test_missing_data_file_is_exit_3(write_config):
 
 def test_set_overrides_are_typed_by_the_schema(write_config):
     path = write_config()
-    config, _ = load_config(
+    config = load_config(
         path, overrides=["training.epochs=5", "name=2024", "model.hidden_units=[8, 4]"]
     )
     assert config.training.epochs == 5
@@ -102,7 +102,7 @@ def test_environment_variables_are_filled(write_config, monkeypatch):
     path = write_config(training={"epochs": "${EPOCHS}", "batch_size": "${BATCH:-16}"})
     monkeypatch.setenv("EPOCHS", "4")
     monkeypatch.delenv("BATCH", raising=False)
-    config, _ = load_config(path)
+    config = load_config(path)
     assert (config.training.epochs, config.training.batch_size) == (4, 16)
     monkeypatch.delenv("EPOCHS")
     with pytest.raises(ConfigError, match=r"training.epochs.*\$\{EPOCHS\}"):

@@ -62,7 +62,7 @@ def _config(train: str, **data: object) -> Config:
 def test_streamed_statistics_equal_the_in_memory_ones(tmp_path, fmt):
     table = make_table(ROWS, seed=3)
     config = _config(_write_parts(table, tmp_path / "parts", fmt))
-    splits, streamed = load_streamed_splits(config, base_dir=tmp_path)
+    splits, streamed = load_streamed_splits(config)
 
     # the same training rows, read whole: the hash split applied to the row numbers
     table = read_table(splits.sources["train"])
@@ -130,8 +130,8 @@ def test_shuffle_pool_keeps_every_row_once_and_mixes_across_batches():
 def test_auto_streams_only_large_training_files(tmp_path):
     path = tmp_path / "small.parquet"
     pq.write_table(make_table(50), path)
-    assert not streaming_enabled(_config(str(path), streaming="auto"), base_dir=tmp_path)
-    assert streaming_enabled(_config(str(path)), base_dir=tmp_path)
+    assert not streaming_enabled(_config(str(path), streaming="auto"))
+    assert streaming_enabled(_config(str(path)))
 
 
 def test_a_streamed_run_trains_and_its_model_takes_raw_values(tmp_path):

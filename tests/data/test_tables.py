@@ -23,9 +23,12 @@ ADULT_COLUMNS = [
 ]  # fmt: skip
 
 
-def _config(data: dict, target: str = "label", replace: dict | None = None):
+def _config(
+    data: dict, target: str = "label", replace: dict | None = None, folder: Path | None = None
+):
     target_section = {"column": target, "replace": replace or {}}
-    return parse_config({"name": "t", "data": data, "target": target_section}, source="test")
+    document = {"name": "t", "data": data, "target": target_section}
+    return parse_config(document, source="test", relative_to=folder)
 
 
 def test_adult_quirks_are_read_through_the_config(shared_datasets: Path):
@@ -46,7 +49,7 @@ def test_adult_quirks_are_read_through_the_config(shared_datasets: Path):
         target="income",
         replace={">50K.": ">50K", "<=50K.": "<=50K"},
     )
-    splits = load_splits(config, base_dir=Path("/"))
+    splits = load_splits(config)
     assert splits.train.num_rows + splits.validation.num_rows == 32561
     assert splits.test is not None and splits.test.num_rows == 16281
     labels = set(splits.test.column("income").to_pylist())
@@ -65,7 +68,7 @@ def test_bank_marketing_semicolons_and_quotes(shared_datasets: Path):
         },
         target="y",
     )
-    table = read_table(resolve_source(config.data.train, data=config.data, base_dir=Path("/")))
+    table = read_table(resolve_source(config.data.train, data=config.data))
     assert table.num_rows == 45211 and table.num_columns == 17
     assert set(table.column("y").to_pylist()) == {"yes", "no"}
 
@@ -83,7 +86,7 @@ def test_sms_spam_tabs_without_quoting(shared_datasets: Path):
             },
         }
     )
-    table = read_table(resolve_source(config.data.train, data=config.data, base_dir=Path("/")))
+    table = read_table(resolve_source(config.data.train, data=config.data))
     assert table.num_rows == 5574
     assert set(table.column("label").to_pylist()) == {"ham", "spam"}
     assert any(m.startswith('"') for m in table.column("message").to_pylist())
@@ -106,8 +109,8 @@ def test_formats_and_compression(tmp_path: Path, suffix: str):
             pa_csv.write_csv(table, stream)
     else:
         pa_csv.write_csv(table, path)
-    config = _config({"train": path.name})
-    read = read_table(resolve_source(config.data.train, data=config.data, base_dir=tmp_path))
+    config = _config({"train": path.name}, folder=tmp_path)
+    read = read_table(resolve_source(config.data.train, data=config.data))
     assert read.num_rows == 50
     assert read.column("label").to_pylist() == table.column("label").to_pylist()
 
@@ -123,8 +126,8 @@ def test_globs_lists_and_directories(tmp_path: Path):
         "parts",
         ["parts/part-0.parquet", "parts/part-1.parquet", "parts/part-2.parquet"],
     ]:
-        config = _config({"train": spec})
-        read = read_table(resolve_source(config.data.train, data=config.data, base_dir=tmp_path))
+        config = _config({"train": spec}, folder=tmp_path)
+        read = read_table(resolve_source(config.data.train, data=config.data))
         assert read.column("id").to_pylist() == list(range(90))
 
 
@@ -132,7 +135,7 @@ def test_shipped_examples_carry_their_data():
     for config_path in sorted((REPO / "examples").glob("*/config.yaml")):
         from mlcli.config.schema import load_config
 
-        config, base = load_config(config_path)
-        source = resolve_source(config.data.train, data=config.data, base_dir=base)
+        config = load_config(config_path)
+        source = resolve_source(config.data.train, data=config.data)
         assert all(path.is_file() for path in source.paths), config_path
         assert all(REPO in path.parents for path in source.paths), "examples must not use ../shared"

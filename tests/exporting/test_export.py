@@ -62,7 +62,7 @@ def portable_runs(
                 "output": {"dir": str(folder / "runs")},
             }
         )
-        found[task] = train(config, base_dir=folder)
+        found[task] = train(config)
     return found
 
 

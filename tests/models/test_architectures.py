@@ -60,8 +60,8 @@ def test_family_round_trips_through_model_keras(write_config, tmp_path, family):
         model=FAMILIES[family],
         features=_features(exclude=["id", "tier", "value"]),
     )
-    config, base_dir = load_config(path)
-    splits = load_splits(config, base_dir=base_dir)
+    config = load_config(path)
+    splits = load_splits(config)
     schema = prepare_schema(config, splits)
     preprocessor = build_preprocessor(schema)
     raw = model_inputs(splits.validation, schema, source="validation")
@@ -192,11 +192,11 @@ def test_test_fraction_and_target_scale(write_config):
         target={"column": "value", "task": "regression", "scale": 0.5},
         features=_features(exclude=["id", "label", "tier"]),
     )
-    config, base_dir = load_config(path)
-    first = load_splits(config, base_dir=base_dir)
+    config = load_config(path)
+    first = load_splits(config)
     assert (first.train.num_rows, first.validation.num_rows, first.test.num_rows) == (240, 80, 80)
-    other_seed, _ = load_config(path, overrides=["seed=99"])
-    second = load_splits(other_seed, base_dir=base_dir)
+    other_seed = load_config(path, overrides=["seed=99"])
+    second = load_splits(other_seed)
     # the test rows do not depend on the training seed; the validation rows do
     assert second.test.column("id").to_pylist() == first.test.column("id").to_pylist()
     assert second.validation.column("id").to_pylist() != first.validation.column("id").to_pylist()

@@ -21,8 +21,8 @@ FEATURES = {
 
 
 def _schema_and_splits(write_config, **features: object):
-    config, base_dir = load_config(write_config(features={**FEATURES, **features}))
-    splits = load_splits(config, base_dir=base_dir)
+    config = load_config(write_config(features={**FEATURES, **features}))
+    splits = load_splits(config)
     return prepare_schema(config, splits), splits
 
 
@@ -80,11 +80,11 @@ def test_a_missing_column_is_named(write_config):
 def test_quantile_points_only_where_a_layer_uses_them(write_config):
     schema, _ = _schema_and_splits(write_config)
     assert all(not c.quantiles for c in schema.columns if c.type == "numeric")
-    config, base_dir = load_config(
+    config = load_config(
         write_config(
             features=FEATURES,
             model={"numeric_embedding": {"type": "piecewise_linear", "bins": 8}},
         )
     )
-    schema = prepare_schema(config, load_splits(config, base_dir=base_dir))
+    schema = prepare_schema(config, load_splits(config))
     assert all(len(c.quantiles) > 8 for c in schema.columns if c.type == "numeric")

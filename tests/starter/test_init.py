@@ -131,12 +131,12 @@ def test_init_writes_a_commented_config_that_validates(tmp_path, monkeypatch):
     assert "col_3" in result.stdout and "target: binary" in result.stdout
     text = (tmp_path / "cfg" / "people.yaml").read_text()
     assert "# names for a file without a header line" in text
-    config, base = load_config(tmp_path / "cfg" / "people.yaml")
+    config = load_config(tmp_path / "cfg" / "people.yaml")
     assert config.data.csv.header is False and config.data.csv.skip_rows == 1
     assert "?" in config.data.csv.na_values and config.data.csv.trim_whitespace
     assert (config.target.column, config.target.task) == ("col_3", "binary")
     assert config.features.declared()["col_1"].type == "categorical"
-    report = validate(config, base_dir=base)
+    report = validate(config)
     assert report.feature_types == {"col_0": "numeric", "col_1": "categorical", "col_2": "numeric"}
 
 
@@ -174,8 +174,8 @@ def test_init_reads_parquet_and_json_output(tmp_path, monkeypatch):
     report = json.loads(result.stdout)
     assert report["target"]["task"] == "regression"
     assert report["csv"] == {}
-    config, _ = load_config(tmp_path / "config.yaml")
-    assert config.data.train == "table.parquet"
+    config = load_config(tmp_path / "config.yaml")
+    assert config.data.train == str((tmp_path / "table.parquet").resolve())  # from its folder
 
 
 def test_init_imports_no_tensorflow():
@@ -215,9 +215,9 @@ def test_init_on_shared_datasets_validates(shared_datasets, tmp_path, relative, 
         app, ["init", str(shared_datasets / relative), "-t", target, "-o", str(output), "-q"]
     )
     assert result.exit_code == 0, result.output
-    config, base = load_config(output)
+    config = load_config(output)
     assert config.target.task == task
-    validate(config, base_dir=base)
+    validate(config)
 
 
 def test_python_api(tiny_csv, tmp_path):
@@ -226,5 +226,5 @@ def test_python_api(tiny_csv, tmp_path):
     report = mlcli.init(tiny_csv, target="tier", task="multiclass", output=tmp_path / "c.yaml")
     assert report.target.task == "multiclass"
     assert {p.name: p.kind for p in report.columns}["grade"] == "categorical"
-    config, _ = load_config(tmp_path / "c.yaml")
+    config = load_config(tmp_path / "c.yaml")
     assert config.target.task == "multiclass"

@@ -48,7 +48,7 @@ def test_two_trials_write_runs_a_table_and_the_best_config(write_config, tmp_pat
         assert trial["score"] == metrics["validation"]["accuracy"]
 
     best = max(trials, key=lambda t: t["score"])
-    config, _ = load_config(best_config)
+    config = load_config(best_config)
     assert config.name == "tiny"
     assert config.model.hidden_units == best["values"]["model.hidden_units"]
     assert config.training.learning_rate == pytest.approx(best["values"]["training.learning_rate"])
@@ -78,7 +78,7 @@ def test_a_range_with_low_above_high_is_rejected(write_config):
 
 def test_the_tune_section_round_trips_through_yaml(write_config):
     path = write_config(tune={"parameters": {"model.hidden_units": {"choices": [[4], [8]]}}})
-    config, _ = load_config(path)
+    config = load_config(path)
     assert config.tune is not None
     assert yaml.safe_load(yaml.safe_dump(config.model_dump(mode="json")))["tune"]["parameters"]
 
@@ -90,7 +90,7 @@ def test_the_search_keeps_the_best_trial_by_the_metrics_direction(write_config, 
     from mlcli.runs import directory as run_files
     from mlcli.training.tune import tune
 
-    def fake_train(config, *, base_dir, output_dir, device):
+    def fake_train(config, *, output_dir, device):
         run = Path(output_dir) / config.name
         run.mkdir(parents=True)
         loss = abs(config.model.dropout - 0.2)
@@ -105,5 +105,5 @@ def test_the_search_keeps_the_best_trial_by_the_metrics_direction(write_config, 
     scores = [t.score for t in result.trials]
     assert result.best.score == min(scores)
     assert result.trials[0].values == {"model.dropout": 0.0}  # the config's own value first
-    written, _ = load_config(result.best_config)
+    written = load_config(result.best_config)
     assert written.model.dropout == pytest.approx(result.best.values["model.dropout"])
