@@ -23,7 +23,8 @@ import pyarrow as pa
 
 from mlcli.errors import MlcliError, RunError
 from mlcli.exporting.formats import BINARY_THRESHOLD, last_line, run_child
-from mlcli.features.schema import INT_MISSING, ColumnSchema, FeatureSchema, model_inputs
+from mlcli.features.schema import INT_MISSING, ColumnSchema, FeatureSchema
+from mlcli.preprocessing.inputs import model_inputs
 from mlcli.runs.loading import LoadedRun, labels_from_outputs
 
 ABSOLUTE_TOLERANCE = 1e-4

@@ -450,36 +450,3 @@ def encode_labels(column: pa.ChunkedArray, target: TargetSchema, *, source: str)
             f"expected one of {target.classes} (map them with target.replace)"
         )
     return indices.to_numpy(zero_copy_only=False).astype(np.int32)
-
-
-def model_inputs(table: pa.Table, schema: FeatureSchema, *, source: str) -> dict[str, np.ndarray]:
-    """Raw column values as numpy arrays of shape (rows, 1), as the saved model takes them.
-
-    Missing numbers become NaN, missing strings "" and missing integers a sentinel: the
-    model maps each to its missing-value handling.
-    """
-    from mlcli.data.tables import require_columns
-
-    require_columns(table.column_names, schema.input_names, source=source)
-    arrays: dict[str, np.ndarray] = {}
-    for column in schema.columns:
-        values = table.column(column.name)
-        if column.dtype == "float32":
-            numbers = numeric_values(values, column.name)
-            array = numbers.to_numpy().astype(np.float32)
-        elif column.dtype == "int64":
-            if not pa.types.is_integer(values.type):
-                try:
-                    values = pc.cast(values, pa.int64())
-                except pa.ArrowInvalid as error:
-                    raise DataError(
-                        f"{source}: column {column.name!r} held integers in training, "
-                        f"found {values.type}"
-                    ) from error
-            array = pc.fill_null(pc.cast(values, pa.int64()), INT_MISSING).to_numpy()
-        else:
-            if not is_text_type(values.type):
-                values = pc.cast(values, pa.string())
-            array = pc.fill_null(values, "").to_numpy(zero_copy_only=False).astype(object)
-        arrays[column.name] = array.reshape(-1, 1)
-    return arrays

@@ -21,7 +21,8 @@ import pyarrow.compute as pc
 
 from mlcli._tensorflow import import_tensorflow
 from mlcli.data.tables import require_columns
-from mlcli.features.schema import FeatureSchema, model_inputs
+from mlcli.features.schema import FeatureSchema
+from mlcli.preprocessing.inputs import model_inputs
 
 tf = import_tensorflow()
 

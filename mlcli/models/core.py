@@ -18,7 +18,8 @@ import tensorflow as tf
 from mlcli.config.schema import ModelConfig, TrainingConfig
 from mlcli.features.schema import FeatureSchema
 from mlcli.models.architectures import build_body
-from mlcli.preprocessing.layers import NUMERIC, raw_inputs, to_tensors
+from mlcli.preprocessing.inputs import NUMERIC
+from mlcli.preprocessing.layers import raw_inputs, to_tensors
 
 
 def core_inputs(encoded_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, keras.KerasTensor]:

@@ -24,7 +24,7 @@ from mlcli.layers import (
     TakeColumns,
     quantile_scores,
 )
-from mlcli.preprocessing.layers import CATEGORICAL_PREFIX, NUMERIC, TEXT_PREFIX
+from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, NUMERIC, TEXT_PREFIX
 
 Inputs = dict[str, keras.KerasTensor]
 

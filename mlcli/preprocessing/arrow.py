@@ -27,12 +27,10 @@ from mlcli.features.schema import (
     ColumnSchema,
     FeatureSchema,
     encode_labels,
-    model_inputs,
 )
+from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, NUMERIC, model_inputs
 
 # the preprocessor's output names, here because mlcli.preprocessing.layers imports TensorFlow
-NUMERIC = "numeric"
-CATEGORICAL_PREFIX = "categorical__"
 EPSILON = np.float32(1e-7)  # keras.backend.epsilon(), Normalization's floor on the deviation
 
 

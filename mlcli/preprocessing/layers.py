@@ -16,9 +16,8 @@ import tensorflow as tf
 
 from mlcli.features.schema import ColumnSchema, FeatureSchema
 from mlcli.layers import QuantileTransform
-from mlcli.preprocessing.arrow import CATEGORICAL_PREFIX, NUMERIC
+from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, NUMERIC, TEXT_PREFIX
 
-TEXT_PREFIX = "text__"
 ENCODE_CHUNK_ROWS = 1 << 16
 
 

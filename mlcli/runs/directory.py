@@ -2,7 +2,8 @@
 
 ```
 runs/<name>/<run-id>/      config.yaml manifest.json schema.json model.keras history.csv
-                           metrics.json checkpoints/ plots/ evaluations/ exports/
+                           metrics.json sample.parquet checkpoints/ plots/ evaluations/
+                           exports/
 runs/<name>/latest         symlink to the newest complete run
 runs/<name>/.<run-id>.partial   a run in progress (or interrupted: `--resume` continues it)
 ```
@@ -30,6 +31,7 @@ SCHEMA = "schema.json"
 MODEL = "model.keras"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
+SAMPLE = "sample.parquet"  # validation rows, raw, that export checks use (runs before 0.2 lack it)
 CHECKPOINTS = "checkpoints"
 PLOTS = "plots"
 LEARNING_CURVES = "plots/learning_curves.png"

@@ -37,8 +37,8 @@ class MlcliModel(PythonModel):
         """Predictions for every row of `model_input`."""
         import pyarrow as pa
 
-        from mlcli.features.schema import model_inputs
         from mlcli.models.core import predict_raw
+        from mlcli.preprocessing.inputs import model_inputs
         from mlcli.runs.loading import labels_from_outputs
 
         frame = pd.DataFrame(model_input)

@@ -17,7 +17,8 @@ from mlcli._tensorflow import import_tensorflow
 from mlcli.config.schema import Config
 from mlcli.data.splits import Splits
 from mlcli.errors import RunError, TrainingDivergedError
-from mlcli.features.schema import FeatureSchema, model_inputs
+from mlcli.features.schema import FeatureSchema
+from mlcli.preprocessing.inputs import model_inputs
 from mlcli.reporting import Reporter
 from mlcli.runs import directory as runs
 from mlcli.tracking.tensorboard import tensorboard_callbacks

@@ -83,8 +83,8 @@ def _raw_rows(data: Path, schema: dict[str, Any], count: int = 5) -> list[dict[s
 
 
 def _keras_outputs(run: Path, rows: list[dict[str, Any]]) -> np.ndarray:
-    from mlcli.features.schema import model_inputs
     from mlcli.models.core import predict_raw
+    from mlcli.preprocessing.inputs import model_inputs
     from mlcli.runs.loading import open_run
 
     loaded = open_run(run)
@@ -282,8 +282,9 @@ def test_keras_round_trip(trained_runs, tmp_path):
     model = keras.saving.load_model(Path(stdout.strip()) / "model.keras", safe_mode=True)
     schema = json.loads((run / "schema.json").read_text())
     rows = _raw_rows(trained_runs["data"], schema)
-    from mlcli.features.schema import FeatureSchema, model_inputs
+    from mlcli.features.schema import FeatureSchema
     from mlcli.models.core import predict_raw
+    from mlcli.preprocessing.inputs import model_inputs
 
     table = pa.table({k: pa.array([r[k] for r in rows], from_pandas=True) for k in rows[0]})
     loaded_schema = FeatureSchema.from_dict(schema)

@@ -26,8 +26,8 @@ def _predict(*args: str, input: bytes | None = None) -> tuple[int, str, str]:
 
 def _own_outputs(run: Path, table: pa.Table) -> np.ndarray:
     """The saved model's outputs through the training code's own path (`model.predict_raw`)."""
-    from mlcli.features.schema import model_inputs
     from mlcli.models.core import predict_raw
+    from mlcli.preprocessing.inputs import model_inputs
     from mlcli.runs.loading import open_run
 
     loaded = open_run(run)

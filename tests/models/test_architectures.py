@@ -50,8 +50,8 @@ def test_family_round_trips_through_model_keras(write_config, tmp_path, family):
     import keras
 
     from mlcli.data.splits import load_splits
-    from mlcli.features.schema import model_inputs
     from mlcli.models.core import build_core, compose, predict_raw
+    from mlcli.preprocessing.inputs import model_inputs
     from mlcli.preprocessing.layers import build_preprocessor, encode
     from mlcli.runs.loading import load_model
     from mlcli.training.train import prepare_schema
@@ -86,8 +86,9 @@ def test_family_round_trips_through_model_keras(write_config, tmp_path, family):
 def test_family_trains_and_the_saved_model_reproduces_its_metrics(
     write_config, tiny_csv, family, target, task, metric
 ):
-    from mlcli.features.schema import encode_labels, model_inputs
+    from mlcli.features.schema import encode_labels
     from mlcli.models.core import predict_raw
+    from mlcli.preprocessing.inputs import model_inputs
     from mlcli.runs.loading import labels_from_outputs, open_run
 
     exclude = [c for c in ("id", "label", "tier", "value") if c != target]

@@ -40,7 +40,7 @@ def _with_unseen_and_missing(table: pa.Table) -> pa.Table:
 
 
 def test_arrow_encoding_equals_the_preprocessing_layers(write_config):
-    from mlcli.features.schema import model_inputs
+    from mlcli.preprocessing.inputs import model_inputs
     from mlcli.preprocessing.layers import build_preprocessor, encode
 
     schema, splits = _schema_and_splits(write_config)

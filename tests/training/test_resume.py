@@ -120,8 +120,8 @@ def test_same_seed_gives_identical_metrics_and_predictions(write_config, tmp_pat
     import keras
     from conftest import make_table as table
 
-    from mlcli.features.schema import model_inputs
     from mlcli.models.core import predict_raw
+    from mlcli.preprocessing.inputs import model_inputs
     from mlcli.runs.loading import open_run
 
     config = write_config(training={"epochs": 3, "batch_size": 32, "steps_per_execution": 2})
