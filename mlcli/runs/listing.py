@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from mlcli.runs import directory as runs
 from mlcli.errors import RunError
+from mlcli.runs import directory as runs
 
 # A partial run whose files changed this recently may still be training.
 RECENT_SECONDS = 600

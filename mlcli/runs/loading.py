@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from mlcli.runs import directory as runs
 from mlcli.config.schema import Config, load_config
 from mlcli.errors import RunError
 from mlcli.features.schema import FeatureSchema
+from mlcli.runs import directory as runs
 
 
 @dataclass
