@@ -3,6 +3,7 @@
 ```
 MlcliError (1, a bug unless a subclass says otherwise)
 ├── ConfigError (2)          usage or config error: bad flag, unreadable YAML, schema violation
+│   └── MlcliErrorUsage (2)  a bad command-line value, such as `--log-format xml`
 ├── DataError (3)            missing file, unreadable table, missing or mistyped column
 ├── RunError (4)             no such run, corrupt or incompatible artifacts, failed export check
 ├── QualityGateError (5)     an `evaluate --fail-under/--fail-over` bound was missed
@@ -11,7 +12,7 @@ MlcliError (1, a bug unless a subclass says otherwise)
 ```
 
 Library code raises these with a message that names the file, the dotted config key or the
-column, what was found and what was expected. Only `mlcli.cli.app` turns them into an exit.
+column, what was found and what was expected. Only `mlcli.cli.boundary` turns them into an exit.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ class MlcliError(Exception):
 
 class ConfigError(MlcliError):
     """The command line or the config is wrong (exit 2)."""
+
+    exit_code = 2
+
+
+class MlcliErrorUsage(ConfigError):
+    """A bad command-line value (exit 2)."""
 
     exit_code = 2
 

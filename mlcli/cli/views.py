@@ -1,14 +1,100 @@
-"""Rich tables for `mlcli runs` and `mlcli runs show`; the CLI prints them."""
+"""The rich tables that commands print, and the consoles they print on.
+
+`validation_table` (`mlcli validate`), `evaluation_table` (`mlcli evaluate`), `trials_table`
+(`mlcli tune`), `runs_table` (`mlcli runs`) and `details_view` (`mlcli runs show`) build
+renderables from what the library returned; the command prints them on `stdout()` or
+`table_console()`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich import box
-from rich.console import Group
+from rich.console import Console, Group
 from rich.table import Table
 
-from mlcli.runs.listing import RunSummary
+if TYPE_CHECKING:
+    from mlcli.evaluation.result import Evaluation
+    from mlcli.runs.listing import RunSummary
+    from mlcli.training.tune import TuneResult
+    from mlcli.training.validate import ValidationReport
+
+
+def stdout() -> Console:
+    """stdout, without highlighting, lines as long as the text."""
+    return Console(highlight=False, soft_wrap=True)
+
+
+def table_console() -> Console:
+    """stdout for tables: as wide as the terminal, and 160 columns in a pipe or a file."""
+    console = stdout()
+    if not console.is_terminal:
+        console.width = 160
+    return console
+
+
+def validation_table(config: Path, report: ValidationReport) -> Table:
+    """`mlcli validate`: each column's feature type, the excluded ones and the target."""
+    table = Table(title=f"{config}: valid ({report.sample_rows} sample rows read)")
+    table.add_column("column")
+    table.add_column("feature type")
+    for name, kind in report.feature_types.items():
+        table.add_row(name, kind)
+    for name, why in report.excluded.items():
+        table.add_row(name, f"excluded: {why}")
+    target = report.config.target
+    table.add_row(target.column, f"target ({target.task or 'inferred'})")
+    return table
+
+
+def evaluation_table(result: Evaluation) -> Table:
+    """`mlcli evaluate`: one row per metric, with the baseline and the change when compared."""
+    table = Table(title=f"{result.run.name} on {result.data}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if result.baseline:
+        table.add_column("baseline", justify="right")
+        table.add_column("change", justify="right")
+    for name, value in result.metrics.items():
+        if "/" in name or name in ("rows", "threshold"):
+            continue
+        row = [name, f"{value:.4f}"]
+        if result.baseline:
+            old = result.baseline.get(name)
+            row += ["", ""] if old is None else [f"{old:.4f}", f"{value - old:+.4f}"]
+        table.add_row(*row)
+    rows = f"{int(result.metrics['rows'])} rows"
+    if "threshold" in result.metrics:
+        rows += f", threshold {result.metrics['threshold']:g}"
+    table.caption = rows
+    return table
+
+
+def trials_table(result: TuneResult) -> Table:
+    """`mlcli tune`: one row per trial, the best marked with `*`."""
+    table = Table(title=f"{result.directory}: {result.metric} ({result.direction})")
+    table.add_column("trial", justify="right")
+    for key in result.parameters:
+        table.add_column(key)
+    table.add_column(result.metric, justify="right")
+    metric = result.metric.partition(".")[2]
+    table.add_column(f"test.{metric}", justify="right")
+    table.add_column("seconds", justify="right")
+    for trial in result.trials:
+        test = trial.metrics.get("test", {}).get(metric)
+        marker = " *" if trial is result.best else ""
+        values = (trial.values.get(key) for key in result.parameters)
+        table.add_row(
+            f"{trial.number}{marker}",
+            *[f"{v:.4g}" if isinstance(v, float) else str(v) for v in values],
+            trial.state if trial.score is None else f"{trial.score:.4f}",
+            "" if test is None else f"{test:.4f}",
+            f"{trial.seconds:.0f}",
+        )
+    return table
+
 
 _STATUS_STYLE = {"complete": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
 

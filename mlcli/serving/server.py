@@ -15,14 +15,13 @@ import json
 import os
 import signal
 import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcli.errors import ConfigError, MlcliError, RunError
-from mlcli.reporting import LogFormat, Reporter, make_reporter
+from mlcli.reporting import JsonReporter, QuietReporter, Reporter, make_reporter
 from mlcli.serving.batching import Batcher
 from mlcli.serving.routes import AccessLog, create_app
 
@@ -157,11 +156,23 @@ def serve(
     model: str | Path,
     *,
     options: ServeOptions | None = None,
-    log_format: LogFormat = "text",
-    quiet: bool = False,
+    reporter: Reporter | None = None,
     verbose: bool = False,
 ) -> None:
     """Serves a run's model until SIGTERM or SIGINT, then answers the requests in flight.
+
+    Args:
+        model: a run directory or run name, or a SavedModel folder from `mlcli export`.
+        options: how the server listens and batches; `ServeOptions()` by default.
+        reporter: where the access log (one event per request) and the start and stop go;
+            plain text lines on stderr by default. With `options.workers` above 1 each worker
+            process writes with a reporter of the same kind (quiet, JSON or plain text).
+        verbose: show TensorFlow's and uvicorn's own logs.
+
+    Raises:
+        ConfigError: an option is out of range, the `serve` extra is missing, or the address
+            is taken.
+        RunError: the model cannot be loaded (by any worker).
 
     Example:
 
@@ -172,9 +183,9 @@ def serve(
     options = options or ServeOptions()
     options.check()
     require_server_packages()
-    reporter = make_reporter(quiet=quiet, log_format=log_format, interactive=False)
+    reporter = reporter or Reporter()
     if options.workers > 1:
-        _serve_workers(model, options, log_format=log_format, quiet=quiet, verbose=verbose)
+        _serve_workers(model, options, reporter=reporter, verbose=verbose)
         return
     from mlcli._tensorflow import import_tensorflow
 
@@ -192,13 +203,20 @@ def serve(
 
 
 _WORKER_ENV = "MLCLI_SERVE_WORKER"
-_STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that could not start
+
+
+def _reporter_settings(reporter: Reporter) -> dict[str, Any]:
+    """The `make_reporter` arguments of a reporter like `reporter`, for a worker process."""
+    if isinstance(reporter, QuietReporter):
+        return {"quiet": True, "log_format": "text"}
+    return {"quiet": False, "log_format": "json" if isinstance(reporter, JsonReporter) else "text"}
 
 
 def _serve_workers(
-    model: str | Path, options: ServeOptions, *, log_format: LogFormat, quiet: bool, verbose: bool
+    model: str | Path, options: ServeOptions, *, reporter: Reporter, verbose: bool
 ) -> None:
     """Several processes on one socket, each with its own model and batcher (uvicorn's)."""
+    from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
     from mlcli.runs.loading import open_run
@@ -215,8 +233,7 @@ def _serve_workers(
     settings = {
         "model": str(source),
         "options": {**asdict(options), "name": name},
-        "log_format": log_format,
-        "quiet": quiet,
+        "reporter": _reporter_settings(reporter),
         "verbose": verbose,
     }
     os.environ[_WORKER_ENV] = json.dumps(settings)
@@ -229,17 +246,43 @@ def _serve_workers(
         workers=options.workers,
     )
     sock = _bind(options.host, options.port)
-    reporter = make_reporter(quiet=quiet, log_format=log_format, interactive=False)
     _listening(reporter, name, sock, options)
     supervisor = Multiprocess(config, sockets=[sock])
     supervisor.run()
-    if any(process.exitcode == _STARTUP_FAILURE for process in supervisor.processes):
+    # uvicorn ends a worker whose startup failed with STARTUP_FAILURE, and then the others
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         raise RunError(f"{source}: a worker could not load the model; run with --workers 1")
     reporter.event("stopped", f"model {name}: stopped")
 
 
+class FailedStartup:
+    """An ASGI app that fails its lifespan startup with a message, and serves nothing.
+
+    A worker that cannot load its model returns this instead of ending its own process:
+    uvicorn prints the message and ends the worker with its startup-failure code, which
+    `_serve_workers` turns into `RunError`.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            raise RuntimeError(f"{self.message} (the app did not start)")
+        while True:
+            event = await receive()
+            if event["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.failed", "message": self.message})
+            elif event["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
 def app_from_environment() -> Any:
-    """The app of one worker process, from the settings `_serve_workers` left in the environment."""
+    """The app of one worker process, from the settings `_serve_workers` left in the environment.
+
+    A model that does not load gives a `FailedStartup` app naming the error.
+    """
     settings = json.loads(os.environ[_WORKER_ENV])
     from mlcli._tensorflow import import_tensorflow
 
@@ -247,12 +290,9 @@ def app_from_environment() -> Any:
     from mlcli.serving.servables import load_servable
 
     options = ServeOptions(**settings["options"])
-    reporter = make_reporter(
-        quiet=settings["quiet"], log_format=settings["log_format"], interactive=False
-    )
+    reporter = make_reporter(**settings["reporter"], interactive=False)
     try:
         servable = load_servable(settings["model"], name=options.name)
     except MlcliError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(_STARTUP_FAILURE)
+        return FailedStartup(f"error: {error}")
     return _app(servable, options, reporter)

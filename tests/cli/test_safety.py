@@ -151,7 +151,7 @@ def test_a_failure_while_stopping_is_an_interruption_not_a_bug(capsys):
     import pytest
     import typer
 
-    from mlcli.cli.app import run_guarded
+    from mlcli.cli.boundary import run_guarded
 
     with pytest.raises(typer.Exit) as stopped:
         run_guarded(lambda: _fails_after(stop=True), verbose=False)

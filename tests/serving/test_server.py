@@ -239,3 +239,87 @@ def test_several_workers_answer_alike_and_stop_with_exit_0(trained_runs, table, 
     assert all(answer == answers[0] for answer in answers)
     assert "predictions" in answers[0]
     assert server.process.wait(timeout=120) == 0
+
+
+def _broken_copy(run: Path, folder: Path) -> Path:
+    """A copy of `run` whose model.keras is not a model: it opens, but does not load."""
+    import shutil
+
+    broken = folder / "broken"
+    shutil.copytree(run, broken)
+    (broken / "model.keras").write_bytes(b"not a zip file")
+    return broken
+
+
+def _lifespan(app: Any) -> list[dict[str, Any]]:
+    """What `app` sends when uvicorn starts it and then stops it."""
+    import asyncio
+
+    events = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return events.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    return sent
+
+
+def _worker_app(monkeypatch: pytest.MonkeyPatch, model: Path, reporter: dict[str, Any]) -> Any:
+    from mlcli.serving import server
+
+    settings = {
+        "model": str(model),
+        "options": {"name": "tiny"},
+        "reporter": reporter,
+        "verbose": False,
+    }
+    monkeypatch.setenv(server._WORKER_ENV, json.dumps(settings))
+    return server.app_from_environment()
+
+
+def test_a_worker_reports_a_model_that_does_not_load_as_a_failed_startup(
+    trained_runs, tmp_path, monkeypatch
+):
+    """The worker returns an app that fails uvicorn's startup, naming the error; it never
+    exits its process itself (uvicorn does, with its startup-failure code)."""
+    from mlcli.reporting import JsonReporter
+    from mlcli.serving.routes import AccessLog
+
+    broken = _broken_copy(trained_runs["binary"], tmp_path)
+    sent = _lifespan(_worker_app(monkeypatch, broken, {"quiet": False, "log_format": "text"}))
+    assert sent[0]["type"] == "lifespan.startup.failed"
+    assert sent[0]["message"].startswith("error: ")
+    assert "model.keras" in sent[0]["message"]
+    assert sent[1:] == [{"type": "lifespan.shutdown.complete"}]
+    working = _worker_app(
+        monkeypatch, trained_runs["binary"], {"quiet": False, "log_format": "json"}
+    )
+    assert isinstance(working, AccessLog)
+    assert isinstance(working.reporter, JsonReporter)  # the kind of reporter serve was given
+
+
+def test_serve_takes_a_reporter_and_raises_instead_of_exiting(trained_runs):
+    from mlcli.errors import ConfigError
+    from mlcli.reporting import QuietReporter
+    from mlcli.serving.server import ServeOptions, _reporter_settings, serve
+
+    with pytest.raises(ConfigError, match="--workers"):
+        serve(trained_runs["binary"], options=ServeOptions(workers=0), reporter=QuietReporter())
+    assert _reporter_settings(QuietReporter()) == {"quiet": True, "log_format": "text"}
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_load_the_model_stops_the_server_with_exit_4(trained_runs, tmp_path):
+    broken = _broken_copy(trained_runs["binary"], tmp_path)
+    command = [sys.executable, "-m", "mlcli", "serve", str(broken), "--workers", "2"]
+    done = subprocess.run(
+        [*command, "--port", str(_free_port())], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 4, done.stderr
+    assert "a worker could not load the model; run with --workers 1" in done.stderr
+    assert "model.keras" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,90 @@
+"""The options that several commands share, declared once, and the Reporter they choose.
+
+Every command takes `--quiet`, `--verbose` and `--log-format` (DESIGN.md): the `Quiet`,
+`Verbose` and `LogFormatOption` aliases below are those options, and `reporter` turns them into
+the `Reporter` that the command hands to its library function.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlcli.errors import MlcliErrorUsage
+from mlcli.reporting import LogFormat, Reporter, make_reporter
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but results and errors.")]
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show TensorFlow's logs and tracebacks.")
+]
+LogFormatOption = Annotated[
+    str, typer.Option("--log-format", help="Progress events as `text` or `json` lines.")
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key: --set training.epochs=3 (repeatable)."),
+]
+
+# train, tune, validate and config show
+ConfigArgument = Annotated[Path, typer.Argument(help="The YAML config.")]
+RunsOutput = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Runs folder instead of output.dir.")
+]
+
+# evaluate, predict and export: a run; evaluate and predict: the data it reads, and how to
+# read a CSV unlike the run's own
+RunArgument = Annotated[str, typer.Argument(help="A run directory, or a run name under ./runs.")]
+DataOption = Annotated[
+    str, typer.Option("--data", "-d", help="CSV or Parquet file (or glob, folder); - is stdin.")
+]
+DelimiterOption = Annotated[
+    str | None, typer.Option("--delimiter", help="CSV delimiter, instead of the run's.")
+]
+SkipRowsOption = Annotated[
+    int | None, typer.Option("--skip-rows", help="Lines to skip before the header or data.")
+]
+HeaderOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--header/--no-header",
+        help="Whether the CSV's first row names the columns (detected when not given).",
+    ),
+]
+ThresholdOption = Annotated[
+    float, typer.Option("--threshold", help="Binary: positive when the probability is above it.")
+]
+
+
+def csv_overrides(
+    delimiter: str | None, skip_rows: int | None, header: bool | None
+) -> dict[str, Any]:
+    """`--delimiter`, `--skip-rows` and `--header` as the library's `csv_overrides`."""
+    return {"delimiter": delimiter, "skip_rows": skip_rows, "header": header}
+
+
+def log_format(value: str) -> LogFormat:
+    """`--log-format`, checked: text or json."""
+    if value not in ("text", "json"):
+        raise MlcliErrorUsage(f"--log-format: expected text or json, found {value!r}")
+    return "json" if value == "json" else "text"
+
+
+def reporter(quiet: bool, log_format_value: str, *, interactive: bool | None = None) -> Reporter:
+    """The reporter for the flags; a progress bar only when a person watches stdout.
+
+    Raises `MlcliErrorUsage` (exit 2) for a `--log-format` other than text or json.
+    """
+    watched = sys.stdout.isatty() if interactive is None else interactive
+    return make_reporter(quiet=quiet, log_format=log_format(log_format_value), interactive=watched)
+
+
+def reporter_with_tensorflow(quiet: bool, log_format_value: str, *, verbose: bool) -> Reporter:
+    """The reporter of a command that runs a model, with TensorFlow imported quietly."""
+    from mlcli._tensorflow import import_tensorflow
+
+    chosen = reporter(quiet, log_format_value)
+    import_tensorflow(verbose=verbose)
+    return chosen

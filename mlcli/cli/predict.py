@@ -1,0 +1,89 @@
+"""`mlcli predict`: options in, `mlcli.inference.predict.predict` called, the output printed."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mlcli.cli.boundary import run_guarded, stdout_closed
+from mlcli.cli.options import (
+    DataOption,
+    DelimiterOption,
+    HeaderOption,
+    LogFormatOption,
+    Quiet,
+    RunArgument,
+    SkipRowsOption,
+    ThresholdOption,
+    Verbose,
+    csv_overrides,
+    reporter,
+)
+
+if TYPE_CHECKING:
+    from mlcli.inference.predict import PredictionSummary
+
+OutputOption = Annotated[
+    str, typer.Option("--output", "-o", help="File (.csv .parquet .jsonl) or - for stdout.")
+]
+KeepOption = Annotated[
+    list[str] | None,
+    typer.Option("--keep", help="An input column copied to the output (repeatable)."),
+]
+BatchSizeOption = Annotated[
+    int, typer.Option("--batch-size", help="Rows per model call and output batch.")
+]
+FormatOption = Annotated[
+    str | None, typer.Option("--format", help="csv, parquet or jsonl (default: by suffix).")
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+
+
+def predict(
+    run: RunArgument,
+    data: DataOption,
+    output: OutputOption,
+    keep: KeepOption = None,
+    batch_size: BatchSizeOption = 65536,
+    threshold: ThresholdOption = 0.5,
+    output_format: FormatOption = None,
+    force: ForceOption = False,
+    delimiter: DelimiterOption = None,
+    skip_rows: SkipRowsOption = None,
+    header: HeaderOption = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    log_format: LogFormatOption = "text",
+) -> None:
+    """Predict every row of the data with RUN, streaming; writes OUTPUT as it goes."""
+
+    def action() -> PredictionSummary:
+        from mlcli._tensorflow import import_tensorflow
+
+        # predictions may go to stdout: the progress bar follows stderr
+        progress = reporter(quiet, log_format, interactive=sys.stderr.isatty() and output != "-")
+        import_tensorflow(verbose=verbose)
+        from mlcli.inference.predict import predict as predict_rows
+
+        try:
+            return predict_rows(
+                run,
+                data=data,
+                output=sys.stdout.buffer if output == "-" else output,
+                keep=keep or [],
+                batch_size=batch_size,
+                threshold=threshold,
+                format=output_format,
+                force=force,
+                csv_overrides=csv_overrides(delimiter, skip_rows, header),
+                stdin=sys.stdin.buffer,
+                reporter=progress,
+            )
+        except BrokenPipeError:  # `| head` closed stdout: stop quietly, as Unix tools do
+            stdout_closed()
+
+    summary = run_guarded(action, verbose=verbose)
+    if output != "-":
+        print(summary.output)

@@ -1,0 +1,69 @@
+"""`mlcli train`: options in, `mlcli.training.train.train` called, the run directory printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlcli.cli.boundary import run_guarded
+from mlcli.cli.options import (
+    ConfigArgument,
+    LogFormatOption,
+    Overrides,
+    Quiet,
+    RunsOutput,
+    Verbose,
+    reporter,
+)
+
+ResumeOption = Annotated[
+    Path | None, typer.Option("--resume", help="Continue an interrupted (partial) run.")
+]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="auto, cpu, gpu, gpu:0,1, or cpu:N (N logical CPUs, for tests); "
+        "default: training.device.",
+    ),
+]
+
+
+def train(
+    config: ConfigArgument = Path("config.yaml"),
+    overrides: Overrides = None,
+    output: RunsOutput = None,
+    resume: ResumeOption = None,
+    device: DeviceOption = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    log_format: LogFormatOption = "text",
+) -> None:
+    """Train a model from CONFIG; prints the run directory as the last line."""
+
+    def action() -> Path:
+        from mlcli._tensorflow import start_import
+
+        # TensorFlow loads on a thread while the data is read, first thing; devices are
+        # chosen before its runtime starts
+        start_import(verbose=verbose)
+        from mlcli.training.devices import parse_device
+
+        progress = reporter(quiet, log_format)
+        if device is not None:
+            parse_device(device)  # a bad value is exit 2 before TensorFlow is needed
+        from mlcli.training.train import train as train_model
+
+        return train_model(
+            config,
+            overrides=overrides or [],
+            output_dir=output,
+            resume=resume,
+            device=device,
+            reporter=progress,
+            verbose=verbose,
+        )
+
+    print(run_guarded(action, verbose=verbose))
