@@ -35,7 +35,7 @@ DEFAULT_CONFIGS = [
 
 def _frame(table: Any, schema: Any, categories: dict[str, list[Any]]) -> pd.DataFrame:
     """The schema's input columns: numbers as floats, everything else as pandas categoricals."""
-    from mlcli.features.schema import numeric_values
+    from mlcli.data.columns import numeric_values
 
     columns: dict[str, Any] = {}
     for column in schema.columns:
@@ -54,7 +54,7 @@ def lightgbm_score(config_path: Path, seed: int) -> tuple[str, float, float]:
 
     from mlcli.config.schema import load_config
     from mlcli.data.splits import load_splits
-    from mlcli.features.schema import encode_labels
+    from mlcli.features.build import encode_labels
     from mlcli.training.train import prepare_schema
 
     config = load_config(config_path, overrides=[f"seed={seed}"])

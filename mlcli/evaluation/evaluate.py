@@ -30,7 +30,8 @@ from mlcli.evaluation.metrics import (
     metric_names,
 )
 from mlcli.evaluation.result import Evaluation
-from mlcli.features.schema import FeatureSchema, encode_labels
+from mlcli.features.build import encode_labels
+from mlcli.features.schema import FeatureSchema
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs.loading import LoadedRun, load_model, open_run
 

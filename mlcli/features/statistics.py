@@ -4,7 +4,7 @@
 what the schema needs: running counts, means and squared deviations of numbers (merged with
 Chan et al.'s parallel formula), value counts of categories and of text tokens (merged with an
 Arrow group-by), and a uniform sample of each numeric column for its quantile points. `finish`
-hands these to the same functions that `features.schema.build_schema` uses on a whole table, so
+hands these to the same functions that `features.build.build_schema` uses on a whole table, so
 both give the same schema; only the quantile points are approximate, and only on columns with
 more than `QUANTILE_SAMPLE_ROWS` values.
 
@@ -27,13 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlcli.config.schema import BinarySpec, CategoricalSpec, Config, NumericSpec, TextSpec
-from mlcli.data.columns import numeric_values
+from mlcli.config.schema import Config, FeatureSpec, NumericSpec, TextSpec
+from mlcli.data.columns import is_text_type, numeric_values
 from mlcli.errors import DataError
-from mlcli.features.schema import (
-    ColumnSchema,
-    FeatureSchema,
-    TargetSchema,
+from mlcli.features.build import (
     build_target,
     categorical_schema,
     categorical_values,
@@ -43,12 +40,11 @@ from mlcli.features.schema import (
     text_tokens,
     transformed_numbers,
 )
+from mlcli.features.schema import ColumnSchema, FeatureSchema, TargetSchema
 
 # Numeric columns keep a uniform sample of this many values for their quantile points: exact
 # below it, within about 1/sqrt(sample) of the true probability above it.
 QUANTILE_SAMPLE_ROWS = 200_000
-
-Spec = NumericSpec | CategoricalSpec | BinarySpec | TextSpec
 
 
 @dataclass
@@ -124,7 +120,7 @@ class UniformSample:
 
 @dataclass
 class _Column:
-    spec: Spec
+    spec: FeatureSpec
     moments: Moments = field(default_factory=Moments)
     counts: Counts = field(default_factory=Counts)
     sample: UniformSample | None = None
@@ -142,7 +138,7 @@ class SchemaStatistics:
         seed: seeds the quantile samples.
     """
 
-    def __init__(self, specs: dict[str, Spec], *, target_column: str, task: str, seed: int):
+    def __init__(self, specs: dict[str, FeatureSpec], *, target_column: str, task: str, seed: int):
         rng = np.random.default_rng(seed)
         self.columns = {
             name: _Column(
@@ -171,9 +167,7 @@ class SchemaStatistics:
                 assert column.sample is not None
                 column.sample.update(numbers)
             elif isinstance(column.spec, TextSpec):
-                if not pa.types.is_string(values.type) and not pa.types.is_large_string(
-                    values.type
-                ):
+                if not is_text_type(values.type):
                     raise DataError(f"column {name!r} is declared text but has type {values.type}")
                 column.nulls += values.null_count
                 column.counts.update(text_tokens(values))
@@ -189,7 +183,7 @@ class SchemaStatistics:
             self.labels.update(labels)
 
     def finish(self, config: Config, *, excluded: dict[str, str]) -> FeatureSchema:
-        """The feature schema, as `features.schema.build_schema` would give on the same rows."""
+        """The feature schema, as `features.build.build_schema` would give on the same rows."""
         if self.rows == 0:
             raise DataError("the training split has no rows with a label")
         columns = [self._column(name, column) for name, column in self.columns.items()]

@@ -22,12 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlcli.data.tables import require_columns
-from mlcli.features.schema import (
-    INT_MISSING,
-    ColumnSchema,
-    FeatureSchema,
-    encode_labels,
-)
+from mlcli.features.build import encode_labels
+from mlcli.features.schema import INT_MISSING, ColumnSchema, FeatureSchema
 from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, NUMERIC, model_inputs
 
 # the preprocessor's output names, here because mlcli.preprocessing.layers imports TensorFlow

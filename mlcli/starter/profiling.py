@@ -1,6 +1,6 @@
 """Profiling the columns of a sample: each one's feature type, and why, for `mlcli init`.
 
-This extends `mlcli.features.schema.infer_feature_type` (what `mlcli train` does for a column the
+This extends `mlcli.features.types.infer_feature_type` (what `mlcli train` does for a column the
 config leaves out) with what a person would notice looking at the table: identifiers, integer
 codes with few values, dates, constant columns and heavy-tailed amounts. The reasons are
 written into the generated config as comments.
@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlcli.features.schema import infer_feature_type, infer_task
+from mlcli.features.types import infer_feature_type, infer_task
 
 # Integers with at most this many distinct values are codes: one-hot categories.
 INTEGER_CATEGORY_MAX = 12

@@ -23,8 +23,10 @@ from mlcli.data.streamed_splits import (
 )
 from mlcli.data.tables import iter_batches, require_columns, resolve_source
 from mlcli.errors import DataError
-from mlcli.features.schema import FeatureSchema, encode_labels, infer_task, resolve_feature_specs
+from mlcli.features.build import encode_labels
+from mlcli.features.schema import FeatureSchema
 from mlcli.features.statistics import SchemaStatistics
+from mlcli.features.types import infer_task, resolve_feature_specs
 
 
 def load_streamed_splits(config: Config) -> tuple[StreamedSplits, FeatureSchema]:

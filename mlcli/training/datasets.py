@@ -18,7 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mlcli.features.schema import FeatureSchema, encode_labels
+from mlcli.features.build import encode_labels
+from mlcli.features.schema import FeatureSchema
 from mlcli.preprocessing.inputs import model_inputs
 from mlcli.preprocessing.layers import encode
 

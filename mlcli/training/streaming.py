@@ -21,7 +21,8 @@ import pyarrow as pa
 import tensorflow as tf
 
 from mlcli.data.streamed_splits import StreamedSplits, StreamedTable
-from mlcli.features.schema import FeatureSchema, encode_labels
+from mlcli.features.build import encode_labels
+from mlcli.features.schema import FeatureSchema
 from mlcli.preprocessing.inputs import model_inputs
 from mlcli.preprocessing.layers import to_tensors
 

@@ -31,7 +31,9 @@ from mlcli.errors import (
     RunError,
     TrainingDivergedError,
 )
-from mlcli.features.schema import FeatureSchema, build_schema, build_target, resolve_feature_specs
+from mlcli.features.build import build_schema, build_target
+from mlcli.features.schema import FeatureSchema
+from mlcli.features.types import resolve_feature_specs
 from mlcli.preprocessing.arrow import encode_splits
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs import directory as runs

@@ -10,7 +10,7 @@ from mlcli.data.columns import numeric_values
 from mlcli.data.splits import configured_columns
 from mlcli.data.tables import TableSource, read_sample, require_columns, resolve_source
 from mlcli.errors import DataError
-from mlcli.features.schema import resolve_feature_specs
+from mlcli.features.types import resolve_feature_specs
 
 SAMPLE_ROWS = 10000
 

@@ -22,7 +22,8 @@ from mlcli.data.streamed_splits import (
     unit_hash,
 )
 from mlcli.data.tables import read_table
-from mlcli.features.schema import build_schema, build_target, resolve_feature_specs
+from mlcli.features.build import build_schema, build_target
+from mlcli.features.types import resolve_feature_specs
 from mlcli.training.data import load_streamed_splits
 
 ROWS = 500

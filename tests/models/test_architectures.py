@@ -86,7 +86,7 @@ def test_family_round_trips_through_model_keras(write_config, tmp_path, family):
 def test_family_trains_and_the_saved_model_reproduces_its_metrics(
     write_config, tiny_csv, family, target, task, metric
 ):
-    from mlcli.features.schema import encode_labels
+    from mlcli.features.build import encode_labels
     from mlcli.models.core import predict_raw
     from mlcli.preprocessing.inputs import model_inputs
     from mlcli.runs.loading import labels_from_outputs, open_run
