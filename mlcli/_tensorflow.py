@@ -39,6 +39,10 @@ def _stderr_silenced() -> Iterator[None]:
         yield
         return
     original = sys.stderr
+    try:  # only a stream over fd 2 needs the copy: a capturing stream (pytest's) writes elsewhere
+        writes_to_fd2 = original.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        writes_to_fd2 = False
     # never closed: another thread may still hold it when fd 2 comes back
     copy = io.TextIOWrapper(
         io.FileIO(saved, "w", closefd=False),
@@ -48,7 +52,8 @@ def _stderr_silenced() -> Iterator[None]:
     )
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        sys.stderr = copy
+        if writes_to_fd2:
+            sys.stderr = copy
         os.dup2(devnull, 2)
         yield
     finally:
