@@ -192,7 +192,14 @@ def _clean_strings(table: pa.Table, csv: CsvOptions) -> pa.Table:
 
 def _check_csv(table: pa.Table, csv: CsvOptions, source: str, *, first: bool) -> None:
     """Catches bytes that are not UTF-8 and a header line read as data."""
-    for name, column in zip(table.column_names, table.columns, strict=True):
+    try:
+        names = table.column_names
+    except UnicodeDecodeError as error:  # pyarrow decodes column names only when asked
+        raise DataError(
+            f"{source}: the header holds bytes that are not UTF-8 text "
+            f"({error.object[error.start : error.start + 4]!r}); expected a UTF-8 table"
+        ) from error
+    for name, column in zip(names, table.columns, strict=True):
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             raise DataError(
                 f"{source}: column {name!r} holds bytes that are not UTF-8 text; "

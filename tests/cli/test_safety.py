@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -71,6 +72,20 @@ config_keys = st.sampled_from(
 documents = st.dictionaries(config_keys, yaml_values, max_size=6) | yaml_values
 
 
+def _assert_clean_outcome(result: Any, folder: Path) -> None:
+    """Success, or a usage/data error (exit 2 or 3) told in one line that names the file, key
+    or column, with no traceback and no run left behind."""
+    assert "Traceback" not in result.output, result.output
+    assert result.exit_code in (0, 2, 3), result.output
+    if result.exit_code == 0:
+        return
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    assert any(name in message for name in ("data.csv", "config.yaml", "column", "'y'")), message
+    runs = folder / "runs"
+    assert not runs.exists() or not any(runs.rglob("model.keras")), "a failed run looks complete"
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -120,7 +135,9 @@ def test_random_csv_never_crashes_validate(tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("fuzzcsv")
     (folder / "data.csv").write_bytes(data)
     result = runner.invoke(app, ["validate", str(_fuzz_config(folder))])
-    assert result.exit_code in (0, 2, 3), result.output
+    _assert_clean_outcome(result, folder)
+    if result.exit_code == 0:
+        assert "y" in result.stdout, "validate printed no report"
 
 
 @settings(
@@ -131,7 +148,11 @@ def test_random_csv_never_crashes_train(tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("fuzztrain")
     (folder / "data.csv").write_bytes(data)
     result = runner.invoke(app, ["train", str(_fuzz_config(folder)), "--quiet"])
-    assert result.exit_code in (0, 2, 3), result.output
+    _assert_clean_outcome(result, folder)
+    if result.exit_code == 0:
+        run = Path(result.stdout.strip().splitlines()[-1])
+        assert (run / "model.keras").is_file() and (run / "metrics.json").is_file()
+        assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
 
 
 def _fails_after(stop: bool) -> None:
