@@ -1,9 +1,14 @@
-"""Guessing how a delimited text file is written, from its first megabyte, without TensorFlow.
+"""How a delimited text file is written, and whether its first line is a header: the one place.
 
-`sniff_csv` finds the delimiter, whether quote characters quote, whether the first line is a
-header, leading banner lines, spaces after separators and missing-value markers such as `?`.
-Every guess comes with the reason it was made, which `mlcli init` writes into the config as a
-comment. The standard library's `csv` module does the parsing of the sample.
+`sniff_csv` guesses, for `mlcli init`, the delimiter, whether quote characters quote, whether
+the first line is a header, leading banner lines, spaces after separators and missing-value
+markers such as `?`, from the file's first megabyte. Every guess comes with the reason it was
+made, which `mlcli init` writes into the config as a comment.
+
+`detect_header` answers the narrower question that `evaluate` and `predict` ask of new data for
+a trained run: does the first line name the model's columns? Then the table is read by those
+names, whatever the run's own CSV options say. The standard library's `csv` module does the
+parsing of the sample in both.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +25,8 @@ import pyarrow as pa
 from mlcli.config.schema import CsvOptions
 from mlcli.errors import DataError
 
-SNIFF_BYTES = 1 << 20
+# A file's head (for sniffing, and for the first line in header detection) is this many bytes.
+HEAD_BYTES = 1 << 20
 _SNIFF_ROWS = 2000
 _DELIMITERS = (",", ";", "\t", "|")
 _DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -44,13 +51,18 @@ class CsvDialect:
     reasons: dict[str, str] = field(default_factory=dict)
 
 
-def read_head(path: Path, limit: int = SNIFF_BYTES) -> str:
-    """The first `limit` bytes of a (possibly compressed) file, cut at the last full line."""
+def read_head_bytes(path: Path, limit: int = HEAD_BYTES) -> bytes:
+    """The first `limit` bytes of a (possibly compressed) file, as they are."""
     try:
         with pa.input_stream(str(path), compression="detect") as stream:
-            data = stream.read(limit + 1)
+            return bytes(stream.read(limit))
     except (OSError, pa.ArrowInvalid) as error:
         raise DataError(f"{path}: cannot read the file: {error}") from error
+
+
+def read_head(path: Path, limit: int = HEAD_BYTES) -> str:
+    """The first `limit` bytes of a (possibly compressed) file as text, cut after a full line."""
+    data = read_head_bytes(path, limit + 1)
     if len(data) > limit:
         data = data[: data.rfind(b"\n") + 1] or data[:limit]
     try:
@@ -200,3 +212,44 @@ def sniff_csv(path: Path) -> CsvDialect:
     if why_missing:
         dialect.reasons["na_values"] = why_missing
     return dialect
+
+
+def _first_line(head: bytes, skip_rows: int) -> str | None:
+    """The first non-blank line of `head` after `skip_rows` such lines, or None."""
+    lines = [line for line in head.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    return lines[skip_rows] if len(lines) > skip_rows else None
+
+
+def _header_delimiter(line: str | None, options: CsvOptions, names: Sequence[str]) -> str | None:
+    """The delimiter with which `line` names at least half of `names`, or None.
+
+    The configured delimiter is tried first, then the usual ones.
+    """
+    if line is None:
+        return None
+    wanted = set(names)
+    for delimiter in dict.fromkeys((options.delimiter, *_DELIMITERS)):
+        quote = options.quote_char if options.quoting else None
+        fields = next(csv.reader([line], delimiter=delimiter, quotechar=quote or '"'))
+        found = wanted & {value.strip() for value in fields}
+        if len(found) >= max(1, len(wanted) // 2):
+            return delimiter
+    return None
+
+
+def detect_header(options: CsvOptions, head: bytes, names: Sequence[str]) -> CsvOptions:
+    """`options` with `header: true` (and the delimiter found) when the first line names columns.
+
+    Args:
+        options: the options the table would be read with.
+        head: the first bytes of the table (`read_head_bytes`).
+        names: the columns the reader needs; the first line must name at least half of them.
+    """
+    if options.header and not options.columns:
+        return options
+    delimiter = _header_delimiter(_first_line(head, options.skip_rows), options, names)
+    if delimiter is None:
+        return options
+    changed = options.model_dump(exclude_unset=True)
+    changed.update(header=True, columns=None, delimiter=delimiter)
+    return CsvOptions.model_validate(changed)

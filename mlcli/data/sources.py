@@ -4,27 +4,23 @@
 run's `data.csv` options (and a training table's per-file overrides when it is that same file,
 such as adult.test's banner line), with command-line overrides laid on top. Whatever the run
 was trained on, a Parquet file or a CSV whose first row names the model's columns is read by
-those names: the header is detected, so one exported table works for every run.
+those names: the header is detected (`mlcli.data.dialect.detect_header`), so one exported table
+works for every run.
 """
 
 from __future__ import annotations
 
-import csv as csv_module
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import pyarrow as pa
-
 from mlcli.config.schema import Config, CsvOptions, Source, SourceSpec
+from mlcli.data.dialect import HEAD_BYTES, detect_header, read_head_bytes
 from mlcli.data.tables import TableSource, expand_paths, resolve_source
 from mlcli.errors import ConfigError, DataError
 
 STDIN = "-"
-# The first line of a file is looked for within this many bytes.
-_HEAD_BYTES = 1 << 20
-_DELIMITERS = (",", "\t", ";", "|")
 
 
 class _Prefixed(io.RawIOBase):
@@ -50,37 +46,6 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-def _first_line(head: bytes, skip_rows: int) -> str | None:
-    lines = [line for line in head.decode("utf-8", errors="replace").splitlines() if line.strip()]
-    return lines[skip_rows] if len(lines) > skip_rows else None
-
-
-def _header_in(line: str | None, csv: CsvOptions, names: Sequence[str]) -> str | None:
-    """The delimiter with which `line` names at least half of `names`, or None."""
-    if line is None:
-        return None
-    wanted = set(names)
-    for delimiter in dict.fromkeys((csv.delimiter, *_DELIMITERS)):
-        quote = csv.quote_char if csv.quoting else None
-        fields = next(csv_module.reader([line], delimiter=delimiter, quotechar=quote or '"'))
-        found = wanted & {field.strip() for field in fields}
-        if len(found) >= max(1, len(wanted) // 2):
-            return delimiter
-    return None
-
-
-def _detect_header(csv: CsvOptions, head: bytes, names: Sequence[str]) -> CsvOptions:
-    """The options with `header: true` when the first row names the columns."""
-    if csv.header and not csv.columns:
-        return csv
-    delimiter = _header_in(_first_line(head, csv.skip_rows), csv, names)
-    if delimiter is None:
-        return csv
-    options = csv.model_dump(exclude_unset=True)
-    options.update(header=True, columns=None, delimiter=delimiter)
-    return CsvOptions.model_validate(options)
-
-
 def _training_source(config: Config, path: Path) -> Source | None:
     """The config's table entry (train, validation or test) that reads this very file."""
     data = config.data
@@ -96,14 +61,6 @@ def _training_source(config: Config, path: Path) -> Source | None:
         if target in {p.resolve() for p in paths}:
             return spec
     return None
-
-
-def _read_head(path: Path) -> bytes:
-    try:
-        with pa.input_stream(str(path), compression="detect") as stream:
-            return bytes(stream.read(_HEAD_BYTES))
-    except (OSError, pa.ArrowInvalid) as error:
-        raise DataError(f"{path}: cannot read the file: {error}") from error
 
 
 def source_for_run(
@@ -131,13 +88,13 @@ def source_for_run(
             raise DataError("--data -: no standard input to read")
         csv = _with_overrides(config.data.csv, overrides)
         head = b""
-        while b"\n" not in head and len(head) < _HEAD_BYTES:
+        while b"\n" not in head and len(head) < HEAD_BYTES:
             chunk = stdin.read(65536)
             if not chunk:
                 break
             head += chunk
         if "header" not in overrides:
-            csv = _detect_header(csv, head, names)
+            csv = detect_header(csv, head, names)
         stream = io.BufferedReader(_Prefixed(head, stdin), buffer_size=1 << 20)
         return TableSource(paths=(), format="csv", csv=csv, stdin=stream)
     path = Path(data).expanduser()
@@ -149,7 +106,7 @@ def source_for_run(
         return source
     csv = _with_overrides(source.csv, overrides)
     if "header" not in overrides:
-        csv = _detect_header(csv, _read_head(source.paths[0]), names)
+        csv = detect_header(csv, read_head_bytes(source.paths[0]), names)
     return TableSource(paths=source.paths, format=source.format, csv=csv)
 
 

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from mlcli.cli.app import app
 from mlcli.config.schema import load_config
-from mlcli.data.dialect import sniff_csv
 from mlcli.starter.profiling import profile_column, profile_target
 from mlcli.training.validate import validate
 
@@ -101,25 +100,6 @@ def _uci_like(tmp_path: Path, rows: int = 300) -> Path:
         age = int(rng.integers(18, 80))
         lines.append(f"{age}, {job}, {rng.normal():.3f}, {'>50K' if age > 45 else '<=50K'}")
     return _write(tmp_path / "people.data", "\n".join(lines) + "\n")
-
-
-def test_sniffs_uci_style_files(tmp_path):
-    dialect = sniff_csv(_uci_like(tmp_path))
-    assert dialect.delimiter == ","
-    assert (dialect.header, dialect.trim_whitespace, dialect.skip_rows) == (False, True, 1)
-    assert dialect.na_values == ["?"]
-    assert "?" in dialect.reasons["na_values"]
-
-
-def test_sniffs_semicolons_quoted_header_and_unbalanced_quotes(tmp_path):
-    quoted = _write(
-        tmp_path / "a.csv", '"x";"kind"\n' + "".join(f'{i};"k{i % 3}"\n' for i in range(50))
-    )
-    dialect = sniff_csv(quoted)
-    assert (dialect.delimiter, dialect.header, dialect.quoting) == (";", True, True)
-    rows = "".join(f'{"ham" if i % 4 else "spam"}\t"hi" she said {i}\n' for i in range(60))
-    dialect = sniff_csv(_write(tmp_path / "sms", rows))
-    assert (dialect.delimiter, dialect.header, dialect.quoting) == ("\t", False, False)
 
 
 def test_init_writes_a_commented_config_that_validates(tmp_path, monkeypatch):
