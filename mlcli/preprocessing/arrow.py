@@ -23,10 +23,9 @@ import pyarrow.compute as pc
 
 from mlcli.data.tables import require_columns
 from mlcli.features.build import encode_labels
-from mlcli.features.schema import INT_MISSING, ColumnSchema, FeatureSchema
-from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, NUMERIC, model_inputs
+from mlcli.features.schema import ColumnSchema, FeatureSchema
+from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, MISSING_VALUES, NUMERIC, model_inputs
 
-# the preprocessor's output names, here because mlcli.preprocessing.layers imports TensorFlow
 EPSILON = np.float32(1e-7)  # keras.backend.epsilon(), Normalization's floor on the deviation
 
 
@@ -55,10 +54,10 @@ def _numeric(column: ColumnSchema, values: np.ndarray) -> list[np.ndarray]:
 
 def _lookup(column: ColumnSchema, values: pa.ChunkedArray) -> np.ndarray:
     if column.dtype == "int64":
-        filled = pc.fill_null(pc.cast(values, pa.int64()), INT_MISSING)
+        filled = pc.fill_null(pc.cast(values, pa.int64()), MISSING_VALUES["int64"])
         vocabulary = pa.array(column.vocabulary, pa.int64())
     else:
-        filled = pc.fill_null(pc.cast(values, pa.string()), "")
+        filled = pc.fill_null(pc.cast(values, pa.string()), MISSING_VALUES["string"])
         vocabulary = pa.array([str(value) for value in column.vocabulary], pa.string())
     positions = pc.fill_null(pc.index_in(filled, value_set=vocabulary), -1)
     indices = positions.to_numpy(zero_copy_only=False).astype(np.int64) + 1  # 0: unseen

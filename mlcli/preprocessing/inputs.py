@@ -5,7 +5,8 @@ dtype the schema gives it (`float32`, `int64` or `string`); a missing value is N
 `INT_MISSING` sentinel or "" (`MISSING_VALUES`): the model maps each to its missing-value
 handling. The preprocessor hands the core a `numeric` matrix and one `categorical__<column>` or
 `text__<column>` tensor per such column. Everything that builds inputs for a model (training,
-inference, the export check, the server) takes them from here.
+inference, the export check, the server) takes them from here. Inside the preprocessor, each
+column's layers are named by `layer_name`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ MISSING_VALUES: dict[str, float | int | str] = {
 }
 
 
+def layer_name(kind: str, column: str) -> str:
+    """The name of a column's preprocessing layer: `lookup_capital_gain` for `capital-gain`.
+
+    Keras layer names cannot hold `/` (nor, here, any character but letters, digits and `_`),
+    so every other character of the column's name becomes `_`. Saved models hold these names:
+    changing the rule breaks loading the runs that were written with it.
+    """
+    return f"{kind}_" + "".join(ch if ch.isalnum() or ch in "_" else "_" for ch in column)
+
+
 def model_inputs(table: pa.Table, schema: FeatureSchema, *, source: str) -> dict[str, np.ndarray]:
     """Raw column values as numpy arrays of shape (rows, 1), as the saved model takes them.
 
@@ -52,10 +63,12 @@ def model_inputs(table: pa.Table, schema: FeatureSchema, *, source: str) -> dict
                         f"{source}: column {column.name!r} held integers in training, "
                         f"found {values.type}"
                     ) from error
-            array = pc.fill_null(pc.cast(values, pa.int64()), INT_MISSING).to_numpy()
+            filled = pc.fill_null(pc.cast(values, pa.int64()), MISSING_VALUES["int64"])
+            array = filled.to_numpy()
         else:
             if not is_text_type(values.type):
                 values = pc.cast(values, pa.string())
-            array = pc.fill_null(values, "").to_numpy(zero_copy_only=False).astype(object)
+            filled = pc.fill_null(values, MISSING_VALUES["string"])
+            array = filled.to_numpy(zero_copy_only=False).astype(object)
         arrays[column.name] = array.reshape(-1, 1)
     return arrays

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from mlcli.features.schema import ColumnSchema, FeatureSchema
 from mlcli.layers import QuantileTransform
-from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, NUMERIC, TEXT_PREFIX
+from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, NUMERIC, TEXT_PREFIX, layer_name
 
 ENCODE_CHUNK_ROWS = 1 << 16
 
@@ -34,10 +34,10 @@ def _numeric(column: ColumnSchema, value: keras.KerasTensor) -> list[keras.Keras
     if column.transform == "log":
         value = keras.ops.log1p(keras.ops.maximum(value, -1.0 + 1e-7))
     elif column.transform == "quantile":
-        value = QuantileTransform(column.quantiles, name=f"quantile_{_safe(column.name)}")(value)
+        value = QuantileTransform(column.quantiles, name=layer_name("quantile", column.name))(value)
     filled = keras.ops.where(missing, keras.ops.full_like(value, column.mean), value)
     normalised = keras.layers.Normalization(
-        mean=column.mean, variance=column.variance, name=f"normalize_{_safe(column.name)}"
+        mean=column.mean, variance=column.variance, name=layer_name("normalize", column.name)
     )(filled)
     if not column.has_missing:
         return [normalised]
@@ -45,7 +45,7 @@ def _numeric(column: ColumnSchema, value: keras.KerasTensor) -> list[keras.Keras
 
 
 def _lookup(column: ColumnSchema) -> keras.layers.Layer:
-    name = f"lookup_{_safe(column.name)}"
+    name = layer_name("lookup", column.name)
     if column.dtype == "int64":
         return keras.layers.IntegerLookup(
             vocabulary=np.asarray(column.vocabulary, dtype=np.int64),
@@ -59,10 +59,6 @@ def _lookup(column: ColumnSchema) -> keras.layers.Layer:
         mask_token=None,
         name=name,
     )
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "_" else "_" for ch in name)
 
 
 def build_preprocessor(schema: FeatureSchema) -> keras.Model:
@@ -79,7 +75,7 @@ def build_preprocessor(schema: FeatureSchema) -> keras.Model:
                 vocabulary=column.vocabulary or ["<empty>"],
                 output_mode="int",
                 output_sequence_length=column.sequence_length,
-                name=f"vectorize_{_safe(column.name)}",
+                name=layer_name("vectorize", column.name),
             )
             outputs[TEXT_PREFIX + column.name] = vectorize(value)
         else:
