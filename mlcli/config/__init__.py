@@ -1,1 +1,3 @@
-"""The YAML config: its pydantic schema, loading with ${VAR} and paths, dotted overrides."""
+"""The YAML config: its pydantic schema (`schema`, with `training` for the `model:` and
+`training:` sections), reading it with `${VAR}` and paths resolved once (`loading`), dotted keys
+and `--set` overrides (`overrides`), and its error messages (`messages`)."""

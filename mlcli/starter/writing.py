@@ -128,16 +128,3 @@ def render_config(report: InitReport, *, name: str, train: str, command: str, wr
         line(2, "dir", "runs", "relative to the folder mlcli train runs in"),
     ]
     return "\n".join(lines) + "\n"
-
-
-def json_schema() -> dict[str, Any]:
-    """The config's JSON Schema (draft 2020-12), for YAML language servers and CI linting."""
-    from mlcli import __version__
-    from mlcli.config.schema import Config
-
-    schema = Config.model_json_schema()
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": f"mlcli {__version__} config",
-        **{key: value for key, value in schema.items() if key != "title"},
-    }

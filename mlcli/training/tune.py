@@ -30,14 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from mlcli import files
-from mlcli.config.schema import (
-    Config,
-    TuneConfig,
-    TuneRange,
-    config_to_yaml,
-    load_document,
-    parse_config,
-)
+from mlcli.config.loading import config_to_yaml, load_document, parse_config
+from mlcli.config.overrides import copy_document, get_dotted, set_dotted
+from mlcli.config.schema import Config, TuneConfig, TuneRange
 from mlcli.errors import ConfigError, TrainingDivergedError
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs import directory as runs
@@ -78,27 +73,13 @@ def _direction(tune: TuneConfig) -> str:
     return "maximize" if tune.metric.rsplit(".", 1)[-1] in _MAXIMIZED else "minimize"
 
 
-def _set(document: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
-    """A copy of a raw config with one dotted key set to a value."""
-    result = json.loads(json.dumps(document))
-    node = result
-    *parents, last = key.split(".")
-    for part in parents:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[last] = value
-    return result
-
-
 def _with_values(
     document: dict[str, Any], values: dict[str, Any], source: str, folder: Path
 ) -> Config:
+    trial = copy_document(document)
     for key, value in values.items():
-        document = _set(document, key, value)
-    return parse_config(document, source=source, relative_to=folder)
+        set_dotted(trial, key, value)
+    return parse_config(trial, source=source, relative_to=folder)
 
 
 def _suggest(trial: Any, key: str, spec: TuneRange) -> Any:
@@ -113,12 +94,7 @@ def _suggest(trial: Any, key: str, spec: TuneRange) -> Any:
 
 
 def _current_value(config: Config, key: str) -> Any:
-    node: Any = config.model_dump(mode="json")
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+    return get_dotted(config.model_dump(mode="json"), key)
 
 
 def _starting_point(config: Config, tune: TuneConfig) -> dict[str, Any]:
