@@ -104,7 +104,7 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     Every feature type is present: numeric with missing values, categorical (string and
     integer), binary and text. The runs are shared: tests must not modify them.
     """
-    from mlcli.config.schema import parse_config
+    from mlcli.config.loading import parse_config
     from mlcli.training.train import train
 
     folder = tmp_path_factory.mktemp("trained")

@@ -20,7 +20,7 @@ SchemaOutput = Annotated[
 
 def config_schema(output: SchemaOutput = None, verbose: Verbose = False) -> None:
     """Print the config's JSON Schema, for YAML language servers and CI linting."""
-    from mlcli.starter.writing import json_schema
+    from mlcli.config.schema import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if output is None:
@@ -36,7 +36,7 @@ def config_show(
     config: ConfigArgument, overrides: Overrides = None, verbose: Verbose = False
 ) -> None:
     """Print CONFIG as mlcli reads it: ${VAR} filled, --set applied, every default written."""
-    from mlcli.config.schema import config_to_yaml, load_config
+    from mlcli.config.loading import config_to_yaml, load_config
 
     loaded = run_guarded(lambda: load_config(config, overrides=overrides or []), verbose=verbose)
     sys.stdout.write(config_to_yaml(loaded))

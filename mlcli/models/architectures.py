@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import keras
 
-from mlcli.config.schema import FTTransformerConfig, MlpConfig, ModelConfig, ResNetConfig
+from mlcli.config.training import FTTransformerConfig, MlpConfig, ModelConfig, ResNetConfig
 from mlcli.features.schema import FeatureSchema
 from mlcli.layers import ClsToken, LastToken, ReGLU
 from mlcli.models.embeddings import Inputs, feature_tokens, flat_features

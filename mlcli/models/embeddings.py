@@ -15,7 +15,7 @@ import math
 import keras
 import numpy as np
 
-from mlcli.config.schema import MlpConfig, NumericEmbeddingConfig, ResNetConfig
+from mlcli.config.training import MlpConfig, NumericEmbeddingConfig, ResNetConfig
 from mlcli.features.schema import ColumnSchema, FeatureSchema
 from mlcli.layers import (
     LinearTokenizer,

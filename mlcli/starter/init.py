@@ -21,7 +21,8 @@ from typing import Any
 
 from rich.table import Table
 
-from mlcli.config.schema import CsvOptions, parse_config
+from mlcli.config.loading import parse_config
+from mlcli.config.schema import CsvOptions
 from mlcli.data.dialect import DEFAULT_NA_VALUES, CsvDialect, sniff_csv
 from mlcli.data.tables import TableSource, expand_paths, read_sample, resolve_source
 from mlcli.errors import ConfigError, DataError

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlcli._tensorflow import import_tensorflow, quiet_runtime
-from mlcli.config.schema import DEVICE_PATTERN, TrainingConfig
+from mlcli.config.training import DEVICE_PATTERN, TrainingConfig
 from mlcli.errors import ConfigError
 from mlcli.training.cluster import ClusterRole, cluster_role
 

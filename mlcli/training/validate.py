@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlcli.config.schema import Config, load_config
+from mlcli.config.loading import load_config
+from mlcli.config.schema import Config
 from mlcli.data.columns import numeric_values
 from mlcli.data.splits import configured_columns
 from mlcli.data.tables import TableSource, read_sample, require_columns, resolve_source

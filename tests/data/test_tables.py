@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, make_table
 
-from mlcli.config.schema import parse_config
+from mlcli.config.loading import parse_config
 from mlcli.data.splits import load_splits
 from mlcli.data.tables import read_table, resolve_source
 
@@ -133,7 +133,7 @@ def test_globs_lists_and_directories(tmp_path: Path):
 
 def test_shipped_examples_carry_their_data():
     for config_path in sorted((REPO / "examples").glob("*/config.yaml")):
-        from mlcli.config.schema import load_config
+        from mlcli.config.loading import load_config
 
         config = load_config(config_path)
         source = resolve_source(config.data.train, data=config.data)

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlcli.cli.app import app
-from mlcli.config.schema import parse_config
+from mlcli.config.loading import parse_config
 from mlcli.data.sources import source_for_run
 
 runner = CliRunner()

@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from mlcli.cli.app import app
-from mlcli.config.schema import load_config
+from mlcli.config.loading import load_config
 from mlcli.starter.profiling import profile_column, profile_target
 from mlcli.training.validate import validate
 

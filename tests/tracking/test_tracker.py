@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.csv as pa_csv
 import pytest
 
-from mlcli.config.schema import parse_config
+from mlcli.config.loading import parse_config
 from mlcli.errors import ConfigError, TrainingDivergedError
 from mlcli.runs.directory import Run
 from mlcli.tracking.tensorboard import tensorboard_callbacks

@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from mlcli.cli.app import app
-from mlcli.config.schema import load_config
+from mlcli.config.loading import load_config
 
 runner = CliRunner()
 
