@@ -55,7 +55,7 @@ def lightgbm_score(config_path: Path, seed: int) -> tuple[str, float, float]:
     from mlcli.config.schema import load_config
     from mlcli.data.splits import load_splits
     from mlcli.features.build import encode_labels
-    from mlcli.training.train import prepare_schema
+    from mlcli.training.data import prepare_schema
 
     config = load_config(config_path, overrides=[f"seed={seed}"])
     splits = load_splits(config)

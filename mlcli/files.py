@@ -14,9 +14,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlcli.errors import RunError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -26,15 +29,31 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """Writes text atomically (a temporary file renamed over the target)."""
+    with _file_beside(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def write_parquet(path: Path, table: pa.Table) -> None:
+    """Writes an Arrow table as Parquet atomically (a temporary file renamed over the target)."""
+    import pyarrow.parquet as pq
+
+    with _file_beside(path) as temporary:
+        pq.write_table(table, temporary)
+
+
+@contextmanager
+def _file_beside(path: Path) -> Iterator[Path]:
+    """Yields an empty temporary file beside `path`, renamed over it if the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    temporary = Path(name)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        yield temporary
         os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the run from a team's readers
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 

@@ -1,4 +1,7 @@
-"""Keras callbacks that make a run resumable and observable.
+"""Keras callbacks that make a run resumable, reproducible and observable.
+
+`run_callbacks` lists those of a run, in the order they must run. `EpochSeeding` feeds each
+epoch its shuffled batches and seeds dropout from (seed, epoch).
 
 `RunCheckpoint` is Keras's `BackupAndRestore` (model, optimizer and epoch counter, double
 buffered so that a kill during a save leaves the previous checkpoint) that also keeps the
@@ -16,8 +19,14 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from mlcli.config.schema import Config
 from mlcli.reporting import Reporter
+from mlcli.runs import directory as runs
+from mlcli.tracking.tensorboard import tensorboard_callbacks
+from mlcli.training.compile import schedule_callbacks
+from mlcli.training.datasets import Split
 
 CALLBACK_STATE = "callback_state.json"
 BEST_WEIGHTS = "best_weights.npz"
@@ -34,6 +43,70 @@ def completed_epochs(checkpoint_dir: Path) -> int:
             except (ValueError, KeyError):
                 continue
     return 0
+
+
+def run_callbacks(
+    config: Config, run: runs.Run, reporter: Reporter, *, steps_per_epoch: int
+) -> list[keras.callbacks.Callback]:
+    """The callbacks of a run's fit (after `EpochSeeding`), stateful ones before the checkpoint."""
+    settings = config.training.early_stopping
+    stopping = None
+    if settings is not None:
+        stopping = keras.callbacks.EarlyStopping(
+            monitor=settings.monitor,
+            patience=settings.patience,
+            min_delta=settings.min_delta,
+            restore_best_weights=settings.restore_best_weights,
+        )
+    early = [stopping] if stopping is not None else []
+    schedules = schedule_callbacks(config.training)
+    # Order matters: stateful callbacks update before the checkpoint saves them.
+    return [
+        keras.callbacks.TerminateOnNaN(),
+        *early,
+        *schedules,
+        RunCheckpoint(run.file(runs.CHECKPOINTS), stateful=[*early, *schedules]),
+        keras.callbacks.CSVLogger(str(run.file(runs.HISTORY)), append=True),
+        ReporterCallback(reporter, epochs=config.training.epochs, steps_per_epoch=steps_per_epoch),
+        *tensorboard_callbacks(config, run),
+    ]
+
+
+class EpochSeeding(keras.callbacks.Callback):
+    """The training data shuffled, and dropout's random streams seeded, by (seed, epoch).
+
+    Tying randomness to the epoch number, not to how far the process got, makes a resumed
+    run see exactly the batches and dropout masks that an uninterrupted run would have seen.
+    `dataset` is what `model.fit` reads.
+    """
+
+    def __init__(self, split: Split, *, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        steps = math.ceil(split.rows / batch_size)
+        one_epoch = split.epoch_batches(batch_size=batch_size, seed=seed)
+        self.dataset = (
+            tf.data.Dataset.from_tensors(0)
+            .flat_map(
+                tf.autograph.experimental.do_not_convert(
+                    lambda _: one_epoch(self.epoch.read_value())
+                )
+            )
+            .apply(tf.data.experimental.assert_cardinality(steps))
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch.assign(epoch)
+        base = (self.seed * 7919 + epoch * 104729) % (2**31 - 1)
+        count = 0
+        for layer in self.model._flatten_layers():
+            # Keras keeps dropout's state in SeedGenerators that save_weights does not store
+            for generator in getattr(layer, "_seed_generators", []):
+                count += 1
+                state = np.array([base + count, 0])
+                generator.state.assign(state.astype(generator.state.dtype))
 
 
 # The counters of Keras callbacks that decide what happens next, saved with each checkpoint.

@@ -1,4 +1,8 @@
-"""Fitting with TensorFlow: encode once, `model.fit` on `tf.data`, save the composed model.
+"""Fitting with TensorFlow: `model.fit` on `tf.data`, then the composed model saved and scored.
+
+`fit_run` takes the run's `TrainingData` (`mlcli.training.data`), whether its tables are in
+memory or streamed: the core network trains on encoded batches (`mlcli.training.datasets`),
+and the saved model puts the preprocessing layers in front of it.
 
 Imported only by commands that train, after TensorFlow has been imported quietly.
 """
@@ -7,48 +11,32 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from mlcli import files
 from mlcli._tensorflow import import_tensorflow
 from mlcli.config.schema import Config
-from mlcli.data.splits import Splits
 from mlcli.errors import RunError, TrainingDivergedError
-from mlcli.features.schema import FeatureSchema
-from mlcli.preprocessing.inputs import model_inputs
 from mlcli.reporting import Reporter
 from mlcli.runs import directory as runs
-from mlcli.tracking.tensorboard import tensorboard_callbacks
 
 tf = import_tensorflow(
     start=False
 )  # devices are chosen first: mlcli.training.devices.place starts it
 import keras  # noqa: E402
 
-from mlcli.models.core import (  # noqa: E402
-    build_core,
-    compile_core,
-    compose,
-    epoch_auc,
-    predict_raw,
-    schedule_callbacks,
-)
+from mlcli.models.core import build_core, compose  # noqa: E402
 from mlcli.preprocessing.layers import build_preprocessor  # noqa: E402
 from mlcli.training import distributed  # noqa: E402
-from mlcli.training.callbacks import ReporterCallback, RunCheckpoint, completed_epochs  # noqa: E402
-from mlcli.training.datasets import EncodedSplit, encode_split  # noqa: E402
-from mlcli.training.devices import place, precision  # noqa: E402
-
-if TYPE_CHECKING:
-    from mlcli.data.streamed_splits import StreamedSplits
-    from mlcli.training.streaming import StreamedSplit
-
-
-# Splits encoded with Arrow before TensorFlow loaded: name -> (features, labels)
-EarlyEncoding = dict[str, tuple[dict[str, np.ndarray], np.ndarray] | None]
+from mlcli.training.callbacks import EpochSeeding, completed_epochs, run_callbacks  # noqa: E402
+from mlcli.training.compile import compile_core, epoch_auc  # noqa: E402
+from mlcli.training.data import TrainingData  # noqa: E402
+from mlcli.training.datasets import Split  # noqa: E402
+from mlcli.training.devices import Placement, place, precision  # noqa: E402
 
 # Rows per batch of validation and the final evaluation: 16384 took 0.5-0.8 s for 900k rows
 # here, 4096 0.8-0.9 s
@@ -58,104 +46,143 @@ EVALUATION_BATCH_ROWS = 16384
 COMPOSITION_TOLERANCE = 1e-5
 
 
-def _dataset(split: EncodedSplit | StreamedSplit, *, batch_size: int) -> Any:
-    return split.dataset(batch_size=batch_size)
+@dataclass
+class _Fitting:
+    """What fitting works on: the placement, the preprocessor, the splits and the core."""
+
+    placement: Placement
+    preprocessor: keras.Model
+    train: Split
+    validation: Split
+    test: Split | None
+    core: keras.Model
+    batch_size: int  # the global batch
+    steps: int  # per epoch
 
 
-def encoded_splits(
-    preprocessor: keras.Model,
-    splits: Splits | StreamedSplits,
-    schema: FeatureSchema,
-    encoded: EarlyEncoding | None = None,
-) -> tuple[Any, Any, Any]:
-    """(train, validation, test): encoded once in memory, or while read for a streamed table.
-
-    `encoded` holds the splits as `mlcli.preprocessing.arrow` encoded them with Arrow already.
-    """
-    if not isinstance(splits, Splits):
-        from mlcli.training.streaming import streamed_splits
-
-        return streamed_splits(preprocessor, splits, schema)
-    if encoded is not None:
-        parts = [encoded.get(name) for name in ("train", "validation", "test")]
-        train, validation, test = (None if p is None else EncodedSplit(*p) for p in parts)
-        return train, validation, test
-    train = encode_split(preprocessor, splits.train, schema, source="training split")
-    validation = encode_split(preprocessor, splits.validation, schema, source="validation split")
-    test = None
-    if splits.test is not None:
-        test = encode_split(preprocessor, splits.test, schema, source="test split")
-    return train, validation, test
-
-
-class EpochSeeding(keras.callbacks.Callback):
-    """The training data shuffled, and dropout's random streams seeded, by (seed, epoch).
-
-    Tying randomness to the epoch number, not to how far the process got, makes a resumed
-    run see exactly the batches and dropout masks that an uninterrupted run would have seen.
-    """
-
-    def __init__(self, split: EncodedSplit | StreamedSplit, *, batch_size: int, seed: int) -> None:
-        super().__init__()
-        self.seed = seed
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        steps = math.ceil(split.rows / batch_size)
-        one_epoch = split.epoch_batches(batch_size=batch_size, seed=seed)
-        self.dataset = (
-            tf.data.Dataset.from_tensors(0)
-            .flat_map(
-                tf.autograph.experimental.do_not_convert(
-                    lambda _: one_epoch(self.epoch.read_value())
-                )
-            )
-            .apply(tf.data.experimental.assert_cardinality(steps))
-            .prefetch(tf.data.AUTOTUNE)
-        )
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch.assign(epoch)
-        base = (self.seed * 7919 + epoch * 104729) % (2**31 - 1)
-        count = 0
-        for layer in self.model._flatten_layers():
-            # Keras keeps dropout's state in SeedGenerators that save_weights does not store
-            for generator in getattr(layer, "_seed_generators", []):
-                count += 1
-                state = np.array([base + count, 0])
-                generator.state.assign(state.astype(generator.state.dtype))
-
-
-def _class_weight(schema: FeatureSchema, split: Any, mode: str) -> dict[int, float] | None:
-    if mode != "balanced" or schema.target.task == "regression":
+def class_weights(data: TrainingData, mode: str) -> dict[int, float] | None:
+    """`training.class_weight`: balanced weights `rows / (classes * count)` per class index."""
+    counts = data.class_counts
+    if mode != "balanced" or data.schema.target.task == "regression":
         return None
-    counts = split.label_counts(len(schema.target.classes))
+    rows = data.rows["train"]
     return {
-        index: float(split.rows / (len(counts) * count)) if count else 0.0
+        index: float(rows / (len(counts) * count)) if count else 0.0
         for index, count in enumerate(counts)
     }
 
 
-def _callbacks(config: Config, run: runs.Run, reporter: Reporter, steps: int) -> list[Any]:
-    settings = config.training.early_stopping
-    stopping = None
-    if settings is not None:
-        stopping = keras.callbacks.EarlyStopping(
-            monitor=settings.monitor,
-            patience=settings.patience,
-            min_delta=settings.min_delta,
-            restore_best_weights=settings.restore_best_weights,
+def fit_run(
+    config: Config,
+    data: TrainingData,
+    run: runs.Run,
+    *,
+    reporter: Reporter,
+    device: str | None,
+    verbose: bool,
+) -> dict[str, Any]:
+    """Fits, saves model.keras, history, metrics and plots into the run; returns manifest fields."""
+    started = time.monotonic()
+    fitting = _prepare(config, data, device=device, verbose=verbose, reporter=reporter)
+    encoded_at = time.monotonic()
+    reporter.event("device", fitting.placement.summary(config.training))
+    first_epoch = completed_epochs(run.file(runs.CHECKPOINTS))
+    _truncate_history(run.file(runs.HISTORY), first_epoch)
+    if first_epoch:
+        reporter.event("resume", f"continuing after epoch {first_epoch} of {run.path}")
+    history = _fit(config, data, run, fitting, reporter=reporter)
+    fitted_at = time.monotonic()
+    difference = _save_and_evaluate(config, data, run, fitting)
+    return {
+        "device": fitting.placement.describe(config.training),
+        "epochs_run": first_epoch + len(history.get("loss", [])),
+        "resumed_after_epoch": first_epoch or None,
+        "composition_max_abs_difference": difference,
+        "seconds": {
+            "prepare": encoded_at - started,  # devices, and the layers' encoding if needed
+            "fit": fitted_at - encoded_at,
+            "save_and_evaluate": time.monotonic() - fitted_at,
+        },
+    }
+
+
+def _prepare(
+    config: Config, data: TrainingData, *, device: str | None, verbose: bool, reporter: Reporter
+) -> _Fitting:
+    """Devices placed, seeds set, the splits encoded (if `load` did not) and the core compiled."""
+    started = time.monotonic()
+    placement = place(device or config.training.device, verbose=verbose)
+    keras.utils.set_random_seed(config.seed)
+    if config.training.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    preprocessor = build_preprocessor(data.schema)
+    train, validation, test = data.model_splits(preprocessor)
+    if not data.arrow_encoded:
+        elapsed = time.monotonic() - started
+        reporter.event("encoded", f"{train.rows} training rows in {elapsed:.1f}s")
+    batch_size = config.training.batch_size * placement.replicas  # the global batch
+    steps = math.ceil(train.rows / batch_size)
+    task = data.schema.target.task
+    with placement.strategy.scope(), precision(config.training.precision):
+        core = build_core(data.schema, config.model, encoded_shapes=train.shapes)
+        compile_core(core, task, config.training, steps_per_epoch=steps)
+    return _Fitting(placement, preprocessor, train, validation, test, core, batch_size, steps)
+
+
+def _fit(
+    config: Config, data: TrainingData, run: runs.Run, fitting: _Fitting, *, reporter: Reporter
+) -> dict[str, list[float]]:
+    """`model.fit` (or the multi-worker loop) from the checkpoint's epoch; the history."""
+    shuffle = EpochSeeding(fitting.train, batch_size=fitting.batch_size, seed=config.seed)
+    validation_rows = max(fitting.batch_size, EVALUATION_BATCH_ROWS)
+    callbacks = run_callbacks(config, run, reporter, steps_per_epoch=fitting.steps)
+    arguments: dict[str, Any] = dict(
+        x=shuffle.dataset,
+        validation_data=fitting.validation.dataset(batch_size=validation_rows),
+        epochs=config.training.epochs,
+        class_weight=class_weights(data, config.training.class_weight),
+        callbacks=[shuffle, *callbacks],
+    )
+    if fitting.placement.multi_worker:  # Keras's fit does not run under MultiWorkerMirroredStrategy
+        history, fitting.core = distributed.fit(
+            fitting.core, fitting.placement.strategy, **arguments
         )
-    early = [stopping] if stopping is not None else []
-    schedules = schedule_callbacks(config.training)
-    # Order matters: stateful callbacks update before the checkpoint saves them.
-    return [
-        keras.callbacks.TerminateOnNaN(),
-        *early,
-        *schedules,
-        RunCheckpoint(run.file(runs.CHECKPOINTS), stateful=[*early, *schedules]),
-        keras.callbacks.CSVLogger(str(run.file(runs.HISTORY)), append=True),
-        ReporterCallback(reporter, epochs=config.training.epochs, steps_per_epoch=steps),
-        *tensorboard_callbacks(config, run),
-    ]
+    else:
+        history = fitting.core.fit(**arguments, verbose=0)
+    _check_finite(history.history, run)
+    return history.history
+
+
+def _save_and_evaluate(
+    config: Config, data: TrainingData, run: runs.Run, fitting: _Fitting
+) -> float:
+    """Saves model.keras and metrics.json, draws the learning curves; the composition check."""
+    plotted = _plot_in_background(run)
+    core, schema = fitting.core, data.schema
+    if schema.target.task == "binary" and not epoch_auc(config.training):
+        with fitting.placement.strategy.scope():  # the final metrics include AUC
+            compile_core(core, schema.target.task, config.training, for_evaluation=True)
+    model = compose(fitting.preprocessor, core, schema)
+    difference = _verify_composition(model, core, data, fitting.validation)
+    model.save(run.file(runs.MODEL))
+    splits = {"train": fitting.train, "validation": fitting.validation, "test": fitting.test}
+    metrics = evaluate_splits(core, splits)
+    metrics["threshold"] = 0.5 if schema.target.task == "binary" else None
+    files.write_json(run.file(runs.METRICS), metrics)
+    plotted.result()  # re-raises what the plotting raised
+    return difference
+
+
+def _plot_in_background(run: runs.Run) -> Future[None]:
+    """The learning curves, drawn by matplotlib on a thread while TensorFlow evaluates."""
+    from mlcli.training.plots import plot_learning_curves
+
+    plotting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcli-plot")
+    plotted = plotting.submit(
+        plot_learning_curves, run.file(runs.HISTORY), run.file(runs.LEARNING_CURVES)
+    )
+    plotting.shutdown(wait=False)
+    return plotted
 
 
 def _truncate_history(path: Any, epochs: int) -> None:
@@ -177,17 +204,16 @@ def _check_finite(history: dict[str, list[float]], run: runs.Run) -> None:
 
 
 def _verify_composition(
-    model: keras.Model, core: keras.Model, splits: Any, schema: FeatureSchema, encoded: Any
+    model: keras.Model, core: keras.Model, data: TrainingData, validation: Split
 ) -> float:
-    if isinstance(encoded, EncodedSplit):
-        sample = splits.validation.slice(0, 256)
-        features = {k: v[:256] for k, v in encoded.features.items()}
-    else:
-        sample, features = encoded.sample(256)
-    if sample.num_rows == 0:
+    """The largest difference between the saved model on raw rows and the core on their encoding."""
+    from mlcli.inference.predictor import Predictor  # it starts TensorFlow: only after `place`
+
+    head = data.validation_head()
+    if head.num_rows == 0:
         return 0.0
-    raw = predict_raw(model, model_inputs(sample, schema, source="validation"), schema)
-    direct = keras.ops.convert_to_numpy(core(features, training=False))
+    raw = Predictor(model, data.schema).outputs(head, source="validation")
+    direct = keras.ops.convert_to_numpy(core(validation.encoded_head(head), training=False))
     difference = float(np.max(np.abs(raw - direct))) if len(raw) else 0.0
     if difference > COMPOSITION_TOLERANCE:
         raise RunError(
@@ -197,99 +223,14 @@ def _verify_composition(
     return difference
 
 
-def fit_run(
-    config: Config,
-    splits: Splits | StreamedSplits,
-    schema: FeatureSchema,
-    run: runs.Run,
-    *,
-    reporter: Reporter,
-    device: str | None,
-    verbose: bool,
-    resuming: bool,
-    encoded: EarlyEncoding | None = None,
-) -> dict[str, Any]:
-    """Fits, saves model.keras, history, metrics and plots into the run; returns manifest fields.
-
-    `encoded`: the splits already encoded with Arrow (`mlcli.preprocessing.arrow`), if they were.
-    """
-    del resuming  # RunCheckpoint finds the checkpoints
-    started = time.monotonic()
-    placement = place(device or config.training.device, verbose=verbose)
-    keras.utils.set_random_seed(config.seed)
-    if config.training.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    preprocessor = build_preprocessor(schema)
-    train, validation, test = encoded_splits(preprocessor, splits, schema, encoded)
-    encoded_at = time.monotonic()
-    if encoded is None:
-        reporter.event("encoded", f"{train.rows} training rows in {encoded_at - started:.1f}s")
-
-    shapes = train.shapes
-    batch_size = config.training.batch_size * placement.replicas  # the global batch
-    steps = math.ceil(train.rows / batch_size)
-    with placement.strategy.scope(), precision(config.training.precision):
-        core = build_core(schema, config.model, encoded_shapes=shapes)
-        compile_core(core, schema.target.task, config.training, steps_per_epoch=steps)
-    reporter.event("device", placement.summary(config.training))
-    first_epoch = completed_epochs(run.file(runs.CHECKPOINTS))
-    _truncate_history(run.file(runs.HISTORY), first_epoch)
-    if first_epoch:
-        reporter.event("resume", f"continuing after epoch {first_epoch} of {run.path}")
-    shuffle = EpochSeeding(train, batch_size=batch_size, seed=config.seed)
-    arguments: dict[str, Any] = dict(
-        x=shuffle.dataset,
-        validation_data=_dataset(validation, batch_size=max(batch_size, EVALUATION_BATCH_ROWS)),
-        epochs=config.training.epochs,
-        class_weight=_class_weight(schema, train, config.training.class_weight),
-        callbacks=[shuffle, *_callbacks(config, run, reporter, steps)],
-    )
-    if placement.multi_worker:  # Keras's fit does not run under MultiWorkerMirroredStrategy
-        history, core = distributed.fit(core, placement.strategy, **arguments)
-    else:
-        history = core.fit(**arguments, verbose=0)
-    _check_finite(history.history, run)
-    fitted_at = time.monotonic()
-    from mlcli.training.plots import plot_learning_curves
-
-    # matplotlib draws on a thread (Python) while the evaluation below runs in TensorFlow
-    plotting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcli-plot")
-    plotted = plotting.submit(
-        plot_learning_curves, run.file(runs.HISTORY), run.file(runs.LEARNING_CURVES)
-    )
-    plotting.shutdown(wait=False)
-
-    if schema.target.task == "binary" and not epoch_auc(config.training):
-        with placement.strategy.scope():  # the final metrics include AUC
-            compile_core(core, schema.target.task, config.training, for_evaluation=True)
-    model = compose(preprocessor, core, schema)
-    difference = _verify_composition(model, core, splits, schema, validation)
-    model.save(run.file(runs.MODEL))
-    metrics = evaluate_splits(core, {"train": train, "validation": validation, "test": test})
-    metrics["threshold"] = 0.5 if schema.target.task == "binary" else None
-    files.write_json(run.file(runs.METRICS), metrics)
-    plotted.result()  # re-raises what the plotting raised
-    return {
-        "device": placement.describe(config.training),
-        "epochs_run": first_epoch + len(history.history.get("loss", [])),
-        "resumed_after_epoch": first_epoch or None,
-        "composition_max_abs_difference": difference,
-        "seconds": {
-            "prepare": encoded_at - started,  # devices, and the layers' encoding if needed
-            "fit": fitted_at - encoded_at,
-            "save_and_evaluate": time.monotonic() - fitted_at,
-        },
-    }
-
-
-def evaluate_splits(core: keras.Model, splits: dict[str, Any]) -> dict[str, Any]:
+def evaluate_splits(core: keras.Model, splits: dict[str, Split | None]) -> dict[str, Any]:
     """The compiled metrics of the core on every encoded split."""
     results: dict[str, Any] = {}
     for name, split in splits.items():
         if split is None:
             continue
         # large batches: evaluation has no gradients, and fewer steps cost less here
-        dataset = _dataset(split, batch_size=EVALUATION_BATCH_ROWS)
+        dataset = split.dataset(batch_size=EVALUATION_BATCH_ROWS)
         values = core.evaluate(dataset, verbose=0, return_dict=True)
         results[name] = {key: float(value) for key, value in values.items()}
         results[name]["rows"] = split.rows

@@ -1,10 +1,10 @@
 """`mlcli train`: a config and its tables in, a complete run directory out.
 
-The flow: read and check the tables (`splits`), compute the feature schema on the training
-split (`features`), encode every split once with the Keras preprocessing layers, fit the core
-network on dense tensors with `model.fit` over `tf.data`, then save the preprocessing composed
-with the core so that `model.keras` takes raw values. Everything is written into a partial run
-folder that is renamed only when complete.
+The flow: the training data (`training.data`: the tables read and checked, in memory or
+streamed, the feature schema from the training rows, the splits encoded with Arrow where the
+schema allows), then the fit (`training.fit`: the core network trained with `model.fit` over
+`tf.data`, the preprocessing composed with the core so that `model.keras` takes raw values).
+Everything is written into a partial run folder that is renamed only when complete.
 """
 
 from __future__ import annotations
@@ -21,60 +21,16 @@ from typing import Any
 import numpy as np
 
 from mlcli import __version__, files
-from mlcli.config.schema import Config, config_to_yaml, load_config
-from mlcli.data.splits import Splits, load_splits
-from mlcli.data.streamed_splits import StreamedSplits, streaming_enabled
-from mlcli.errors import (
-    ConfigError,
-    InterruptedRunError,
-    MlcliError,
-    RunError,
-    TrainingDivergedError,
-)
-from mlcli.features.build import build_schema, build_target
+from mlcli.config.loading import config_to_yaml, load_config
+from mlcli.config.schema import Config
+from mlcli.errors import InterruptedRunError, MlcliError, RunError, TrainingDivergedError
 from mlcli.features.schema import FeatureSchema
-from mlcli.features.types import resolve_feature_specs
-from mlcli.preprocessing.arrow import encode_splits
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs import directory as runs
 from mlcli.tracking.tracker import start_tracking, tracks_failures
 from mlcli.training.cluster import cluster_role, worker_scratch_run
-from mlcli.training.data import load_streamed_splits
-
-# What model.fit can log per task (mlcli.models.core.loss_and_metrics), with and without `val_`;
-# binary AUC is logged when early stopping watches it (mlcli.models.core.epoch_auc).
-_LOGGED_METRICS = {
-    "binary": ("loss", "accuracy", "auc"),
-    "multiclass": ("loss", "accuracy"),
-    "regression": ("loss", "rmse", "mae"),
-}
-
-
-def check_monitor(config: Config, task: str) -> None:
-    """Early stopping must watch a metric that training logs for this task."""
-    stopping = config.training.early_stopping
-    if stopping is None:
-        return
-    valid = [*_LOGGED_METRICS[task], *(f"val_{name}" for name in _LOGGED_METRICS[task])]
-    if stopping.monitor not in valid:
-        raise ConfigError(
-            f"config key `training.early_stopping.monitor`: {stopping.monitor!r} is not logged "
-            f"for a {task} task; expected one of {', '.join(valid)}"
-        )
-
-
-def prepare_schema(config: Config, splits: Splits) -> FeatureSchema:
-    """The feature schema from the training split alone."""
-    target = build_target(splits.train.column(config.target.column), config)
-    check_monitor(config, target.task)
-    specs, excluded = resolve_feature_specs(splits.train, config)
-    return build_schema(
-        splits.train,
-        specs=specs,
-        target=target,
-        excluded=excluded,
-        quantiles=config.model.numeric_embedding.type == "piecewise_linear",
-    )
+from mlcli.training.compile import check_monitor
+from mlcli.training.data import TrainingData
 
 
 def _git_commit(directory: Path) -> str | None:
@@ -107,7 +63,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-def base_manifest(config: Config, splits: Splits | StreamedSplits, run: runs.Run) -> dict[str, Any]:
+def base_manifest(config: Config, data: TrainingData, run: runs.Run) -> dict[str, Any]:
     """What the manifest records before fitting starts."""
     from mlcli.data.tables import fingerprint
 
@@ -123,14 +79,10 @@ def base_manifest(config: Config, splits: Splits | StreamedSplits, run: runs.Run
         "git_commit": _git_commit(Path.cwd()),
         "data": {
             role: [fingerprint(path) for path in source.paths]
-            for role, source in splits.sources.items()
+            for role, source in data.sources.items()
         },
-        "rows": {
-            "train": splits.train.num_rows,
-            "validation": splits.validation.num_rows,
-            "test": splits.test.num_rows if splits.test is not None else 0,
-        },
-        "dropped_unlabelled_rows": splits.dropped_unlabelled,
+        "rows": data.rows,
+        "dropped_unlabelled_rows": data.dropped_unlabelled,
     }
 
 
@@ -160,63 +112,76 @@ def train(
         verbose: show TensorFlow's own logs.
     """
     reporter = reporter or QuietReporter()
-    run: runs.Run | None = None
-    if resume is not None:
-        run = _partial_run(resume)
+    run = _partial_run(resume) if resume is not None else None
+    if run is not None:
         config = load_config(run.file(runs.CONFIG))
     elif not isinstance(config, Config):
         config = load_config(config, overrides=overrides or [])
     started = time.monotonic()
-    splits: Splits | StreamedSplits
-    if streaming_enabled(config):  # one pass, record batch by batch
-        splits, schema = load_streamed_splits(config)
-        check_monitor(config, schema.target.task)
-    else:
-        splits = load_splits(config)
-        schema = prepare_schema(config, splits)
-    checked_at = time.monotonic()
-    reporter.event(
-        "data",
-        f"train {splits.train.num_rows} rows, validation {splits.validation.num_rows}, "
-        f"test {splits.test.num_rows if splits.test is not None else 0}",
-    )
-    encoded = None
-    if isinstance(splits, Splits):  # with Arrow, while TensorFlow may still be loading
-        parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
-        encoded = encode_splits(parts, schema)
-    encoded_at = time.monotonic()
-    if encoded is not None:
-        reporter.event(
-            "encoded", f"{splits.train.num_rows} training rows in {encoded_at - checked_at:.1f}s"
-        )
+    data = TrainingData.load(config, reporter)  # while TensorFlow may still be loading
+    check_monitor(config, data.schema.target.task)
     role = cluster_role()
-    if role is not None and not role.is_chief:  # the chief alone writes the run directory
-        run = worker_scratch_run(config.name, resume=run.path if run else None)
+    chief = role is None or role.is_chief
+    run, manifest = _start_run(config, data, run, output_dir=output_dir, chief=chief)
+    reporter.event("run", str(run.path))
+    tracker = start_tracking(config, run, reporter, enabled=chief)
+    details = _fit(config, data, run, reporter=tracker.reporter, device=device, verbose=verbose)
+    manifest.update(details)
+    manifest["versions"] = _versions()
+    manifest["seconds"] = {
+        **data.seconds,
+        **details.get("seconds", {}),
+        "total": time.monotonic() - started,
+    }
+    manifest["status"] = "complete"
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    files.write_json(run.file(runs.MANIFEST), manifest)
+    if not chief:
+        return Path(output_dir or config.output.dir) / config.name  # where the chief's run is
+    final = runs.complete_run(run)
+    tracker.finish(final.path)
+    tracker.reporter.event("complete", str(final.path))
+    return final.path
+
+
+def _start_run(
+    config: Config,
+    data: TrainingData,
+    resumed: runs.Run | None,
+    *,
+    output_dir: Path | None,
+    chief: bool,
+) -> tuple[runs.Run, dict[str, Any]]:
+    """The partial run (new, resumed or a worker's scratch), its manifest, schema and sample."""
+    run = resumed
+    if not chief:  # the chief alone writes the run directory
+        run = worker_scratch_run(config.name, resume=resumed.path if resumed else None)
     if run is None:
         run = runs.create_partial_run(Path(output_dir or config.output.dir), config.name)
         files.write_text(run.file(runs.CONFIG), config_to_yaml(config))
-    manifest = base_manifest(config, splits, run)
-    if resume is not None:
-        manifest = _resumed_manifest(run, manifest, schema)
+    manifest = base_manifest(config, data, run)
+    if resumed is not None:
+        manifest = _resumed_manifest(run, manifest, data.schema)
     files.write_json(run.file(runs.MANIFEST), manifest)
-    schema.save(run.file(runs.SCHEMA))
-    reporter.event("run", str(run.path))
-    tracker = start_tracking(config, run, reporter, enabled=role is None or role.is_chief)
-    reporter = tracker.reporter
+    data.schema.save(run.file(runs.SCHEMA))
+    data.write_sample(run.file(runs.SAMPLE))
+    return run, manifest
+
+
+def _fit(
+    config: Config,
+    data: TrainingData,
+    run: runs.Run,
+    *,
+    reporter: Reporter,
+    device: str | None,
+    verbose: bool,
+) -> dict[str, Any]:
+    """`fit_run`, with an interruption turned into a resumable stop and a failed run removed."""
     from mlcli.training.fit import fit_run  # waits for TensorFlow if the CLI began importing it
 
     try:
-        details = fit_run(
-            config,
-            splits,
-            schema,
-            run,
-            reporter=reporter,
-            device=device,
-            verbose=verbose,
-            resuming=resume is not None,
-            encoded=encoded,
-        )
+        return fit_run(config, data, run, reporter=reporter, device=device, verbose=verbose)
     except (KeyboardInterrupt, InterruptedRunError) as error:
         raise InterruptedRunError(
             f"training interrupted; the last completed epoch is kept in {run.path}; "
@@ -227,23 +192,6 @@ def train(
     except MlcliError:
         shutil.rmtree(run.path, ignore_errors=True)
         raise
-    manifest.update(details)
-    manifest["versions"] = _versions()
-    manifest["seconds"] = {
-        "read_and_check": checked_at - started,
-        "encode": encoded_at - checked_at,
-        **details.get("seconds", {}),
-        "total": time.monotonic() - started,
-    }
-    manifest["status"] = "complete"
-    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    files.write_json(run.file(runs.MANIFEST), manifest)
-    if role is not None and not role.is_chief:
-        return Path(output_dir or config.output.dir) / config.name  # where the chief's run is
-    final = runs.complete_run(run)
-    tracker.finish(final.path)
-    reporter.event("complete", str(final.path))
-    return final.path
 
 
 def _resumed_manifest(

@@ -1,9 +1,9 @@
-"""Streamed tables: statistics merged over record batches, the hash split, the shuffle pool,
-and a streamed training run whose saved model takes raw values."""
+"""Streamed tables: the hash split, each part's rows read back in record batches, and when a
+table is streamed. (The streamed schema pass is tested in tests/training/test_data.py, the
+shuffle pool in tests/training/test_datasets.py.)"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,19 +12,17 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_table
-from typer.testing import CliRunner
 
-from mlcli.config.schema import Config, parse_config
-from mlcli.data.splits import labelled_rows
+from mlcli.config.loading import parse_config
+from mlcli.config.schema import Config
 from mlcli.data.streamed_splits import (
+    StreamedTable,
     split_parts,
     streaming_enabled,
+    unified_column_types,
     unit_hash,
 )
-from mlcli.data.tables import read_table
-from mlcli.features.build import build_schema, build_target
-from mlcli.features.types import resolve_feature_specs
-from mlcli.training.data import load_streamed_splits
+from mlcli.data.tables import resolve_source
 
 ROWS = 500
 
@@ -59,41 +57,6 @@ def _config(train: str, **data: object) -> Config:
     )
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_streamed_statistics_equal_the_in_memory_ones(tmp_path, fmt):
-    table = make_table(ROWS, seed=3)
-    config = _config(_write_parts(table, tmp_path / "parts", fmt))
-    splits, streamed = load_streamed_splits(config)
-
-    # the same training rows, read whole: the hash split applied to the row numbers
-    table = read_table(splits.sources["train"])
-    parts = split_parts(np.arange(ROWS), config)
-    train = labelled_rows(table.filter(pa.array(parts == 0)), config)[0]
-    specs, excluded = resolve_feature_specs(train, config)
-    whole = build_schema(
-        train, specs=specs, target=build_target(train.column("label"), config), excluded=excluded
-    )
-
-    assert splits.train.num_rows == train.num_rows
-    assert splits.validation.num_rows == int(np.sum(parts == 1))
-    assert splits.test is not None and splits.test.num_rows == int(np.sum(parts == 2))
-    assert streamed.target == whole.target
-    assert [c.name for c in streamed.columns] == [c.name for c in whole.columns]
-    for got, expected in zip(streamed.columns, whole.columns, strict=True):
-        assert got.vocabulary == expected.vocabulary, got.name
-        assert (got.type, got.dtype, got.encoding, got.has_missing) == (
-            expected.type,
-            expected.dtype,
-            expected.encoding,
-            expected.has_missing,
-        )
-        assert got.mean == pytest.approx(expected.mean, rel=1e-9, abs=1e-12)
-        assert got.variance == pytest.approx(expected.variance, rel=1e-9)
-        assert got.quantiles == pytest.approx(expected.quantiles, rel=1e-12)
-    labels = train.column("label").to_pylist()
-    assert splits.class_counts == [labels.count(c) for c in whole.target.classes]
-
-
 def test_hash_split_is_deterministic_and_independent_of_batching():
     config = _config("unused.parquet")
     rows = np.arange(100_000)
@@ -113,21 +76,6 @@ def test_hash_split_is_deterministic_and_independent_of_batching():
     assert values.min() >= 0.0 and values.max() < 1.0
 
 
-def test_shuffle_pool_keeps_every_row_once_and_mixes_across_batches():
-    from mlcli.training.streaming import shuffled
-
-    batches = [pa.table({"n": np.arange(start, start + 100)}) for start in range(0, 1000, 100)]
-
-    def run(seed: int) -> list[int]:
-        chunks = shuffled(iter(batches), buffer=300, rng=np.random.default_rng(seed))
-        return [v for chunk in chunks for v in chunk.column("n").to_pylist()]
-
-    order = run(1)
-    assert sorted(order) == list(range(1000))
-    assert order == run(1) and order != run(2)
-    assert any(abs(position - value) > 100 for position, value in enumerate(order[:300]))
-
-
 def test_auto_streams_only_large_training_files(tmp_path):
     path = tmp_path / "small.parquet"
     pq.write_table(make_table(50), path)
@@ -135,53 +83,14 @@ def test_auto_streams_only_large_training_files(tmp_path):
     assert streaming_enabled(_config(str(path)))
 
 
-def test_a_streamed_run_trains_and_its_model_takes_raw_values(tmp_path):
-    from mlcli.cli.app import app
-
-    table = make_table(400, seed=1)
-    train = _write_parts(table, tmp_path / "parts", "parquet")
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "name": "streamed",
-                "seed": 3,
-                "data": {
-                    "train": train,
-                    "validation": 0.25,
-                    "streaming": True,
-                    "shuffle_buffer": 64,
-                },
-                "target": {"column": "label", "task": "binary"},
-                "features": {
-                    "review": "text",
-                    "grade": "categorical",
-                    "exclude": ["id", "tier", "value"],
-                },
-                "training": {"epochs": 2, "batch_size": 32, "steps_per_execution": 2},
-                "output": {"dir": str(tmp_path / "runs")},
-            }
-        )
-    )
-    result = CliRunner().invoke(app, ["train", str(config), "--quiet"])
-    assert result.exit_code == 0, result.output
-    run = Path(result.stdout.strip().splitlines()[-1])
-    manifest = json.loads((run / "manifest.json").read_text())
-    parts = split_parts(np.arange(400), parse_config(json.loads(config.read_text())))
-    assert manifest["rows"]["validation"] == int(np.sum(parts == 1))
-    assert manifest["epochs_run"] == 2
-    assert manifest["composition_max_abs_difference"] <= 1e-5
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["train"]["rows"] == int(np.sum(parts == 0))
-
-    from mlcli.inference.predict import predict
-
-    raw = tmp_path / "raw.csv"
-    pa_csv.write_csv(table.drop_columns(["label"]), raw)
-    predict(run, data=raw, output=tmp_path / "out.csv")
-    written = pa_csv.read_csv(tmp_path / "out.csv")
-    assert written.num_rows == table.num_rows
-    predicted = written.column(0).to_pylist()
-    assert set(predicted) <= {"high", "low"}
-    agreement = np.mean(np.array(predicted) == np.array(table.column("label").to_pylist()))
-    assert agreement > 0.6  # it learnt from the streamed batches
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_part_reads_back_its_own_rows_in_file_order(tmp_path, fmt):
+    table = make_table(ROWS, seed=4)
+    config = _config(_write_parts(table, tmp_path / "parts", fmt, files=4))
+    source = resolve_source(config.data.train, data=config.data)
+    parts = split_parts(np.arange(ROWS), config)
+    for part, code in (("train", 0), ("validation", 1), ("test", 2)):
+        streamed = StreamedTable(source, config, part, unified_column_types(source))
+        streamed.file_rows = [125, 125, 125, 125]
+        ids = [i for batch in streamed.batches() for i in batch.column("id").to_pylist()]
+        assert ids == np.flatnonzero(parts == code).tolist(), part

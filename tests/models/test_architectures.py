@@ -54,7 +54,7 @@ def test_family_round_trips_through_model_keras(write_config, tmp_path, family):
     from mlcli.preprocessing.inputs import model_inputs
     from mlcli.preprocessing.layers import build_preprocessor, encode
     from mlcli.runs.loading import load_model
-    from mlcli.training.train import prepare_schema
+    from mlcli.training.data import prepare_schema
 
     path = write_config(
         model=FAMILIES[family],
@@ -156,7 +156,7 @@ def test_quantile_transform_layer_matches_its_numpy_twin():
 
 def test_learning_rate_schedules(write_config):
     from mlcli.config.schema import TrainingConfig
-    from mlcli.models.core import make_optimizer, schedule_callbacks
+    from mlcli.training.compile import make_optimizer, schedule_callbacks
 
     cosine = TrainingConfig(learning_rate_schedule="cosine", epochs=4, learning_rate=0.01)
     optimizer = make_optimizer(cosine, steps_per_epoch=10)
@@ -186,7 +186,7 @@ def test_a_family_rejects_another_familys_key(write_config):
 
 def test_test_fraction_and_target_scale(write_config):
     from mlcli.data.splits import load_splits
-    from mlcli.training.train import prepare_schema
+    from mlcli.training.data import prepare_schema
 
     path = write_config(
         data={"train": "data.csv", "validation": 0.25, "test": 0.2},

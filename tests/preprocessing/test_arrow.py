@@ -10,7 +10,7 @@ from mlcli.config.schema import load_config
 from mlcli.data.splits import load_splits
 from mlcli.errors import DataError
 from mlcli.preprocessing.arrow import encodable, encode_features, encode_splits
-from mlcli.training.train import prepare_schema
+from mlcli.training.data import prepare_schema
 
 FEATURES = {
     "income": {"type": "numeric", "transform": "log"},

@@ -22,6 +22,7 @@ from mlcli.runs.directory import (
     MANIFEST,
     METRICS,
     MODEL,
+    SAMPLE,
     SCHEMA,
 )
 
@@ -117,14 +118,6 @@ def test_saved_model_takes_raw_values_and_reloads_identically(write_config):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(again(tensors)), first, atol=1e-6)
 
 
-def test_class_weight_balanced_and_options_train(write_config):
-    config = write_config(
-        training={"epochs": 2, "batch_size": 64, "class_weight": "balanced", "optimizer": "adamw"},
-        model={"hidden_units": [16], "dropout": 0.2, "batch_norm": True, "l2": 0.001},
-    )
-    _train(config)
-
-
 def test_missing_column_exits_3_and_leaves_no_run(write_config, tmp_path):
     config = write_config(target={"column": "labell", "task": "binary"})
     result = runner.invoke(app, ["train", str(config), "--quiet"])
@@ -140,6 +133,22 @@ def test_validation_file_and_test_file(write_config, tiny_csv):
     run = _train(config)
     metrics = json.loads((run / METRICS).read_text())
     assert metrics["test"]["rows"] == 400 and metrics["validation"]["rows"] == 400
+
+
+def test_a_run_keeps_its_first_validation_rows_raw_as_the_sample(write_config, tiny_csv):
+    import pyarrow.parquet as pq
+
+    from mlcli.config.loading import load_config
+    from mlcli.data.splits import load_splits
+
+    config = write_config(data={"train": tiny_csv.name, "validation": tiny_csv.name})
+    run = _train(config)
+    sample = pq.read_table(run / SAMPLE)
+    columns = ["age", "income", "color", "grade", "member", "review", "label"]
+    assert sample.column_names == columns  # the raw inputs and the target, not `id`
+    validation = load_splits(load_config(config)).validation  # the 400 rows of the file
+    assert validation.num_rows == 400
+    assert sample.equals(validation.select(columns).slice(0, 200))
 
 
 def test_stdout_last_line_is_the_run_and_plain_epoch_lines(write_config):

@@ -1,0 +1,237 @@
+"""The training data behind one interface (`TrainingData`): tables in memory encoded with
+Arrow where the schema allows, streamed tables read once for their schema, the class counts,
+the first validation rows and the sample written from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+from conftest import make_table
+from typer.testing import CliRunner
+
+from mlcli.config.loading import load_config, parse_config
+from mlcli.config.schema import Config
+from mlcli.data.splits import labelled_rows, load_splits
+from mlcli.data.streamed_splits import split_parts
+from mlcli.data.tables import read_table
+from mlcli.errors import DataError
+from mlcli.features.build import build_schema, build_target
+from mlcli.features.schema import FeatureSchema
+from mlcli.features.types import resolve_feature_specs
+from mlcli.reporting import QuietReporter
+from mlcli.runs.directory import SAMPLE
+from mlcli.training.data import CHECK_ROWS, SAMPLE_ROWS, TrainingData, load_streamed_splits
+
+ROWS = 500
+
+
+class Events(QuietReporter):
+    """Keeps the names of the events reported."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def event(self, name: str, message: str = "", **fields: object) -> None:
+        self.names.append(name)
+
+
+def _write_parts(table: pa.Table, folder: Path, fmt: str, files: int = 3) -> str:
+    folder.mkdir()
+    size = -(-table.num_rows // files)
+    for index in range(files):
+        part = table.slice(index * size, size)
+        if fmt == "parquet":
+            pq.write_table(part, folder / f"part-{index}.parquet")
+        else:
+            pa_csv.write_csv(part, folder / f"part-{index}.csv")
+    return str(folder / f"*.{fmt}")
+
+
+def _config(train: str, **data: object) -> Config:
+    return parse_config(
+        {
+            "name": "streamed",
+            "seed": 5,
+            "data": {"train": train, "validation": 0.2, "test": 0.1, "streaming": True, **data},
+            "target": {"column": "label", "task": "binary"},
+            "features": {
+                "review": "text",
+                "grade": "categorical",
+                "income": {"type": "numeric", "transform": "quantile"},
+                "age": {"type": "numeric", "transform": "log"},
+                "exclude": ["id"],
+            },
+        }
+    )
+
+
+def _counts(labels: pa.ChunkedArray, classes: list) -> list[int]:
+    values = labels.to_pylist()
+    return [values.count(c) for c in classes]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_streamed_statistics_equal_the_in_memory_ones(tmp_path, fmt):
+    table = make_table(ROWS, seed=3)
+    config = _config(_write_parts(table, tmp_path / "parts", fmt))
+    splits, streamed = load_streamed_splits(config)
+
+    # the same training rows, read whole: the hash split applied to the row numbers
+    table = read_table(splits.sources["train"])
+    parts = split_parts(np.arange(ROWS), config)
+    train = labelled_rows(table.filter(pa.array(parts == 0)), config)[0]
+    specs, excluded = resolve_feature_specs(train, config)
+    whole = build_schema(
+        train, specs=specs, target=build_target(train.column("label"), config), excluded=excluded
+    )
+
+    assert splits.train.num_rows == train.num_rows
+    assert splits.validation.num_rows == int(np.sum(parts == 1))
+    assert splits.test is not None and splits.test.num_rows == int(np.sum(parts == 2))
+    assert streamed.target == whole.target
+    assert [c.name for c in streamed.columns] == [c.name for c in whole.columns]
+    for got, expected in zip(streamed.columns, whole.columns, strict=True):
+        assert got.vocabulary == expected.vocabulary, got.name
+        assert (got.type, got.dtype, got.encoding, got.has_missing) == (
+            expected.type,
+            expected.dtype,
+            expected.encoding,
+            expected.has_missing,
+        )
+        assert got.mean == pytest.approx(expected.mean, rel=1e-9, abs=1e-12)
+        assert got.variance == pytest.approx(expected.variance, rel=1e-9)
+        assert got.quantiles == pytest.approx(expected.quantiles, rel=1e-12)
+    labels = train.column("label").to_pylist()
+    assert splits.class_counts == [labels.count(c) for c in whole.target.classes]
+
+
+def test_tables_in_memory_are_encoded_with_arrow_when_the_schema_allows(write_config):
+    features = {"review": "categorical", "grade": "categorical", "exclude": ["id", "tier", "value"]}
+    config = load_config(write_config(features=features))
+    events = Events()
+    data = TrainingData.load(config, events)
+    assert events.names == ["data", "encoded"]  # encoded before fitting needs TensorFlow
+    assert data.arrow_encoded
+    splits = load_splits(config)
+    assert data.rows == {"train": 300, "validation": 100, "test": 0}
+    assert data.class_counts == _counts(splits.train.column("label"), data.schema.target.classes)
+    assert sum(data.class_counts) == 300
+    assert set(data.seconds) == {"read_and_check", "encode"}
+    assert list(data.sources) == ["train"]
+
+
+def test_text_features_leave_the_encoding_to_the_layers(write_config):
+    config = load_config(write_config())  # review: text
+    events = Events()
+    data = TrainingData.load(config, events)
+    assert events.names == ["data"]
+    assert not data.arrow_encoded
+    splits = load_splits(config)
+    assert data.class_counts == _counts(splits.train.column("label"), data.schema.target.classes)
+
+
+def test_a_validation_file_without_a_feature_fails_while_loading(write_config, tmp_path):
+    pa_csv.write_csv(make_table(50).drop_columns(["color"]), tmp_path / "validation.csv")
+    config = load_config(write_config(data={"train": "data.csv", "validation": "validation.csv"}))
+    with pytest.raises(DataError, match="validation split: missing column 'color'"):
+        TrainingData.load(config, QuietReporter())
+
+
+def test_the_sample_is_the_first_validation_rows_as_read(write_config, tmp_path):
+    config = load_config(write_config())
+    data = TrainingData.load(config, QuietReporter())
+    data.write_sample(tmp_path / SAMPLE)
+    sample = pq.read_table(tmp_path / SAMPLE)
+    expected = [*data.schema.input_names, "label"]
+    assert sample.column_names == expected  # raw inputs and the target; `id` is excluded
+    validation = load_splits(config).validation
+    assert validation.num_rows == 100 < SAMPLE_ROWS
+    assert sample.equals(validation.select(expected))
+    assert data.validation_head().num_rows == 100
+
+
+def test_streamed_data_counts_classes_and_reads_only_the_first_validation_batches(tmp_path):
+    table = make_table(2000, seed=6)
+    config = _config(_write_parts(table, tmp_path / "parts", "parquet", files=4))
+    events = Events()
+    data = TrainingData.load(config, events)
+    assert events.names == ["data"]  # encoded while read, during fit
+    assert not data.arrow_encoded
+    parts = split_parts(np.arange(2000), config)
+    train = table.filter(pa.array(parts == 0))
+    assert data.rows == {
+        "train": train.num_rows,
+        "validation": int(np.sum(parts == 1)),
+        "test": int(np.sum(parts == 2)),
+    }
+    assert data.class_counts == _counts(train.column("label"), data.schema.target.classes)
+    head = data.validation_head()
+    first = np.flatnonzero(parts == 1)[:CHECK_ROWS]
+    assert head.column("id").to_pylist() == first.tolist()
+    data.write_sample(tmp_path / SAMPLE)
+    sample = pq.read_table(tmp_path / SAMPLE)
+    columns = [*data.schema.input_names, "label"]
+    assert sample.equals(table.take(pa.array(first[:SAMPLE_ROWS])).select(columns))
+
+
+def test_a_streamed_run_trains_and_its_model_takes_raw_values(tmp_path):
+    from mlcli.cli.app import app
+
+    table = make_table(400, seed=1)
+    train = _write_parts(table, tmp_path / "parts", "parquet")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "name": "streamed",
+                "seed": 3,
+                "data": {
+                    "train": train,
+                    "validation": 0.25,
+                    "streaming": True,
+                    "shuffle_buffer": 64,
+                },
+                "target": {"column": "label", "task": "binary"},
+                "features": {
+                    "review": "text",
+                    "grade": "categorical",
+                    "exclude": ["id", "tier", "value"],
+                },
+                "training": {"epochs": 2, "batch_size": 32, "steps_per_execution": 2},
+                "output": {"dir": str(tmp_path / "runs")},
+            }
+        )
+    )
+    result = CliRunner().invoke(app, ["train", str(config), "--quiet"])
+    assert result.exit_code == 0, result.output
+    run = Path(result.stdout.strip().splitlines()[-1])
+    manifest = json.loads((run / "manifest.json").read_text())
+    parts = split_parts(np.arange(400), parse_config(json.loads(config.read_text())))
+    assert manifest["rows"]["validation"] == int(np.sum(parts == 1))
+    assert manifest["epochs_run"] == 2
+    assert manifest["composition_max_abs_difference"] <= 1e-5
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train"]["rows"] == int(np.sum(parts == 0))
+
+    from mlcli.inference.predict import predict
+
+    raw = tmp_path / "raw.csv"
+    pa_csv.write_csv(table.drop_columns(["label"]), raw)
+    predict(run, data=raw, output=tmp_path / "out.csv")
+    written = pa_csv.read_csv(tmp_path / "out.csv")
+    assert written.num_rows == table.num_rows
+    predicted = written.column(0).to_pylist()
+    assert set(predicted) <= {"high", "low"}
+    agreement = np.mean(np.array(predicted) == np.array(table.column("label").to_pylist()))
+    assert agreement > 0.6  # it learnt from the streamed batches
+    sample = pq.read_table(run / SAMPLE)  # the first validation rows, read from the stream
+    columns = [*FeatureSchema.load(run / "schema.json").input_names, "label"]
+    first = np.flatnonzero(parts == 1)[:SAMPLE_ROWS]
+    assert sample.equals(table.take(pa.array(first)).select(columns))
