@@ -32,6 +32,7 @@ from mlcli.evaluation.metrics import (
 from mlcli.evaluation.result import Evaluation
 from mlcli.features.build import encode_labels
 from mlcli.features.schema import FeatureSchema
+from mlcli.inference.labels import BINARY_THRESHOLD
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs.loading import LoadedRun, load_model, open_run
 
@@ -162,7 +163,7 @@ def run_evaluation(
     fail_over: Iterable[str] = (),
     baseline: str | Path | None = None,
     max_regression: float | None = None,
-    threshold: float = 0.5,
+    threshold: float = BINARY_THRESHOLD,
     csv_overrides: Mapping[str, Any] | None = None,
     stdin: BinaryIO | None = None,
     reporter: Reporter | None = None,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlcli import files
+from mlcli.inference.labels import BINARY_THRESHOLD
 from mlcli.runs import directory as runs
 from mlcli.runs.loading import LoadedRun
 
@@ -193,7 +194,7 @@ def write_evaluation(
                 outputs,
                 target.classes,
                 target.task,
-                float(result.metrics.get("threshold", 0.5)),
+                float(result.metrics.get("threshold", BINARY_THRESHOLD)),
             )
         files.write_json(
             folder / runs.METRICS,

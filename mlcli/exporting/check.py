@@ -1,9 +1,12 @@
 """Checking an export against the trained Keras model, in the export's own runtime.
 
-The sample is the first rows of the run's validation split (re-read with the run's config), or,
-when its data is no longer readable, rows made from the schema's statistics and vocabularies.
-Two rows are always added: one with every value missing and one with unseen categories, unseen
-words and numbers far from the training mean. The export runs in a fresh Python process that
+The sample is the rows training saved in the run (`sample.parquet`: the first validation rows,
+raw). A run made before that file existed falls back to the first rows of the data its config
+names (the validation table, or the training table when validation is a fraction of it; read
+with a bounded reader, never the whole table), and, when that data is no longer readable, to
+rows made from the schema's statistics and vocabularies. Two rows are always added: one with
+every value missing and one with unseen categories, unseen words and numbers far from the
+training mean. The export runs in a fresh Python process that
 imports only its runtime (`mlcli/exporting/runtimes.py`); its outputs must match the Keras model's
 within `|export - keras| <= ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * |keras|`, and its labels
 must match wherever the Keras model's decision is not within that tolerance of a tie.
@@ -22,10 +25,19 @@ import numpy as np
 import pyarrow as pa
 
 from mlcli.errors import MlcliError, RunError
-from mlcli.exporting.formats import BINARY_THRESHOLD, last_line, run_child
-from mlcli.features.schema import INT_MISSING, ColumnSchema, FeatureSchema
-from mlcli.preprocessing.inputs import model_inputs
-from mlcli.runs.loading import LoadedRun, labels_from_outputs
+from mlcli.exporting.formats import last_line, run_child
+from mlcli.exporting.signature import (
+    BINARY_THRESHOLD,
+    KERAS_OUTPUT,
+    LABEL,
+    SIGNATURE_KEY,
+    ServingSignature,
+)
+from mlcli.features.schema import ColumnSchema, FeatureSchema
+from mlcli.inference.labels import as_text, predicted_labels
+from mlcli.preprocessing.inputs import MISSING_VALUES, model_inputs
+from mlcli.runs import directory as runs
+from mlcli.runs.loading import LoadedRun
 
 ABSOLUTE_TOLERANCE = 1e-4
 RELATIVE_TOLERANCE = 1e-4
@@ -54,12 +66,12 @@ class CheckResult:
 
 
 def _edge_value(column: ColumnSchema, *, missing: bool) -> Any:
-    if column.dtype == "float32":
-        return np.nan if missing else column.mean + 4.0 * float(np.sqrt(column.variance))
-    if column.dtype == "int64":
-        return INT_MISSING if missing else max([int(v) for v in column.vocabulary] or [0]) + 1
     if missing:
-        return ""
+        return MISSING_VALUES[column.dtype]
+    if column.dtype == "float32":
+        return column.mean + 4.0 * float(np.sqrt(column.variance))
+    if column.dtype == "int64":
+        return max([int(v) for v in column.vocabulary] or [0]) + 1
     return f"{UNSEEN_CATEGORY} zzzunseen" if column.type == "text" else UNSEEN_CATEGORY
 
 
@@ -84,27 +96,57 @@ def _typed(column: ColumnSchema, values: list[Any]) -> np.ndarray:
     return np.asarray(values, dtype=dtype).reshape(-1, 1)
 
 
-def _validation_rows(loaded: LoadedRun, rows: int) -> dict[str, np.ndarray]:
-    from mlcli.data.splits import load_splits
+def _saved_rows(loaded: LoadedRun, rows: int) -> pa.Table | None:
+    """The rows training saved in the run (`sample.parquet`), or None for an older run."""
+    import pyarrow.parquet as pq
 
-    splits = load_splits(loaded.config)
-    table: pa.Table = splits.validation.slice(0, rows)
-    return model_inputs(table, loaded.schema, source="the run's validation split")
-
-
-def sample_columns(loaded: LoadedRun, *, rows: int = SAMPLE_ROWS) -> tuple[dict, str]:
-    """Raw input columns (rows, 1) for the check, and where the rows came from."""
+    path = loaded.run.file(runs.SAMPLE)
+    if not path.is_file():
+        return None
     try:
-        columns, source = _validation_rows(loaded, rows), "validation split"
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise RunError(f"{path}: the run's sample rows do not read: {error}") from error
+    return table.slice(0, rows)
+
+
+def _head_of_the_data(loaded: LoadedRun, rows: int) -> tuple[pa.Table, str]:
+    """The first rows of the table the run's config names for validation (or training)."""
+    from mlcli.data.tables import read_sample, resolve_source
+
+    data = loaded.config.data
+    if isinstance(data.validation, float):  # validation rows were split off the training table
+        role, source = "training", resolve_source(data.train, data=data)
+    else:
+        role, source = "validation", resolve_source(data.validation, data=data)
+    return read_sample(source, rows), f"the {role} data {source.describe()}"
+
+
+def _sample_rows(loaded: LoadedRun, rows: int) -> tuple[dict[str, np.ndarray], str]:
+    schema = loaded.schema
+    saved = _saved_rows(loaded, rows)
+    if saved is not None:
+        where = f"the run's {runs.SAMPLE}"
+        return model_inputs(saved, schema, source=str(loaded.run.file(runs.SAMPLE))), where
+    try:
+        table, where = _head_of_the_data(loaded, rows)
+        return model_inputs(table, schema, source=where), where
     except MlcliError:  # the data moved or changed since training: the schema still knows
-        columns, source = _rows_from_schema(loaded.schema, rows), "rows made from schema.json"
+        return _rows_from_schema(schema, rows), "the rows made from schema.json"
+
+
+def sample_columns(
+    loaded: LoadedRun, *, rows: int = SAMPLE_ROWS
+) -> tuple[dict[str, np.ndarray], str]:
+    """Raw input columns (rows, 1) for the check, and where the rows came from."""
+    columns, source = _sample_rows(loaded, rows)
     count = len(next(iter(columns.values())))
     edges = {
         c.name: _typed(c, [_edge_value(c, missing=True), _edge_value(c, missing=False)])
         for c in loaded.schema.columns
     }
     merged = {name: np.concatenate([columns[name], edges[name]]) for name in columns}
-    return merged, f"{count} rows of the {source} + 1 all-missing row + 1 unseen-values row"
+    return merged, f"{count} rows of {source} + 1 all-missing row + 1 unseen-values row"
 
 
 def run_in_runtime(
@@ -122,7 +164,7 @@ def run_in_runtime(
         request_path, response_path = Path(folder, "request.json"), Path(folder, "response.json")
         request_path.write_text(json.dumps(request), encoding="utf-8")
         command = [sys.executable, "-I", str(script), export_format, str(model_path)]
-        command += [str(request_path), str(response_path)]
+        command += [str(request_path), str(response_path), "--signature", SIGNATURE_KEY]
         if export_format == "keras" and _uses_mlcli_layers(model_path):
             command += ["--import-path", str(Path(__file__).resolve().parents[2])]
         result = run_child(
@@ -159,17 +201,12 @@ def compare(
     schema: FeatureSchema,
 ) -> tuple[float, int, int, bool]:
     """Largest difference, its row, label mismatches, and whether all is within tolerance."""
-    task = schema.target.task
     if export_format == "keras":
-        found, expected = outputs["output"], reference
-    elif task == "regression":
-        found, expected = outputs["prediction"], reference.reshape(-1)
-    elif task == "binary":
-        found, expected = outputs["probabilities"][:, 1], reference.reshape(-1)
+        found = outputs[KERAS_OUTPUT]
     else:
-        found, expected = outputs["probabilities"], reference
+        found = ServingSignature.from_schema(schema).model_outputs(outputs)
     found = np.asarray(found, dtype=np.float64).reshape(len(reference), -1)
-    expected = np.asarray(expected, dtype=np.float64).reshape(len(reference), -1)
+    expected = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
     difference = np.abs(found - expected)
     difference[np.isnan(found) & np.isnan(expected)] = 0.0
     difference[np.isnan(difference)] = np.inf
@@ -184,13 +221,13 @@ def compare(
 def _label_mismatches(
     outputs: dict[str, np.ndarray], reference: np.ndarray, schema: FeatureSchema
 ) -> int:
-    if "label" not in outputs:
+    if LABEL not in outputs:
         return 0
-    expected = np.asarray([str(v) for v in labels_from_outputs(reference, schema)])
+    expected = np.asarray(as_text(predicted_labels(reference, schema.target).to_pylist()))
     if schema.target.task == "binary":
         margin = np.abs(reference.reshape(-1) - BINARY_THRESHOLD)
     else:
         top = np.sort(reference, axis=1)
         margin = top[:, -1] - top[:, -2]
     decided = margin > ABSOLUTE_TOLERANCE
-    return int(np.sum((outputs["label"].astype(str) != expected) & decided))
+    return int(np.sum((outputs[LABEL].astype(str) != expected) & decided))

@@ -36,18 +36,22 @@ from mlcli.exporting.formats import (
     FORMATS,
     check_supported,
     require_onnx,
-    signature,
     write_keras,
     write_onnx,
     write_saved_model,
     write_tflite,
 )
-from mlcli.features.schema import INT_MISSING
+from mlcli.exporting.signature import (
+    BINARY_THRESHOLD,
+    ServingSignature,
+    features,
+    keras_signature,
+    write_export_info,
+)
+from mlcli.features.schema import FeatureSchema
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs import directory as runs
 from mlcli.runs.loading import LoadedRun, open_run
-
-EXPORT_INFO = "export.json"
 
 
 def export(
@@ -84,7 +88,7 @@ def export(
         reporter.event("export", f"checking {format} in its own runtime")
         check = _check(format, loaded, model_path)
         info = _info(format, loaded, final, version, check)
-        files.write_json(folder / EXPORT_INFO, info)
+        write_export_info(folder, info)
         reporter.event(
             "export",
             f"verified: max |difference| {check.max_abs_difference:.3g} over {check.rows} rows",
@@ -112,10 +116,10 @@ def _write(export_format: str, loaded: LoadedRun, folder: Path, *, verbose: bool
 
 
 def _check(export_format: str, loaded: LoadedRun, model_path: Path) -> CheckResult:
-    from mlcli.models.core import predict_raw
+    from mlcli.inference.predictor import Predictor
 
     columns, sample = sample_columns(loaded)
-    reference = predict_raw(loaded.model, columns, loaded.schema)
+    reference = Predictor(loaded.model, loaded.schema).column_call()(columns)
     runtime, outputs = run_in_runtime(export_format, model_path, columns, loaded.schema)
     difference, worst, mismatches, passed = compare(
         export_format, outputs, reference, loaded.schema
@@ -165,27 +169,17 @@ def _info(
         "version": version if export_format == "saved_model" else None,
         "run": str(loaded.run.path),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "signature": _signature_for(export_format, loaded),
+        "signature": _signature_for(export_format, schema),
         "task": schema.target.task,
         "label_classes": schema.target.classes,
-        "binary_threshold": 0.5 if schema.target.task == "binary" else None,
-        "features": [
-            {"name": c.name, "type": c.type, "dtype": c.dtype, "missing": _missing(c.dtype)}
-            for c in schema.columns
-        ],
+        "binary_threshold": BINARY_THRESHOLD if schema.target.task == "binary" else None,
+        "features": features(schema),
         "check": check.to_dict(),
         "versions": _versions(export_format),
     }
 
 
-def _signature_for(export_format: str, loaded: LoadedRun) -> dict[str, Any]:
-    if export_format != "keras":
-        return signature(loaded.schema)
-    inputs = {c.name: {"dtype": c.dtype, "shape": [None, 1]} for c in loaded.schema.columns}
-    task = loaded.schema.target.task
-    width = len(loaded.schema.target.classes) if task == "multiclass" else 1
-    return {"inputs": inputs, "output": {"dtype": "float32", "shape": [None, width]}}
-
-
-def _missing(dtype: str) -> Any:
-    return {"float32": "NaN", "string": "", "int64": INT_MISSING}[dtype]
+def _signature_for(export_format: str, schema: FeatureSchema) -> dict[str, Any]:
+    if export_format == "keras":
+        return keras_signature(schema)
+    return ServingSignature.from_schema(schema).describe()

@@ -1,21 +1,8 @@
 """Writing a trained model in each export format.
 
 Every format but `keras` starts from one SavedModel whose `serving_default` signature is the
-contract that TF Serving clients, `mlcli serve`, TFLite and ONNX users all see:
-
-- inputs: one tensor per raw column, named as the column, shape `[None]` (one value per row),
-  dtype `float32` (numeric; NaN = missing), `string` (categorical, binary, text; "" = missing)
-  or `int64` (integer categorical; `mlcli.features.schema.INT_MISSING` = missing);
-- outputs, classification: `probabilities` `[None, K]` float32 in the order of the label
-  classes, and `label` `[None]` string, the predicted class in the user's own values (binary:
-  the second class when its probability is >= 0.5);
-- outputs, regression: `prediction` `[None]` float32 in the target's units.
-
-The SignatureDef that TF Serving, `saved_model_cli`, TFLite and tf2onnx read keeps each
-column's own name. Only the Python function of a loaded SavedModel
-(`tf.saved_model.load(d).signatures["serving_default"]`) takes sanitised keywords:
-`capital-gain` becomes `capital_gain` (`export_runtimes.python_keyword`), and the
-TensorSpec names there are lower-cased, so they cannot be used to map columns.
+contract that TF Serving clients, `mlcli serve`, TFLite and ONNX users all see: it is defined
+in `mlcli.exporting.signature`.
 
 The SavedModel is written with Keras's `ExportArchive`, which tracks every variable of the model:
 a SavedModel written with `tf.saved_model.save` around the Keras model converts to a TFLite file
@@ -37,66 +24,14 @@ from typing import Any
 
 from mlcli._tensorflow import _stderr_silenced
 from mlcli.errors import ConfigError, RunError
+from mlcli.exporting.signature import SIGNATURE_KEY, ServingSignature
 from mlcli.features.schema import ColumnSchema, FeatureSchema
 from mlcli.runs import directory as runs
 
 FORMATS = ("saved_model", "keras", "tflite", "onnx")
-SIGNATURE_KEY = "serving_default"
-BINARY_THRESHOLD = 0.5
 ONNX_OPSET = 17
 FILE_NAMES = {"keras": "model.keras", "tflite": "model.tflite", "onnx": "model.onnx"}
 CONVERSION_TIMEOUT_SECONDS = 900
-
-
-def signature(schema: FeatureSchema) -> dict[str, Any]:
-    """The `serving_default` signature, as written to export.json and documented in README."""
-    inputs = {c.name: {"dtype": c.dtype, "shape": [None]} for c in schema.columns}
-    if schema.target.task == "regression":
-        outputs: dict[str, Any] = {"prediction": {"dtype": "float32", "shape": [None]}}
-    else:
-        classes = len(schema.target.classes)
-        outputs = {
-            "probabilities": {"dtype": "float32", "shape": [None, classes]},
-            "label": {"dtype": "string", "shape": [None]},
-        }
-    return {"key": SIGNATURE_KEY, "inputs": inputs, "outputs": outputs}
-
-
-def _serving_function(model: Any, schema: FeatureSchema) -> tuple[Any, dict[str, Any]]:
-    import tensorflow as tf
-
-    specs = {c.name: tf.TensorSpec([None], c.dtype, name=c.name) for c in schema.columns}
-    task = schema.target.task
-    classes = tf.constant([str(label) for label in schema.target.classes] or [""])
-
-    def serve(inputs: dict[str, Any]) -> dict[str, Any]:
-        outputs = model({k: tf.reshape(v, [-1, 1]) for k, v in inputs.items()}, training=False)
-        if task == "regression":
-            return {"prediction": tf.reshape(outputs, [-1])}
-        if task == "binary":
-            positive = tf.reshape(outputs, [-1])
-            probabilities = tf.stack([1.0 - positive, positive], axis=1)
-            index = tf.cast(positive >= BINARY_THRESHOLD, tf.int64)
-        else:
-            probabilities = outputs
-            index = tf.argmax(outputs, axis=1)
-        return {"probabilities": probabilities, "label": tf.gather(classes, index)}
-
-    return serve, specs
-
-
-def _check_keywords(schema: FeatureSchema) -> None:
-    from mlcli.exporting.runtimes import python_keyword
-
-    seen: dict[str, str] = {}
-    for name in schema.input_names:
-        other = seen.setdefault(python_keyword(name), name)
-        if other != name:
-            raise RunError(
-                f"--format saved_model: columns {other!r} and {name!r} both become the "
-                f"signature keyword {python_keyword(name)!r} in TensorFlow; rename one "
-                "(data.csv.columns) and retrain"
-            )
 
 
 def write_saved_model(
@@ -106,11 +41,12 @@ def write_saved_model(
     import keras
     from absl import logging as absl_logging
 
-    _check_keywords(schema)
-    serve, specs = _serving_function(model, schema)
+    signature = ServingSignature.from_schema(schema)
+    signature.check_keywords()
+    serve, specs = signature.serving_function(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    # absl warns for every column name that is not a Python identifier (see module docstring)
+    # absl warns for every column name that is not a Python identifier (`exporting.signature`)
     verbosity = absl_logging.get_verbosity()
     if not verbose:
         absl_logging.set_verbosity(absl_logging.ERROR)

@@ -1,9 +1,10 @@
 """tf2onnx's command line, with converters for two TensorFlow ops that mlcli models use.
 
-`mlcli.exporting.formats` runs this file as a script (`python -I onnx_conversion.py --saved-model
-...`): it registers the converters below in tf2onnx's own op registry, then hands over to
-`tf2onnx.convert.main`. Converting the exported SavedModel (rather than the Keras model) is what
-lets tf2onnx read the contents of the lookup tables that categorical columns use.
+`mlcli.exporting.formats` runs this file as a script (`python -I onnx_ops.py --saved-model ...
+--signature_def KEY`, the key being `mlcli.exporting.signature.SIGNATURE_KEY`): it registers the
+converters below in tf2onnx's own op registry, then hands over to `tf2onnx.convert.main`.
+Converting the exported SavedModel (rather than the Keras model) is what lets tf2onnx read the
+contents of the lookup tables that categorical columns use.
 
 - `Log1p` (a numeric column's `transform: log`): tf2onnx 1.17 has no converter; it becomes
   `Log(x + 1)`.

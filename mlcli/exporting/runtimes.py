@@ -4,7 +4,8 @@
 current folder is importable by accident):
 
 ```
-python -I export_runtimes.py FORMAT MODEL_PATH REQUEST.json RESPONSE.json [--import-path DIR]
+python -I runtimes.py FORMAT MODEL_PATH REQUEST.json RESPONSE.json --signature KEY
+    [--import-path DIR]
 ```
 
 It imports only that runtime, never mlcli: TensorFlow for a SavedModel, Keras for a `.keras`
@@ -13,19 +14,21 @@ exception is a `.keras` model built with mlcli's own registered layers: Keras ca
 without their classes, so `--import-path` makes `mlcli.layers` (and only it) importable.
 
 REQUEST holds `{"columns": {name: {"dtype": "float32|int64|string", "values": [...]}}}`;
-RESPONSE receives `{"runtime": "...", "outputs": {name: nested lists}}`.
+RESPONSE receives `{"runtime": "...", "outputs": {name: nested lists}}`. KEY is the signature
+a SavedModel or TFLite file is run through (`mlcli.exporting.signature.SIGNATURE_KEY`: this
+script cannot import it, so the check passes it).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-SIGNATURE_KEY = "serving_default"
 
 
 def python_keyword(name: str) -> str:
@@ -46,11 +49,13 @@ def _columns(request: dict[str, Any]) -> dict[str, np.ndarray]:
     return columns
 
 
-def run_saved_model(path: str, columns: dict[str, np.ndarray]) -> tuple[str, dict[str, Any]]:
-    """The SavedModel's `serving_default` signature, loaded with `tf.saved_model.load`."""
+def run_saved_model(
+    path: str, columns: dict[str, np.ndarray], signature_key: str
+) -> tuple[str, dict[str, Any]]:
+    """The SavedModel's signature `signature_key`, loaded with `tf.saved_model.load`."""
     import tensorflow as tf
 
-    signature = tf.saved_model.load(path).signatures[SIGNATURE_KEY]
+    signature = tf.saved_model.load(path).signatures[signature_key]
     _, specs = signature.structured_input_signature
     # The SignatureDef keeps the column names; the loaded Python function takes them sanitised
     by_keyword = {python_keyword(name): name for name in columns}
@@ -61,8 +66,13 @@ def run_saved_model(path: str, columns: dict[str, np.ndarray]) -> tuple[str, dic
     }
 
 
-def run_keras(path: str, columns: dict[str, np.ndarray]) -> tuple[str, dict[str, Any]]:
-    """The `.keras` file, loaded with `keras.saving.load_model(..., safe_mode=True)`."""
+def run_keras(
+    path: str, columns: dict[str, np.ndarray], signature_key: str
+) -> tuple[str, dict[str, Any]]:
+    """The `.keras` file, loaded with `keras.saving.load_model(..., safe_mode=True)`.
+
+    A `.keras` file has no signatures: the model itself is called, `signature_key` unused.
+    """
     import keras
     import tensorflow as tf
 
@@ -72,16 +82,20 @@ def run_keras(path: str, columns: dict[str, np.ndarray]) -> tuple[str, dict[str,
     return f"keras {keras.__version__} load_model(safe_mode=True)", {"output": output}
 
 
-def run_tflite(path: str, columns: dict[str, np.ndarray]) -> tuple[str, dict[str, Any]]:
-    """The `.tflite` file's signature, run by TensorFlow's `tf.lite.Interpreter`."""
+def run_tflite(
+    path: str, columns: dict[str, np.ndarray], signature_key: str
+) -> tuple[str, dict[str, Any]]:
+    """The `.tflite` file's signature `signature_key`, run by TensorFlow's `tf.lite.Interpreter`."""
     import tensorflow as tf
 
-    runner = tf.lite.Interpreter(model_path=path).get_signature_runner(SIGNATURE_KEY)
+    runner = tf.lite.Interpreter(model_path=path).get_signature_runner(signature_key)
     return f"tensorflow {tf.__version__} tf.lite.Interpreter", dict(runner(**columns))
 
 
-def run_onnx(path: str, columns: dict[str, np.ndarray]) -> tuple[str, dict[str, Any]]:
-    """The `.onnx` file, run by onnxruntime on CPU."""
+def run_onnx(
+    path: str, columns: dict[str, np.ndarray], signature_key: str
+) -> tuple[str, dict[str, Any]]:
+    """The `.onnx` file (converted from the signature `signature_key`), run by onnxruntime."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -92,7 +106,7 @@ def run_onnx(path: str, columns: dict[str, np.ndarray]) -> tuple[str, dict[str, 
     )
 
 
-RUNNERS = {
+RUNNERS: dict[str, Callable[[str, dict[str, np.ndarray], str], tuple[str, dict[str, Any]]]] = {
     "saved_model": run_saved_model,
     "keras": run_keras,
     "tflite": run_tflite,
@@ -110,19 +124,31 @@ def _plain(value: Any) -> Any:
     return array.tolist()
 
 
+def _arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="runtimes.py")
+    parser.add_argument("format", choices=sorted(RUNNERS))
+    parser.add_argument("model_path")
+    parser.add_argument("request")
+    parser.add_argument("response")
+    parser.add_argument("--signature", required=True, help="the signature key to run")
+    parser.add_argument("--import-path", help="a folder from which mlcli.layers imports")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> None:
     """Runs FORMAT's runtime on REQUEST and writes RESPONSE."""
-    export_format, path, request_path, response_path, *rest = argv
-    if rest[:1] == ["--import-path"]:
-        sys.path.insert(0, rest[1])
+    arguments = _arguments(argv)
+    if arguments.import_path:
+        sys.path.insert(0, arguments.import_path)
         import mlcli.layers  # noqa: F401  (the model uses mlcli's registered Keras layers)
-    with open(request_path, encoding="utf-8") as stream:
+    with open(arguments.request, encoding="utf-8") as stream:
         columns = _columns(json.load(stream))
-    runtime, outputs = RUNNERS[export_format](path, columns)
-    if rest[:1] == ["--import-path"]:
+    runner = RUNNERS[arguments.format]
+    runtime, outputs = runner(arguments.model_path, columns, arguments.signature)
+    if arguments.import_path:
         runtime += " with mlcli.layers imported"
     response = {"runtime": runtime, "outputs": {k: _plain(v) for k, v in outputs.items()}}
-    with open(response_path, "w", encoding="utf-8") as stream:
+    with open(arguments.response, "w", encoding="utf-8") as stream:
         json.dump(response, stream)
 
 

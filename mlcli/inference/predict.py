@@ -26,6 +26,7 @@ import pyarrow as pa
 from mlcli.data.tables import TableSource, iter_batches, require_columns
 from mlcli.errors import ConfigError
 from mlcli.features.schema import FeatureSchema
+from mlcli.inference.labels import BINARY_THRESHOLD, predicted_labels
 from mlcli.inference.writers import FORMATS, BatchWriter, open_writer
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs.loading import LoadedRun, open_run
@@ -96,14 +97,23 @@ def input_column_types(schema: FeatureSchema, keep: Sequence[str]) -> dict[str, 
     return types
 
 
-def _output_table(
-    table: pa.Table, outputs: np.ndarray, schema: FeatureSchema, keep: Sequence[str], cut: float
+def predictions_table(
+    outputs: np.ndarray,
+    schema: FeatureSchema,
+    *,
+    kept: pa.Table | None = None,
+    threshold: float = BINARY_THRESHOLD,
 ) -> pa.Table:
-    from mlcli.inference.predictor import predicted_labels
+    """What predict writes for `outputs`: `kept`'s columns, then `prediction_columns(schema)`.
 
-    columns: dict[str, Any] = {name: table.column(name) for name in keep}
+    `prediction` holds the user's own labels (or the values); each `probability_<class>`
+    column a probability as float32.
+    """
+    columns: dict[str, Any] = {}
+    if kept is not None:
+        columns.update(zip(kept.column_names, kept.columns, strict=True))
     names = prediction_columns(schema)
-    columns[PREDICTION] = predicted_labels(outputs, schema, threshold=cut)
+    columns[PREDICTION] = predicted_labels(outputs, schema.target, threshold=threshold)
     for index, name in enumerate(names[1:]):
         columns[name] = pa.array(outputs[:, index], pa.float32())
     return pa.table(columns)
@@ -176,14 +186,15 @@ def _stream(
     )
     for table, prepared in prefetched(batches):
         outputs = predictor.run(prepared)
-        writer.write(_output_table(table, outputs, schema, keep, threshold))
+        kept = table.select(list(keep))
+        writer.write(predictions_table(outputs, schema, kept=kept, threshold=threshold))
         rows += table.num_rows
         elapsed = max(time.monotonic() - started, 1e-9)
         reporter.advance(table.num_rows, rows_per_s=round(rows / elapsed))
     if rows == 0:  # an empty input still gets a header (CSV) or a schema (Parquet)
         empty = pa.table({name: pa.array([], pa.string()) for name in keep})
         outputs = predictor.run(PreparedInputs(rows=0, arrays={}, strings={}))
-        writer.write(_output_table(empty, outputs, schema, keep, threshold))
+        writer.write(predictions_table(outputs, schema, kept=empty, threshold=threshold))
     return rows
 
 
@@ -198,7 +209,7 @@ def predict(
     output: str | Path | BinaryIO,
     keep: Sequence[str] = (),
     batch_size: int = DEFAULT_BATCH_SIZE,
-    threshold: float = 0.5,
+    threshold: float = BINARY_THRESHOLD,
     format: str | None = None,
     force: bool = False,
     csv_overrides: Mapping[str, Any] | None = None,

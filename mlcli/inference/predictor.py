@@ -1,4 +1,8 @@
-"""The saved model on raw columns, batch by batch, as `evaluate` and `predict` run it.
+"""A run's saved model on raw columns: the one place that calls it on data.
+
+`evaluate`, `predict`, the export check's reference, the MLflow model and training's own
+check of the composed model all call `Predictor.outputs` on an Arrow table of raw columns;
+`mlcli serve` calls `Predictor.column_call` on the (rows, 1) numpy columns of a request.
 
 Imported only after TensorFlow has been imported quietly. The model is called through one
 `tf.function` with a fixed input signature (any number of rows), so batches of any size reuse
@@ -11,7 +15,7 @@ but millions of Python string objects are never made.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +24,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlcli._tensorflow import import_tensorflow
+from mlcli.data.columns import is_text_type
 from mlcli.data.tables import require_columns
 from mlcli.features.schema import FeatureSchema
-from mlcli.preprocessing.inputs import model_inputs
+from mlcli.preprocessing.inputs import MISSING_VALUES, model_inputs
 
 tf = import_tensorflow()
 
 DEFAULT_BATCH_ROWS = 8192
+
+Columns = Mapping[str, np.ndarray]
+ColumnCall = Callable[[Columns], np.ndarray]
 
 
 @dataclass
@@ -39,9 +47,9 @@ class PreparedInputs:
 
 
 def _dictionary(column: pa.ChunkedArray) -> tuple[Any, np.ndarray]:
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+    if not is_text_type(column.type):
         column = pc.cast(column, pa.string())
-    encoded = pc.dictionary_encode(pc.fill_null(column.combine_chunks(), ""))
+    encoded = pc.dictionary_encode(pc.fill_null(column.combine_chunks(), MISSING_VALUES["string"]))
     values = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
     if len(values) == 0:
         values = np.array([""], dtype=object)  # an empty batch still needs a typed tensor
@@ -57,6 +65,7 @@ class Predictor:
     ```python
     predictor = Predictor(loaded.model, loaded.schema)
     outputs = predictor.outputs(table, source="new.csv")  # (rows, 1) or (rows, classes)
+    call = predictor.column_call()  # numpy (rows, 1) columns in, outputs out
     ```
     """
 
@@ -65,6 +74,7 @@ class Predictor:
     ) -> None:
         self.schema = schema
         self.batch_rows = batch_rows
+        self._model = model
         strings = [c for c in schema.columns if c.dtype == "string"]
         self._numeric = FeatureSchema(
             columns=[c for c in schema.columns if c.dtype != "string"], target=schema.target
@@ -119,18 +129,35 @@ class Predictor:
         """The model's outputs on every row of `table`: (rows, 1) or (rows, classes)."""
         return self.run(self.prepare(table, source=source))
 
+    def column_call(self) -> ColumnCall:
+        """The model as one traced `tf.function` over numpy columns, as a server calls it.
 
-def predicted_labels(outputs: np.ndarray, schema: FeatureSchema, *, threshold: float) -> pa.Array:
-    """The predicted labels in the user's own values (classification) or the values.
+        The call takes one (rows, 1) array per input column and returns the model's outputs
+        as numpy. Inside, one (rows, columns) tensor per dtype is sliced into the model's
+        named inputs: passing a dozen small tensors costs more in Python than running the
+        whole model on a few rows. It is traced here, once.
+        """
+        model = self._model
+        groups: dict[str, list[str]] = {}
+        for column in self.schema.columns:
+            groups.setdefault(column.dtype, []).append(column.name)
+        packing = list(groups.items())
+        specs = [tf.TensorSpec(shape=(None, len(names)), dtype=dtype) for dtype, names in packing]
 
-    A binary row is positive when its probability is above `threshold`, as Keras's
-    `BinaryAccuracy` (training's accuracy) decides.
-    """
-    target = schema.target
-    if target.task == "regression":
-        return pa.array(outputs.reshape(-1).astype(np.float64))
-    if target.task == "binary":
-        indices = (outputs.reshape(-1) > threshold).astype(np.int64)
-    else:
-        indices = np.argmax(outputs, axis=1).astype(np.int64)
-    return pc.take(pa.array(target.classes), pa.array(indices))
+        def unpack_and_call(*packed: Any) -> Any:
+            inputs = {}
+            for (_, names), tensor in zip(packing, packed, strict=True):
+                for index, name in enumerate(names):
+                    inputs[name] = tensor[:, index : index + 1]
+            return model(inputs, training=False)
+
+        concrete = tf.function(unpack_and_call, input_signature=specs).get_concrete_function()
+
+        def call(columns: Columns) -> np.ndarray:
+            packed = [
+                tf.constant(np.concatenate([columns[name] for name in names], axis=1), dtype=dtype)
+                for dtype, names in packing
+            ]
+            return np.asarray(concrete(*packed))
+
+        return call

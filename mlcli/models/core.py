@@ -11,14 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from mlcli.config.training import ModelConfig
 from mlcli.features.schema import FeatureSchema
 from mlcli.models.architectures import build_body
 from mlcli.preprocessing.inputs import NUMERIC
-from mlcli.preprocessing.layers import raw_inputs, to_tensors
+from mlcli.preprocessing.layers import raw_inputs
 
 
 def core_inputs(encoded_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, keras.KerasTensor]:
@@ -61,16 +59,3 @@ def compose(preprocessor: keras.Model, core: keras.Model, schema: FeatureSchema)
     inputs = raw_inputs(schema)
     outputs = core(preprocessor(inputs))
     return keras.Model(inputs=inputs, outputs=outputs, name="mlcli_model")
-
-
-def predict_raw(
-    model: keras.Model,
-    arrays: Mapping[str, np.ndarray],
-    schema: FeatureSchema,
-    *,
-    batch_size: int = 8192,
-) -> np.ndarray:
-    """The model's outputs on raw columns (strings included), batched through tf.data."""
-    dataset = tf.data.Dataset.from_tensor_slices(to_tensors(arrays, schema)).batch(batch_size)
-    parts = [keras.ops.convert_to_numpy(model(batch, training=False)) for batch in dataset]
-    return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)

@@ -1,7 +1,8 @@
 """Loading a complete run for evaluate, predict, export and serve.
 
 Models load with Keras `safe_mode`; anything but a `.keras` archive (legacy `.h5`, pickles) is
-refused. Outputs of the model are turned back into the user's own label values here.
+refused. Calling the model is `mlcli.inference.predictor`'s, decoding its outputs into labels
+`mlcli.inference.labels`'s.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from mlcli.config.schema import Config, load_config
+from mlcli.config.loading import load_config
+from mlcli.config.schema import Config
 from mlcli.errors import RunError
 from mlcli.features.schema import FeatureSchema
 from mlcli.runs import directory as runs
@@ -56,20 +56,3 @@ def load_model(path: Path) -> Any:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise RunError(f"{path}: the model does not load: {error}") from error
-
-
-def labels_from_outputs(
-    outputs: np.ndarray, schema: FeatureSchema, *, threshold: float = 0.5
-) -> list:
-    """The predicted labels in the user's own values (classification) or the values.
-
-    A binary row is positive when its probability is above `threshold`, as Keras's
-    `BinaryAccuracy` (training's accuracy) and `mlcli predict` decide.
-    """
-    target = schema.target
-    if target.task == "regression":
-        return outputs.reshape(-1).tolist()
-    classes = np.asarray(target.classes, dtype=object)
-    if target.task == "binary":
-        return classes[(outputs.reshape(-1) > threshold).astype(int)].tolist()
-    return classes[np.argmax(outputs, axis=1)].tolist()

@@ -14,17 +14,16 @@ answers for the signature of `mlcli export --format saved_model`.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from mlcli.features.schema import INT_MISSING, FeatureSchema, TargetSchema
-from mlcli.runs.loading import labels_from_outputs
+from mlcli.exporting.signature import SIGNATURE_KEY, ServingSignature
+from mlcli.inference.labels import as_text, predicted_labels
+from mlcli.preprocessing.inputs import MISSING_VALUES
 
-SIGNATURE_NAME = "serving_default"
 _TF_DTYPES = {"float32": "DT_FLOAT", "int64": "DT_INT64", "string": "DT_STRING"}
 _SHOWN = 40
 _LISTED = 10
@@ -40,24 +39,6 @@ class PayloadTooLargeError(BadRequestError):
     """A body over the server's limit (413)."""
 
     status = 413
-
-
-@dataclass(frozen=True)
-class Signature:
-    """What the served model takes (raw columns and their dtypes) and what it returns."""
-
-    inputs: dict[str, str]
-    target: TargetSchema
-
-    @classmethod
-    def from_schema(cls, schema: FeatureSchema) -> Signature:
-        """The signature of a run's model, from its `schema.json`."""
-        return cls(inputs={c.name: c.dtype for c in schema.columns}, target=schema.target)
-
-    @property
-    def width(self) -> int:
-        """Columns of the model's output: classes of a multiclass model, else 1."""
-        return len(self.target.classes) if self.target.task == "multiclass" else 1
 
 
 @dataclass
@@ -92,7 +73,7 @@ def _floats(column: str, values: Sequence[Any]) -> np.ndarray:
             except OverflowError:
                 raise _wrong(column, row, value, "a float32 number") from None
         elif value is None:
-            array[row] = math.nan
+            array[row] = MISSING_VALUES["float32"]
         else:
             raise _wrong(column, row, value, "a number or null")
     infinite = np.isinf(array)
@@ -116,7 +97,7 @@ def _integers(column: str, values: Sequence[Any]) -> np.ndarray:
             except OverflowError:
                 raise _wrong(column, row, value, "a 64-bit integer") from None
         elif value is None:
-            array[row] = INT_MISSING
+            array[row] = MISSING_VALUES["int64"]
         else:
             raise _wrong(column, row, value, "an integer or null")
     return array
@@ -131,7 +112,7 @@ def _strings(column: str, values: Sequence[Any]) -> np.ndarray:
         if kind is str:
             array[row] = value
         elif value is None:
-            array[row] = ""
+            array[row] = MISSING_VALUES["string"]
         elif kind is bool:  # as Arrow writes booleans read from a CSV
             array[row] = "true" if value else "false"
         elif kind is int:
@@ -150,7 +131,7 @@ def _missing_message(missing: list[str], where: str) -> str:
     return f"{where} lacks column(s) {shown}{more}; the model takes every input of its metadata"
 
 
-def _rows(instances: Any, signature: Signature) -> dict[str, np.ndarray]:
+def _rows(instances: Any, signature: ServingSignature) -> dict[str, np.ndarray]:
     if type(instances) is not list:
         raise BadRequestError(
             f'"instances" must be a list of row objects, found {_show(instances)}'
@@ -174,7 +155,7 @@ def _rows(instances: Any, signature: Signature) -> dict[str, np.ndarray]:
     }
 
 
-def _columns(inputs: Any, signature: Signature) -> dict[str, np.ndarray]:
+def _columns(inputs: Any, signature: ServingSignature) -> dict[str, np.ndarray]:
     if type(inputs) is not dict:
         raise BadRequestError(
             f'"inputs" must be an object of column value lists, found {_show(inputs)}'
@@ -198,7 +179,7 @@ def _columns(inputs: Any, signature: Signature) -> dict[str, np.ndarray]:
     }
 
 
-def parse_predict(body: bytes, signature: Signature) -> PredictRequest:
+def parse_predict(body: bytes, signature: ServingSignature) -> PredictRequest:
     """The columns of a predict request's JSON body, checked against the signature."""
     try:
         payload = json.loads(body)
@@ -208,9 +189,9 @@ def parse_predict(body: bytes, signature: Signature) -> PredictRequest:
         raise BadRequestError(
             f'expected a JSON object with "instances" or "inputs", found {_show(payload)}'
         )
-    name = payload.get("signature_name", SIGNATURE_NAME)
-    if name != SIGNATURE_NAME:
-        raise BadRequestError(f"signature_name {_show(name)}: the only one is {SIGNATURE_NAME!r}")
+    name = payload.get("signature_name", SIGNATURE_KEY)
+    if name != SIGNATURE_KEY:
+        raise BadRequestError(f"signature_name {_show(name)}: the only one is {SIGNATURE_KEY!r}")
     has_rows, has_columns = "instances" in payload, "inputs" in payload
     if has_rows == has_columns:
         found = "both" if has_rows else "neither"
@@ -227,14 +208,14 @@ def parse_predict(body: bytes, signature: Signature) -> PredictRequest:
     return PredictRequest(columns=columns, rows=rows, columnar=has_columns)
 
 
-def predict_response(outputs: np.ndarray, signature: Signature, *, columnar: bool) -> dict:
+def predict_response(outputs: np.ndarray, signature: ServingSignature, *, columnar: bool) -> dict:
     """The body answering a predict request, from the model's outputs for its rows."""
     target = signature.target
     if target.task == "regression":
         values = outputs.reshape(-1).tolist()
         return {"outputs": values} if columnar else {"predictions": values}
     # as strings, as the exported SavedModel's `label` output (and so TF Serving) gives them
-    labels = [str(label) for label in labels_from_outputs(outputs, _schema_of(target))]
+    labels = as_text(predicted_labels(outputs, target).to_pylist())
     if target.task == "binary":
         outputs = np.concatenate([1.0 - outputs, outputs], axis=1)
     probabilities = outputs.tolist()
@@ -248,10 +229,6 @@ def predict_response(outputs: np.ndarray, signature: Signature, *, columnar: boo
     }
 
 
-def _schema_of(target: TargetSchema) -> FeatureSchema:
-    return FeatureSchema(columns=[], target=target)
-
-
 def _tensor(dtype: str, dims: Sequence[int], name: str) -> dict[str, Any]:
     return {
         "dtype": _TF_DTYPES[dtype],
@@ -263,19 +240,18 @@ def _tensor(dtype: str, dims: Sequence[int], name: str) -> dict[str, Any]:
     }
 
 
-def model_metadata(name: str, version: str, signature: Signature) -> dict[str, Any]:
+def model_metadata(name: str, version: str, signature: ServingSignature) -> dict[str, Any]:
     """`GET /v1/models/<name>/metadata`: the signature in TF Serving's shape, plus classes."""
     inputs = {
         column: _tensor(dtype, [-1], f"{column}:0") for column, dtype in signature.inputs.items()
     }
     target = signature.target
-    if target.task == "regression":
-        outputs = {"prediction": _tensor("float32", [-1], "prediction:0")}
-    else:
-        outputs = {
-            "label": _tensor("string", [-1], "label:0"),
-            "probabilities": _tensor("float32", [-1, len(target.classes)], "probabilities:0"),
-        }
+    outputs = {  # sorted, as TF Serving lists a SignatureDef's outputs
+        name: _tensor(
+            spec["dtype"], [-1 if size is None else size for size in spec["shape"]], f"{name}:0"
+        )
+        for name, spec in sorted(signature.outputs().items())
+    }
     signature_def = {
         "inputs": inputs,
         "outputs": outputs,
@@ -284,7 +260,7 @@ def model_metadata(name: str, version: str, signature: Signature) -> dict[str, A
     return {
         "model_spec": {"name": name, "signature_name": "", "version": version},
         "metadata": {
-            "signature_def": {"signature_def": {SIGNATURE_NAME: signature_def}},
+            "signature_def": {"signature_def": {SIGNATURE_KEY: signature_def}},
             "mlcli": {"task": target.task, "target": target.column, "classes": target.classes},
         },
     }

@@ -2,14 +2,14 @@
 `serving_default` signature of a SavedModel that `mlcli export` wrote.
 
 TensorFlow is imported (quietly, unless it already is) when a model loads. A run's model is
-traced once with a fixed input signature (any number of rows), so batches of every size reuse
-one graph; the server calls it once on `Servable.example()` before it accepts connections, in
-the thread that runs every later call.
+traced once with a fixed input signature (any number of rows) by `inference.predictor`, so
+batches of every size reuse one graph; the server calls it once on `Servable.example()` before
+it accepts connections, in the thread that runs every later call. The signature and
+`export.json` are `exporting.signature`'s.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,14 @@ import numpy as np
 
 from mlcli._tensorflow import import_tensorflow
 from mlcli.errors import RunError
-from mlcli.features.schema import INT_MISSING, TargetSchema
+from mlcli.exporting.signature import SIGNATURE_KEY, ServingSignature, read_export_info
+from mlcli.preprocessing.inputs import MISSING_VALUES
 from mlcli.runs import directory as runs
 from mlcli.serving.batching import Columns, ModelCall
-from mlcli.serving.payloads import SIGNATURE_NAME, Signature
 
 # TF Serving numbers model versions; a run directory holds exactly one.
 VERSION = "1"
 SAVED_MODEL_FILE = "saved_model.pb"
-EXPORT_INFO = "export.json"  # written beside the SavedModel by `mlcli export`
 
 
 @dataclass
@@ -35,7 +34,7 @@ class Servable:
 
     name: str
     version: str
-    signature: Signature
+    signature: ServingSignature
     call: ModelCall
     source: Path
 
@@ -44,43 +43,9 @@ class Servable:
         return _missing_row(self.signature)
 
 
-def compiled_call(model: Any, signature: Signature) -> ModelCall:
-    """The model as one traced `tf.function` over numpy columns, returning numpy outputs.
-
-    The function takes one (rows, columns) tensor per dtype and slices the model's named
-    (rows, 1) inputs out of them inside the graph: passing a dozen small tensors costs more
-    in Python than running the whole model on a few rows.
-    """
-    tf = import_tensorflow()
-    groups: dict[str, list[str]] = {}
-    for name, dtype in signature.inputs.items():
-        groups.setdefault(dtype, []).append(name)
-    packing = list(groups.items())
-    specs = [tf.TensorSpec(shape=(None, len(names)), dtype=dtype) for dtype, names in packing]
-
-    def unpack_and_call(*packed: Any) -> Any:
-        inputs = {}
-        for (_, names), tensor in zip(packing, packed, strict=True):
-            for index, name in enumerate(names):
-                inputs[name] = tensor[:, index : index + 1]
-        return model(inputs, training=False)
-
-    concrete = tf.function(unpack_and_call, input_signature=specs).get_concrete_function()
-
-    def call(columns: Columns) -> np.ndarray:
-        packed = [
-            tf.constant(np.concatenate([columns[name] for name in names], axis=1), dtype=dtype)
-            for dtype, names in packing
-        ]
-        return np.asarray(concrete(*packed))
-
-    return call
-
-
-def _missing_row(signature: Signature) -> dict[str, np.ndarray]:
-    fill = {"float32": np.nan, "int64": INT_MISSING, "string": ""}
+def _missing_row(signature: ServingSignature) -> dict[str, np.ndarray]:
     return {
-        name: np.array([[fill[dtype]]], dtype=object if dtype == "string" else dtype)
+        name: np.array([[MISSING_VALUES[dtype]]], dtype=object if dtype == "string" else dtype)
         for name, dtype in signature.inputs.items()
     }
 
@@ -93,15 +58,15 @@ def load_servable(reference: str | Path, *, name: str | None = None) -> Servable
     export = saved_model_folder(Path(reference))
     if export is not None:
         return _export_servable(export, name=name)
+    from mlcli.inference.predictor import Predictor
     from mlcli.runs.loading import open_run
 
     loaded = open_run(reference)
-    signature = Signature.from_schema(loaded.schema)
     return Servable(
         name=name or loaded.config.name,
         version=VERSION,
-        signature=signature,
-        call=compiled_call(loaded.model, signature),
+        signature=ServingSignature.from_schema(loaded.schema),
+        call=Predictor(loaded.model, loaded.schema).column_call(),
         source=loaded.run.path,
     )
 
@@ -125,33 +90,19 @@ def saved_model_folder(path: Path) -> Path | None:
     return None
 
 
-def export_description(folder: Path) -> tuple[Signature, dict[str, Any]]:
+def export_description(folder: Path) -> tuple[ServingSignature, dict[str, Any]]:
     """The signature and the rest of `export.json` beside an exported SavedModel."""
-    path = folder / EXPORT_INFO
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        target = TargetSchema(
-            column=str(info.get("target", "")), task=info["task"], classes=info["label_classes"]
-        )
-        inputs = {feature["name"]: feature["dtype"] for feature in info["features"]}
-    except FileNotFoundError:
-        raise RunError(
-            f"{path}: missing; mlcli serves the SavedModels that `mlcli export` writes"
-        ) from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise RunError(f"{path}: not an mlcli export description ({error!r})") from None
-    return Signature(inputs=inputs, target=target), info
+    return read_export_info(folder)
 
 
 def _export_servable(folder: Path, *, name: str | None) -> Servable:
     from mlcli.exporting.runtimes import python_keyword
 
     tf = import_tensorflow()
-    signature, info = export_description(folder)
-    target = signature.target
+    signature, info = read_export_info(folder)
     try:
         saved_model = tf.saved_model.load(str(folder))
-        function = saved_model.signatures[SIGNATURE_NAME]
+        function = saved_model.signatures[SIGNATURE_KEY]
     except (OSError, ValueError, KeyError) as error:
         raise RunError(f"{folder}: the SavedModel does not load: {error}") from error
     keywords = {column: python_keyword(column) for column in signature.inputs}
@@ -164,10 +115,7 @@ def _export_servable(folder: Path, *, name: str | None) -> Servable:
                 for column, dtype in signature.inputs.items()
             }
         )
-        if target.task == "regression":
-            return np.asarray(outputs["prediction"]).reshape(-1, 1)
-        probabilities = np.asarray(outputs["probabilities"])
-        return probabilities[:, 1:] if target.task == "binary" else probabilities
+        return signature.model_outputs(outputs)
 
     return Servable(
         name=name or str(info.get("model_name") or folder.parent.name),

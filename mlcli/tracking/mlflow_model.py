@@ -26,10 +26,11 @@ class MlcliModel(PythonModel):
 
         import_tensorflow()
         from mlcli.features.schema import FeatureSchema
+        from mlcli.inference.predictor import Predictor
         from mlcli.runs.loading import load_model
 
         self.schema = FeatureSchema.load(Path(context.artifacts["schema"]))
-        self.model = load_model(Path(context.artifacts["model"]))
+        self.predictor = Predictor(load_model(Path(context.artifacts["model"])), self.schema)
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -37,22 +38,11 @@ class MlcliModel(PythonModel):
         """Predictions for every row of `model_input`."""
         import pyarrow as pa
 
-        from mlcli.models.core import predict_raw
-        from mlcli.preprocessing.inputs import model_inputs
-        from mlcli.runs.loading import labels_from_outputs
+        from mlcli.inference.predict import predictions_table
 
-        frame = pd.DataFrame(model_input)
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        arrays = model_inputs(table, self.schema, source="the MLflow model's input")
-        outputs = predict_raw(self.model, arrays, self.schema)
-        result: dict[str, Any] = {"prediction": labels_from_outputs(outputs, self.schema)}
-        target = self.schema.target
-        if target.task == "binary":
-            result[f"probability_{target.positive_class}"] = outputs.reshape(-1)
-        elif target.task == "multiclass":
-            for index, value in enumerate(target.classes):
-                result[f"probability_{value}"] = outputs[:, index]
-        return pd.DataFrame(result)
+        table = pa.Table.from_pandas(pd.DataFrame(model_input), preserve_index=False)
+        outputs = self.predictor.outputs(table, source="the MLflow model's input")
+        return predictions_table(outputs, self.schema).to_pandas()
 
 
 mlflow.models.set_model(MlcliModel())

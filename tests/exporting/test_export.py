@@ -36,7 +36,7 @@ def portable_runs(
 ) -> dict[str, Path]:
     """Tiny runs without text: `regression` (with an integer categorical) and `binary`
     (numbers with missing values and string categories only), and their data."""
-    from mlcli.config.schema import parse_config
+    from mlcli.config.loading import parse_config
     from mlcli.training.train import train
 
     folder = tmp_path_factory.mktemp("portable")
@@ -83,8 +83,7 @@ def _raw_rows(data: Path, schema: dict[str, Any], count: int = 5) -> list[dict[s
 
 
 def _keras_outputs(run: Path, rows: list[dict[str, Any]]) -> np.ndarray:
-    from mlcli.models.core import predict_raw
-    from mlcli.preprocessing.inputs import model_inputs
+    from mlcli.inference.predictor import Predictor
     from mlcli.runs.loading import open_run
 
     loaded = open_run(run)
@@ -95,8 +94,7 @@ def _keras_outputs(run: Path, rows: list[dict[str, Any]]) -> np.ndarray:
             for name, values in columns.items()
         }
     )
-    arrays = model_inputs(table, loaded.schema, source="test")
-    return predict_raw(loaded.model, arrays, loaded.schema)
+    return Predictor(loaded.model, loaded.schema).outputs(table, source="test")
 
 
 def _run_alone(script: str, payload: Any) -> Any:
@@ -283,14 +281,14 @@ def test_keras_round_trip(trained_runs, tmp_path):
     schema = json.loads((run / "schema.json").read_text())
     rows = _raw_rows(trained_runs["data"], schema)
     from mlcli.features.schema import FeatureSchema
-    from mlcli.models.core import predict_raw
-    from mlcli.preprocessing.inputs import model_inputs
+    from mlcli.inference.predictor import Predictor
 
     table = pa.table({k: pa.array([r[k] for r in rows], from_pandas=True) for k in rows[0]})
     loaded_schema = FeatureSchema.from_dict(schema)
-    arrays = model_inputs(table, loaded_schema, source="test")
     np.testing.assert_allclose(
-        predict_raw(model, arrays, loaded_schema), _keras_outputs(run, rows), atol=1e-6
+        Predictor(model, loaded_schema).outputs(table, source="test"),
+        _keras_outputs(run, rows),
+        atol=1e-6,
     )
     info = json.loads((target / "export.json").read_text())
     assert info["check"]["max_abs_difference"] == 0.0 and info["check"]["label_mismatches"] == 0
@@ -335,40 +333,3 @@ def test_usage_errors(trained_runs, portable_runs, monkeypatch):
     monkeypatch.setattr(mlcli.exporting.formats.importlib.util, "find_spec", lambda name: None)
     code, _, stderr = _export(str(portable_runs["binary"]), "--format", "onnx")
     assert code == 2 and "install mlcli[onnx]" in stderr
-
-
-def test_sample_falls_back_to_the_schema_when_the_data_is_gone(trained_runs):
-    from mlcli.exporting.check import sample_columns
-    from mlcli.features.schema import INT_MISSING
-    from mlcli.runs.loading import open_run
-
-    loaded = open_run(trained_runs["binary"], with_model=False)
-    data = loaded.config.data.model_copy(update={"train": "/nonexistent/data.csv"})
-    loaded.config = loaded.config.model_copy(update={"data": data})
-    columns, source = sample_columns(loaded, rows=7)
-    assert "7 rows of the rows made from schema.json" in source
-    assert {len(values) for values in columns.values()} == {9}
-    assert math.isnan(columns["age"][-2, 0]) and columns["color"][-2, 0] == ""
-    assert columns["grade"][-2, 0] == INT_MISSING
-    color = next(c for c in loaded.schema.columns if c.name == "color")
-    assert columns["color"][-1, 0] not in color.vocabulary
-
-
-def test_compare_counts_label_flips_and_nan_as_differences(trained_runs):
-    from mlcli.exporting.check import compare
-    from mlcli.runs.loading import open_run
-
-    schema = open_run(trained_runs["binary"], with_model=False).schema
-    classes = [str(c) for c in schema.target.classes]
-    reference = np.array([[0.2], [0.9], [0.5]], dtype=np.float32)
-    same = {
-        "probabilities": np.hstack([1 - reference, reference]),
-        "label": np.array([classes[0], classes[1], classes[1]]),
-    }
-    assert compare("saved_model", same, reference, schema) == (0.0, 0, 0, True)
-    flipped = {**same, "label": np.array([classes[1], classes[1], classes[1]])}
-    assert compare("saved_model", flipped, reference, schema)[2:] == (1, False)
-    broken = {**same, "probabilities": same["probabilities"].copy()}
-    broken["probabilities"][1, 1] = np.nan
-    difference, row, _, passed = compare("saved_model", broken, reference, schema)
-    assert (difference, row, passed) == (math.inf, 1, False)

@@ -25,15 +25,16 @@ def _predict(*args: str, input: bytes | None = None) -> tuple[int, str, str]:
 
 
 def _own_outputs(run: Path, table: pa.Table) -> np.ndarray:
-    """The saved model's outputs through the training code's own path (`model.predict_raw`)."""
-    from mlcli.models.core import predict_raw
+    """The saved model called by Keras itself on the table's raw columns (no `Predictor`)."""
+    import keras
+
     from mlcli.preprocessing.inputs import model_inputs
+    from mlcli.preprocessing.layers import to_tensors
     from mlcli.runs.loading import open_run
 
     loaded = open_run(run)
-    return predict_raw(
-        loaded.model, model_inputs(table, loaded.schema, source="test"), loaded.schema
-    )
+    inputs = to_tensors(model_inputs(table, loaded.schema, source="test"), loaded.schema)
+    return keras.ops.convert_to_numpy(loaded.model(inputs, training=False))
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])

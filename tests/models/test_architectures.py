@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlcli.cli.app import app
-from mlcli.config.schema import load_config
+from mlcli.config.loading import load_config
 
 runner = CliRunner()
 
@@ -50,7 +50,8 @@ def test_family_round_trips_through_model_keras(write_config, tmp_path, family):
     import keras
 
     from mlcli.data.splits import load_splits
-    from mlcli.models.core import build_core, compose, predict_raw
+    from mlcli.inference.predictor import Predictor
+    from mlcli.models.core import build_core, compose
     from mlcli.preprocessing.inputs import model_inputs
     from mlcli.preprocessing.layers import build_preprocessor, encode
     from mlcli.runs.loading import load_model
@@ -67,10 +68,11 @@ def test_family_round_trips_through_model_keras(write_config, tmp_path, family):
     raw = model_inputs(splits.validation, schema, source="validation")
     shapes = {k: v.shape[1:] for k, v in encode(preprocessor, raw, schema).items()}
     model = compose(preprocessor, build_core(schema, config.model, encoded_shapes=shapes), schema)
-    before = predict_raw(model, raw, schema)
+    before = Predictor(model, schema).outputs(splits.validation, source="validation")
     model.save(tmp_path / "model.keras")
     keras.backend.clear_session()
-    after = predict_raw(load_model(tmp_path / "model.keras"), raw, schema)
+    reloaded = load_model(tmp_path / "model.keras")
+    after = Predictor(reloaded, schema).outputs(splits.validation, source="validation")
     assert np.isfinite(before).all()
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-6)
 
@@ -87,9 +89,9 @@ def test_family_trains_and_the_saved_model_reproduces_its_metrics(
     write_config, tiny_csv, family, target, task, metric
 ):
     from mlcli.features.build import encode_labels
-    from mlcli.models.core import predict_raw
-    from mlcli.preprocessing.inputs import model_inputs
-    from mlcli.runs.loading import labels_from_outputs, open_run
+    from mlcli.inference.labels import predicted_labels
+    from mlcli.inference.predictor import Predictor
+    from mlcli.runs.loading import open_run
 
     exclude = [c for c in ("id", "label", "tier", "value") if c != target]
     path = write_config(
@@ -109,15 +111,13 @@ def test_family_trains_and_the_saved_model_reproduces_its_metrics(
     from mlcli.data.splits import TEST_SPLIT_SEED, split_off
 
     _, test = split_off(table, loaded.config, fraction=0.25, seed=TEST_SPLIT_SEED)
-    outputs = predict_raw(
-        loaded.model, model_inputs(test, loaded.schema, source="t"), loaded.schema
-    )
+    outputs = Predictor(loaded.model, loaded.schema).outputs(test, source="t")
     truth = encode_labels(test.column(target), loaded.schema.target, source="t")
     if task == "regression":
         value = float(np.sqrt(np.mean((outputs.reshape(-1) - truth) ** 2)))
         assert value == pytest.approx(recorded[metric], rel=1e-4)
     else:
-        predicted = labels_from_outputs(outputs, loaded.schema)
+        predicted = predicted_labels(outputs, loaded.schema.target).to_pylist()
         classes = np.asarray(loaded.schema.target.classes, dtype=object)
         value = float(np.mean(np.asarray(predicted, dtype=object) == classes[truth]))
         assert value == pytest.approx(recorded[metric], abs=1e-6)
@@ -155,7 +155,7 @@ def test_quantile_transform_layer_matches_its_numpy_twin():
 
 
 def test_learning_rate_schedules(write_config):
-    from mlcli.config.schema import TrainingConfig
+    from mlcli.config.training import TrainingConfig
     from mlcli.training.compile import make_optimizer, schedule_callbacks
 
     cosine = TrainingConfig(learning_rate_schedule="cosine", epochs=4, learning_rate=0.01)

@@ -120,8 +120,7 @@ def test_same_seed_gives_identical_metrics_and_predictions(write_config, tmp_pat
     import keras
     from conftest import make_table as table
 
-    from mlcli.models.core import predict_raw
-    from mlcli.preprocessing.inputs import model_inputs
+    from mlcli.inference.predictor import Predictor
     from mlcli.runs.loading import open_run
 
     config = write_config(training={"epochs": 3, "batch_size": 32, "steps_per_execution": 2})
@@ -135,9 +134,7 @@ def test_same_seed_gives_identical_metrics_and_predictions(write_config, tmp_pat
     outputs = []
     for run in runs:
         loaded = open_run(run)
-        outputs.append(
-            predict_raw(loaded.model, model_inputs(rows, loaded.schema, source="t"), loaded.schema)
-        )
+        outputs.append(Predictor(loaded.model, loaded.schema).outputs(rows, source="t"))
     assert keras.ops.all(outputs[0] == outputs[1])
 
 

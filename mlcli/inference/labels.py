@@ -1,0 +1,48 @@
+"""A model's outputs as the user's own labels: the one place that decides a class.
+
+A binary model outputs the positive class's probability, (rows, 1); a multiclass model one
+probability per class, (rows, classes), in the order of `TargetSchema.classes`; a regression
+model the value itself. `predict`, `mlcli serve`, the export check and the MLflow model all
+decode outputs here, so every one of them names the same class for the same row.
+
+```python
+labels = predicted_labels(outputs, schema.target)  # pa.Array of the target's own values
+as_text(labels.to_pylist())                        # ["high", "low", ...], as a SavedModel
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlcli.features.schema import TargetSchema
+
+BINARY_THRESHOLD = 0.5
+
+
+def predicted_labels(
+    outputs: np.ndarray, target: TargetSchema, *, threshold: float = BINARY_THRESHOLD
+) -> pa.Array:
+    """The predicted labels in the user's own values (classification), or the values.
+
+    A binary row is positive when its probability is above `threshold`, as Keras's
+    `BinaryAccuracy` (training's accuracy) decides; a multiclass row is its most probable
+    class; a regression row is its value (float64).
+    """
+    if target.task == "regression":
+        return pa.array(outputs.reshape(-1).astype(np.float64))
+    if target.task == "binary":
+        indices = (outputs.reshape(-1) > threshold).astype(np.int64)
+    else:
+        indices = np.argmax(outputs, axis=1).astype(np.int64)
+    return pc.take(pa.array(target.classes), pa.array(indices))
+
+
+def as_text(labels: Iterable[Any]) -> list[str]:
+    """Labels as text, as an exported SavedModel's `label` output (and TF Serving) gives them."""
+    return [str(label) for label in labels]

@@ -1,0 +1,50 @@
+"""Outputs decoded into the user's labels: the binary threshold, the most probable class, the
+values of a regression, the labels' own types, and their text as a SavedModel gives it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from mlcli.features.schema import TargetSchema
+from mlcli.inference.labels import BINARY_THRESHOLD, as_text, predicted_labels
+
+
+def test_binary_is_positive_only_above_the_threshold():
+    target = TargetSchema(column="y", task="binary", classes=["low", "high"])
+    outputs = np.array([[0.2], [0.5], [0.51], [0.9]], np.float32)
+    assert BINARY_THRESHOLD == 0.5
+    assert predicted_labels(outputs, target).to_pylist() == ["low", "low", "high", "high"]
+    assert predicted_labels(outputs, target, threshold=0.1).to_pylist() == ["high"] * 4
+    assert predicted_labels(outputs, target, threshold=0.95).to_pylist() == ["low"] * 4
+
+
+def test_multiclass_is_the_most_probable_class_in_the_classes_order():
+    target = TargetSchema(column="y", task="multiclass", classes=[3, 1, 2])
+    outputs = np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3], [0.1, 0.1, 0.8]], np.float32)
+    labels = predicted_labels(outputs, target)
+    assert labels.type == pa.int64()  # the user's own values, not their text
+    assert labels.to_pylist() == [1, 3, 2]
+
+
+def test_regression_gives_the_values_as_float64():
+    target = TargetSchema(column="y", task="regression")
+    outputs = np.array([[1.5], [-2.25]], np.float32)
+    labels = predicted_labels(outputs, target)
+    assert labels.type == pa.float64() and labels.to_pylist() == [1.5, -2.25]
+
+
+@pytest.mark.parametrize(
+    ("task", "classes", "width"), [("binary", ["a", "b"], 1), ("multiclass", ["a", "b", "c"], 3)]
+)
+def test_no_rows_give_no_labels(task, classes, width):
+    target = TargetSchema(column="y", task=task, classes=classes)
+    assert predicted_labels(np.zeros((0, width), np.float32), target).to_pylist() == []
+
+
+def test_labels_as_text_spell_the_values_as_python_does():
+    target = TargetSchema(column="y", task="binary", classes=[False, True])
+    labels = predicted_labels(np.array([[0.9], [0.1]], np.float32), target)
+    assert as_text(labels.to_pylist()) == ["True", "False"]
+    assert as_text([1, "x", 2.5]) == ["1", "x", "2.5"]
