@@ -106,7 +106,7 @@ def render_config(report: InitReport, *, name: str, train: str, command: str, wr
     header = [
         f"# Written by `{command}` on {written}, from the first {report.sample_rows} rows.",
         "# Each guess carries its reason: check them, then run `mlcli train <this file>`.",
-        '# Every key is described in the README ("The config") and by `mlcli config schema`.',
+        "# Every key is described in mlcli's docs/config.md and by `mlcli config schema`.",
     ]
     rows = report.sample_rows
     lines = [
