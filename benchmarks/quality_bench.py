@@ -52,7 +52,7 @@ def lightgbm_score(config_path: Path, seed: int) -> tuple[str, float, float]:
     """LightGBM with default settings on the config's own splits: (metric, test score, seconds)."""
     import lightgbm
 
-    from mlcli.config.schema import load_config
+    from mlcli.config.loading import load_config
     from mlcli.data.splits import load_splits
     from mlcli.features.build import encode_labels
     from mlcli.training.data import prepare_schema
