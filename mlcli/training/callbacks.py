@@ -15,7 +15,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -26,7 +26,9 @@ from mlcli.reporting import Reporter
 from mlcli.runs import directory as runs
 from mlcli.tracking.tensorboard import tensorboard_callbacks
 from mlcli.training.compile import schedule_callbacks
-from mlcli.training.datasets import Split
+
+if TYPE_CHECKING:
+    from mlcli.training.datasets import Split
 
 CALLBACK_STATE = "callback_state.json"
 BEST_WEIGHTS = "best_weights.npz"

@@ -13,7 +13,7 @@ import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,8 +35,10 @@ from mlcli.training import distributed  # noqa: E402
 from mlcli.training.callbacks import EpochSeeding, completed_epochs, run_callbacks  # noqa: E402
 from mlcli.training.compile import compile_core, epoch_auc  # noqa: E402
 from mlcli.training.data import TrainingData  # noqa: E402
-from mlcli.training.datasets import Split  # noqa: E402
 from mlcli.training.devices import Placement, place, precision  # noqa: E402
+
+if TYPE_CHECKING:
+    from mlcli.training.datasets import Split
 
 # Rows per batch of validation and the final evaluation: 16384 took 0.5-0.8 s for 900k rows
 # here, 4096 0.8-0.9 s
