@@ -68,7 +68,9 @@ def transformed_numbers(values: pa.ChunkedArray, spec: NumericSpec, name: str) -
 
 
 def quantile_points(values: pa.ChunkedArray | pa.Array) -> list[float]:
-    """The values at probabilities 0, 1/128, ..., 1 (`QUANTILE_POINTS` of them)."""
+    """The values at probabilities 0, 1/128, ..., 1 (`QUANTILE_POINTS` of them); none if empty."""
+    if values.null_count == len(values):
+        return []
     probabilities = np.linspace(0.0, 1.0, QUANTILE_POINTS).tolist()
     return [float(q) for q in pc.quantile(values, q=probabilities).to_pylist()]
 

@@ -204,7 +204,7 @@ class SchemaStatistics:
                 spec,
                 mean=column.moments.mean if column.moments.count else None,
                 variance=column.moments.variance,
-                quantiles=quantile_points(pa.array(sample, pa.float64())) if len(sample) else [],
+                quantiles=quantile_points(pa.array(sample, pa.float64())),
                 has_missing=column.nulls > 0,
             )
         values, frequencies = column.counts.lists()

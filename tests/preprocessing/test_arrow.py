@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mlcli.config.schema import load_config
+from mlcli.config.loading import load_config
 from mlcli.data.splits import load_splits
 from mlcli.errors import DataError
 from mlcli.preprocessing.arrow import encodable, encode_features, encode_splits

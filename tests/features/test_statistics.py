@@ -1,0 +1,149 @@
+"""Statistics merged over record batches give the schema that `build_schema` gives the table."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlcli.config.schema import (
+    BinarySpec,
+    CategoricalSpec,
+    Config,
+    FeatureSpec,
+    NumericSpec,
+    TextSpec,
+)
+from mlcli.errors import DataError
+from mlcli.features.build import build_schema, build_target
+from mlcli.features.schema import FeatureSchema
+from mlcli.features.statistics import Moments, SchemaStatistics, UniformSample
+
+SPECS: dict[str, FeatureSpec] = {
+    "x": NumericSpec(type="numeric"),
+    "q": NumericSpec(type="numeric", transform="quantile"),
+    "grade": CategoricalSpec(type="categorical"),
+    "color": CategoricalSpec(type="categorical", max_tokens=3),
+    "flag": BinarySpec(type="binary"),
+    "notes": TextSpec(type="text", max_tokens=6),
+}
+WORDS = ["Good", "bad,", "the", "a", "day!", "ok"]
+
+
+def _config(task: str) -> Config:
+    document = {"name": "t", "data": {"train": "/t.csv"}, "target": {"column": "y", "task": task}}
+    return Config.model_validate(document)
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> tuple[pa.Table, list[int]]:
+    """A table with a column of every kind, missing values included, and batch boundaries."""
+    rows = draw(st.integers(2, 40))
+
+    def column(values: st.SearchStrategy) -> list:
+        return draw(st.lists(st.one_of(st.none(), values), min_size=rows, max_size=rows))
+
+    numbers = st.one_of(st.floats(-1e6, 1e6), st.just(float("nan")))
+    texts = st.lists(st.sampled_from(WORDS), max_size=5).map(" ".join)
+    labels = ["no", "yes", *draw(st.lists(st.sampled_from(["no", "yes"]), min_size=rows - 2))]
+    table = pa.table(
+        {
+            "x": pa.array(column(numbers), pa.float64()),
+            "q": pa.array(column(st.integers(-50, 50)), pa.int64()),
+            "grade": pa.array(column(st.integers(0, 4)), pa.int64()),
+            "color": pa.array(column(st.sampled_from(["red", "blue", "", "green"])), pa.string()),
+            "flag": pa.array(column(st.booleans()), pa.bool_()),
+            "notes": pa.array(column(texts), pa.string()),
+            "y": labels[:rows],
+            "v": np.linspace(0.0, 3.0, rows).round(2),
+        }
+    )
+    cuts = sorted(draw(st.lists(st.integers(1, rows - 1), max_size=4, unique=True)))
+    return table, cuts
+
+
+def _batches(table: pa.Table, cuts: list[int]) -> list[pa.Table]:
+    bounds = [0, *cuts, table.num_rows]
+    return [table.slice(start, end - start) for start, end in itertools.pairwise(bounds)]
+
+
+def _merged(table: pa.Table, cuts: list[int], task: str) -> FeatureSchema:
+    statistics = SchemaStatistics(
+        SPECS, target_column="y" if task != "regression" else "v", task=task, seed=0
+    )
+    for batch in _batches(table, cuts):
+        statistics.update(batch)
+    return statistics.finish(_config(task), excluded={})
+
+
+def _whole(table: pa.Table, task: str) -> FeatureSchema:
+    config = _config(task)
+    column = "y" if task != "regression" else "v"
+    target = build_target(table.column(column), config)
+    return build_schema(table, specs=SPECS, target=target, excluded={})
+
+
+def _assert_same(merged: FeatureSchema, whole: FeatureSchema) -> None:
+    assert [c.name for c in merged.columns] == [c.name for c in whole.columns]
+    for got, expected in zip(merged.columns, whole.columns, strict=True):
+        exact = ("type", "dtype", "vocabulary", "has_missing", "encoding", "embedding_dim")
+        assert {k: getattr(got, k) for k in exact} == {k: getattr(expected, k) for k in exact}
+        assert got.mean == pytest.approx(expected.mean, rel=1e-9, abs=1e-6), got.name
+        assert got.variance == pytest.approx(expected.variance, rel=1e-6, abs=1e-6), got.name
+        assert got.quantiles == pytest.approx(expected.quantiles, rel=1e-12), got.name
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tables())
+def test_merged_statistics_equal_the_whole_tables(drawn):
+    table, cuts = drawn
+    for task in ("binary", "regression"):
+        try:
+            whole = _whole(table, task)
+        except DataError as error:  # a numeric column with no value at all
+            with pytest.raises(DataError, match=str(error).split(":")[0]):
+                _merged(table, cuts, task)
+            continue
+        merged = _merged(table, cuts, task)
+        _assert_same(merged, whole)
+        if task == "binary":
+            assert merged.target == whole.target
+        else:
+            assert merged.target.mean == pytest.approx(whole.target.mean)
+            assert merged.target.std == pytest.approx(whole.target.std)
+
+
+def test_class_counts_follow_the_classes():
+    table = pa.table({"y": ["no", "yes", "yes", "yes"]})
+    statistics = SchemaStatistics({}, target_column="y", task="binary", seed=0)
+    for batch in _batches(table, [1, 3]):
+        statistics.update(batch)
+    assert statistics.class_counts(["yes", "no", "maybe"]) == [3, 1, 0]
+
+
+def test_no_training_rows_is_a_data_error():
+    statistics = SchemaStatistics(SPECS, target_column="y", task="binary", seed=0)
+    with pytest.raises(DataError, match="no rows with a label"):
+        statistics.finish(_config("binary"), excluded={})
+
+
+def test_moments_merge_as_numpy_computes_them():
+    values = np.random.default_rng(0).normal(5.0, 3.0, 1000)
+    moments = Moments()
+    for part in np.array_split(values, 7):
+        moments.update(pa.array(part))
+    moments.update(pa.array([None], pa.float64()))
+    assert (moments.count, moments.mean) == (1000, pytest.approx(values.mean()))
+    assert moments.variance == pytest.approx(values.var())
+
+
+def test_the_quantile_sample_stays_uniform_and_bounded():
+    sample = UniformSample(100, np.random.default_rng(0))
+    for start in range(0, 10_000, 1000):
+        sample.update(pa.array(np.arange(start, start + 1000, dtype=np.float64)))
+    assert len(sample.values) == 100 and len(set(sample.values)) == 100
+    assert 2500 < np.median(sample.values) < 7500

@@ -1,0 +1,82 @@
+"""Inferring a column's feature type and the target's task, and every input column's spec."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from mlcli.config.schema import Config, NumericSpec
+from mlcli.errors import DataError
+from mlcli.features.types import infer_feature_type, infer_task, resolve_feature_specs
+
+
+def _column(values: list, data_type: pa.DataType | None = None) -> pa.ChunkedArray:
+    return pa.chunked_array([pa.array(values, data_type)])
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([True, False, None], "binary"),
+        ([1, 5, 9], "numeric"),
+        ([1.5, None, 2.0], "numeric"),
+        (["yes", "no", "yes", None], "binary"),
+        (["red", "green", "blue"], "categorical"),
+        (["a long message of words", "and another one right here"], "text"),
+        (["two words", "and three more", "one"], "categorical"),
+    ],
+)
+def test_feature_types_from_values(values, expected):
+    assert infer_feature_type(_column(values)) == expected
+
+
+def test_an_empty_column_has_no_type():
+    assert infer_feature_type(_column([None, None], pa.string())) is None
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0.5, 1.25, 2.0], "regression"),
+        ([0.0, 1.0, 1.0, 0.0], "binary"),  # whole floats with few values are classes
+        (["no", "yes", None], "binary"),
+        (["a", "b", "c"], "multiclass"),
+        (list(range(5)), "multiclass"),
+        (list(range(21)), "regression"),
+    ],
+)
+def test_the_task_from_the_target(values, expected):
+    assert infer_task(_column(values)) == expected
+
+
+def _config(features: dict) -> Config:
+    document = {"name": "t", "data": {"train": "/t.csv"}, "target": {"column": "y"}}
+    return Config.model_validate({**document, "features": features})
+
+
+def test_declared_specs_win_and_the_rest_are_inferred():
+    table = pa.table(
+        {
+            "y": ["a", "b", "a"],
+            "code": [1, 2, 3],
+            "color": ["red", "blue", "green"],
+            "id": [1, 2, 3],
+            "empty": pa.array([None, None, None], pa.string()),
+        }
+    )
+    specs, excluded = resolve_feature_specs(
+        table, _config({"code": "categorical", "exclude": ["id"]})
+    )
+    assert {name: spec.type for name, spec in specs.items()} == {
+        "code": "categorical",
+        "color": "categorical",
+    }
+    assert excluded == {"id": "excluded in the config", "empty": "every value is missing"}
+    specs, _ = resolve_feature_specs(table.drop(["empty"]), _config({}))
+    assert isinstance(specs["code"], NumericSpec) and "y" not in specs
+
+
+def test_no_column_besides_the_target_is_a_data_error():
+    table = pa.table({"y": [1, 2], "id": [1, 2]})
+    with pytest.raises(DataError, match="no feature columns left besides the target 'y'"):
+        resolve_feature_specs(table, _config({"exclude": ["id"]}))
