@@ -37,7 +37,8 @@ def numeric_values(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
                 "declare it categorical, or add the marker to data.csv.na_values"
             )
         raise DataError(f"column {name!r} is numeric but has type {column.type}")
-    values = pc.cast(column, pa.float64())
+    # integers past 2**53 round to the nearest float64 (the model takes float32 anyway)
+    values = pc.cast(column, pa.float64(), safe=False)
     infinite = pc.is_inf(values)
     if pc.any(infinite).as_py():
         row = _first_bad_row(values, infinite)

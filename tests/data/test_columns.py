@@ -1,0 +1,78 @@
+"""Column values as every reader checks them: numbers (NaN missing, text and infinity refused)
+and labels with `target.replace`."""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mlcli.data.columns import is_numeric_type, is_text_type, label_values, numeric_values
+from mlcli.errors import DataError
+
+
+def _column(values: list, data_type: pa.DataType | None = None) -> pa.ChunkedArray:
+    return pa.chunked_array([pa.array(values, data_type)])
+
+
+def test_numbers_are_float64_with_nan_read_as_missing():
+    values = numeric_values(_column([1, None, 3]), "n")
+    assert values.type == pa.float64() and values.to_pylist() == [1.0, None, 3.0]
+    assert numeric_values(_column([1.5, float("nan")]), "x").to_pylist() == [1.5, None]
+    assert numeric_values(_column([True, False]), "b").to_pylist() == [1.0, 0.0]
+    assert numeric_values(_column([2**53 + 1]), "id").to_pylist() == [2.0**53]  # rounded
+
+
+def test_text_and_infinity_are_data_errors_naming_the_column_and_row():
+    with pytest.raises(DataError, match=r"column 'x' is numeric but holds text: '\?' at row 3"):
+        numeric_values(_column(["1", None, "?", "2"]), "x")
+    with pytest.raises(DataError, match="column 'x' holds an infinite value at row 2"):
+        numeric_values(_column([1.0, -math.inf]), "x")
+    with pytest.raises(DataError, match="column 'd' is numeric but has type date32"):
+        numeric_values(_column([0], pa.int32()).cast(pa.date32()), "d")
+
+
+@given(
+    st.one_of(
+        st.lists(st.one_of(st.none(), st.floats()), max_size=20).map(
+            lambda v: _column(v, pa.float64())
+        ),
+        st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), max_size=20).map(
+            lambda v: _column(v, pa.int64())
+        ),
+        st.lists(st.one_of(st.none(), st.text(max_size=8)), max_size=20).map(
+            lambda v: _column(v, pa.string())
+        ),
+        st.lists(st.one_of(st.none(), st.booleans()), max_size=20).map(
+            lambda v: _column(v, pa.bool_())
+        ),
+    )
+)
+def test_numeric_values_raise_nothing_but_data_errors(column):
+    try:
+        values = numeric_values(column, "c")
+    except DataError as error:
+        assert "column 'c'" in str(error)
+        return
+    assert values.type == pa.float64() and len(values) == len(column)
+    present = [v for v in values.to_pylist() if v is not None]
+    assert all(math.isfinite(v) for v in present)
+
+
+def test_labels_are_replaced_on_their_text_and_keep_their_type():
+    replace = {">50K.": ">50K", "<=50K.": "<=50K"}
+    labels = label_values(_column([">50K.", "<=50K", None]), replace)
+    assert labels.to_pylist() == [">50K", "<=50K", None]
+    assert label_values(_column([1, 2, 3]), {"3": "2"}).to_pylist() == [1, 2, 2]
+    assert label_values(_column([1, 2]), {"2": "two"}).to_pylist() == ["1", "two"]
+    column = _column(["a"])
+    assert label_values(column, {}) is column
+
+
+def test_type_predicates():
+    assert is_numeric_type(pa.int8()) and is_numeric_type(pa.float32())
+    assert not is_numeric_type(pa.bool_()) and not is_numeric_type(pa.string())
+    assert is_text_type(pa.large_string()) and not is_text_type(pa.binary())
