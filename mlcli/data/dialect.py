@@ -7,8 +7,9 @@ made, which `mlcli init` writes into the config as a comment.
 
 `detect_header` answers the narrower question that `evaluate` and `predict` ask of new data for
 a trained run: does the first line name the model's columns? Then the table is read by those
-names, whatever the run's own CSV options say. The standard library's `csv` module does the
-parsing of the sample in both.
+names, whatever the run's own CSV options say; `repeats_names` catches, when a table is read,
+a header line that the config reads as data. The standard library's `csv` module does the
+parsing of the sample.
 """
 
 from __future__ import annotations
@@ -253,3 +254,9 @@ def detect_header(options: CsvOptions, head: bytes, names: Sequence[str]) -> Csv
     changed = options.model_dump(exclude_unset=True)
     changed.update(header=True, columns=None, delimiter=delimiter)
     return CsvOptions.model_validate(changed)
+
+
+def repeats_names(row: Sequence[object], names: Sequence[str]) -> bool:
+    """Whether a row read as data is the column names themselves: a header line read as data."""
+    values = ["" if value is None else str(value).strip() for value in row]
+    return values == [name.strip() for name in names]

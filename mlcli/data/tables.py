@@ -21,6 +21,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from mlcli.config.schema import CsvOptions, DataConfig, Source, SourceSpec
+from mlcli.data.dialect import repeats_names
 from mlcli.errors import DataError
 
 _COMPRESSION_SUFFIXES = {".gz", ".zst", ".zstd", ".bz2", ".lz4"}
@@ -205,16 +206,13 @@ def _check_csv(table: pa.Table, csv: CsvOptions, source: str, *, first: bool) ->
                 f"{source}: column {name!r} holds bytes that are not UTF-8 text; "
                 "re-encode the file as UTF-8"
             )
-    if first and not csv.header and csv.columns and table.num_rows:
-        row = [
-            str(v).strip() if v is not None else ""
-            for v in table.slice(0, 1).to_pylist()[0].values()
-        ]
-        if row == [c.strip() for c in csv.columns]:
-            raise DataError(
-                f"{source}: the first line repeats the column names but data.csv.header is "
-                "false; set header: true"
-            )
+    if not (first and not csv.header and csv.columns and table.num_rows):
+        return
+    if repeats_names(list(table.slice(0, 1).to_pylist()[0].values()), csv.columns):
+        raise DataError(
+            f"{source}: the first line repeats the column names but data.csv.header is "
+            "false; set header: true"
+        )
 
 
 def _arrow_error(source: str, error: Exception) -> DataError:

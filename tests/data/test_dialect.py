@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlcli.config.schema import CsvOptions
-from mlcli.data.dialect import detect_header, read_head, read_head_bytes, sniff_csv
+from mlcli.data.dialect import detect_header, read_head, read_head_bytes, repeats_names, sniff_csv
 from mlcli.errors import DataError
 
 
@@ -100,3 +100,9 @@ def test_a_header_naming_half_the_columns_is_found_with_any_usual_delimiter(fiel
     assert found.header is named
     if named and len(fields) > 1:
         assert found.delimiter == delimiter
+
+
+def test_a_row_that_repeats_the_names_is_a_header_read_as_data():
+    assert repeats_names([" a", "b ", None], ["a", "b", ""])
+    assert not repeats_names(["a", 1], ["a", "b"])
+    assert not repeats_names(["a"], ["a", "b"])

@@ -13,8 +13,10 @@ import pytest
 from conftest import REPO, make_table
 
 from mlcli.config.loading import parse_config
+from mlcli.config.schema import CsvOptions
 from mlcli.data.splits import load_splits
-from mlcli.data.tables import read_table, resolve_source
+from mlcli.data.tables import TableSource, iter_batches, read_table, resolve_source
+from mlcli.errors import DataError
 
 ADULT_COLUMNS = [
     "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
@@ -139,3 +141,16 @@ def test_shipped_examples_carry_their_data():
         source = resolve_source(config.data.train, data=config.data)
         assert all(path.is_file() for path in source.paths), config_path
         assert all(REPO in path.parents for path in source.paths), "examples must not use ../shared"
+
+
+def test_a_header_line_read_as_data_is_named(tmp_path: Path):
+    path = tmp_path / "named.csv"
+    path.write_text("a, b\n1,2\n")
+    csv = CsvOptions.model_validate({"header": False, "columns": ["a", "b"]})
+    source = TableSource(paths=(path,), format="csv", csv=csv)
+    with pytest.raises(DataError, match=r"repeats the column names but data\.csv\.header is false"):
+        read_table(source)
+    with pytest.raises(DataError, match="repeats the column names"):
+        list(iter_batches(source))
+    path.write_text("1,2\na,b\n")
+    assert read_table(source).column("a").to_pylist() == ["1", "a"]
