@@ -154,22 +154,6 @@ def test_quantile_transform_layer_matches_its_numpy_twin():
     assert scores.min() > -3.2 and scores.max() < 3.2
 
 
-def test_learning_rate_schedules(write_config):
-    from mlcli.config.training import TrainingConfig
-    from mlcli.training.compile import make_optimizer, schedule_callbacks
-
-    cosine = TrainingConfig(learning_rate_schedule="cosine", epochs=4, learning_rate=0.01)
-    optimizer = make_optimizer(cosine, steps_per_epoch=10)
-    schedule = optimizer._learning_rate
-    assert float(schedule(0)) == pytest.approx(0.01)
-    assert float(schedule(40)) == pytest.approx(0.0, abs=1e-7)
-    assert schedule_callbacks(cosine) == []
-    plateau = schedule_callbacks(TrainingConfig(learning_rate_schedule="reduce_on_plateau"))
-    assert [type(c).__name__ for c in plateau] == ["ReduceLROnPlateau"]
-    assert TrainingConfig().optimizer == "adamw"
-    assert TrainingConfig().weight_decay > 0
-
-
 def test_a_misspelt_model_type_is_a_config_error(write_config):
     path = write_config(model={"type": "transfomer"})
     result = runner.invoke(app, ["validate", str(path)])

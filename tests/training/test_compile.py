@@ -57,3 +57,18 @@ def test_training_modules_that_run_before_fit_do_not_import_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_learning_rate_schedules():
+    from mlcli.training.compile import schedule_callbacks
+
+    cosine = TrainingConfig(learning_rate_schedule="cosine", epochs=4, learning_rate=0.01)
+    optimizer = make_optimizer(cosine, steps_per_epoch=10)
+    schedule = optimizer._learning_rate
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(40)) == pytest.approx(0.0, abs=1e-7)
+    assert schedule_callbacks(cosine) == []
+    plateau = schedule_callbacks(TrainingConfig(learning_rate_schedule="reduce_on_plateau"))
+    assert [type(c).__name__ for c in plateau] == ["ReduceLROnPlateau"]
+    assert TrainingConfig().optimizer == "adamw"
+    assert TrainingConfig().weight_decay > 0
