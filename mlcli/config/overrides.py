@@ -69,6 +69,18 @@ def set_dotted(document: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
+def dotted_items(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a raw config by its dotted key; an empty section is a leaf of its own."""
+    flat: dict[str, Any] = {}
+    for key, child in document.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(child, Mapping) and child:
+            flat.update(dotted_items(child, dotted))
+        else:
+            flat[dotted] = child
+    return flat
+
+
 def copy_document(value: Any) -> Any:
     """A copy of a raw YAML document that shares nothing with it (YAML anchors included)."""
     if isinstance(value, dict):

@@ -210,15 +210,6 @@ def _artifacts(path: Path) -> list[dict[str, Any]]:
     return found
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, child in value.items():
-            flat.update(_flatten(child, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix: value}
-
-
 def read_config(path: Path) -> dict[str, Any]:
     """A run's resolved config as a plain mapping (empty when it has none)."""
     try:
@@ -230,7 +221,9 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def config_diff(first: dict[str, Any], second: dict[str, Any]) -> list[dict[str, Any]]:
     """The dotted config keys whose values differ, with both values (None where absent)."""
-    a, b = _flatten(first), _flatten(second)
+    from mlcli.config.overrides import dotted_items  # pydantic only when a diff is asked for
+
+    a, b = dotted_items(first), dotted_items(second)
     return [
         {"key": key, "run": a.get(key), "other": b.get(key)}
         for key in sorted(set(a) | set(b))

@@ -21,6 +21,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mlcli.config.overrides import dotted_items
 from mlcli.config.schema import Config, MlflowConfig
 from mlcli.errors import InterruptedRunError, require_extra
 from mlcli.reporting import Reporter
@@ -32,13 +33,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
     """A nested config as dotted keys and text values, as MLflow parameters."""
-    if isinstance(value, dict) and value:
-        flat: dict[str, str] = {}
-        for key, child in value.items():
-            flat.update(flatten(child, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    text = json.dumps(value) if isinstance(value, list | dict) else str(value)
-    return {prefix: text[:_PARAM_LIMIT]}
+    flat = dotted_items(value, prefix) if isinstance(value, dict) and value else {prefix: value}
+    return {
+        key: (json.dumps(leaf) if isinstance(leaf, list | dict) else str(leaf))[:_PARAM_LIMIT]
+        for key, leaf in flat.items()
+    }
 
 
 class Tracker:

@@ -88,3 +88,17 @@ def test_walk_schema_follows_unions_tags_and_columns():
     assert NumericSpec in columns and CategoricalSpec in columns
     assert walk_schema(["data", "csv", "columns", 0])[1] == list[str] | None
     assert walk_schema(["nothing", "here"]) == ([], None)
+
+
+def test_dotted_items_names_every_leaf_and_keeps_empty_sections():
+    from mlcli.config.overrides import dotted_items, get_dotted
+
+    document = {"model": {"hidden_units": [8, 4], "embedding": {}}, "seed": 3, "data": {"csv": {}}}
+    flat = dotted_items(document)
+    assert flat == {
+        "model.hidden_units": [8, 4],
+        "model.embedding": {},
+        "seed": 3,
+        "data.csv": {},
+    }
+    assert all(get_dotted(document, key) == value for key, value in flat.items())
