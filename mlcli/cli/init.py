@@ -38,7 +38,7 @@ def init(
 ) -> None:
     """Write a commented starting config for DATA from a sample of its rows; trains nothing."""
     from mlcli.starter.init import init as init_config
-    from mlcli.starter.init import report_dict, summary_table
+    from mlcli.starter.init import report_dict
 
     names = [name.strip() for name in columns.split(",")] if columns else None
     report = run_guarded(
@@ -53,5 +53,5 @@ def init(
     if not quiet:
         from mlcli.cli import views
 
-        views.table_console().print(summary_table(report))
+        views.table_console().print(views.init_table(report))
     print(report.config_path)

@@ -18,6 +18,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from mlcli.evaluation.result import Evaluation
     from mlcli.runs.listing import RunSummary
+    from mlcli.starter.profiling import InitReport
     from mlcli.training.tune import TuneResult
     from mlcli.training.validate import ValidationReport
 
@@ -189,3 +190,20 @@ def _diff_tables(details: dict[str, Any]) -> list[Table]:
         change = f"{a - b:+.4g}" if numbers else ""
         metrics.add_row(row["split"], row["metric"], _value(a), _value(b), change)
     return [config, metrics]
+
+
+def init_table(report: InitReport) -> Table:
+    """What `init` inferred, one row per column, for the terminal."""
+    table = Table(title=f"{report.data.name}: {report.sample_rows} rows sampled")
+    table.add_column("column", overflow="fold")
+    table.add_column("inferred", no_wrap=True)
+    table.add_column("distinct", justify="right")
+    table.add_column("missing", justify="right")
+    table.add_column("why", ratio=1)
+    target = report.target
+    table.add_row(target.name, f"target: {target.task}", str(target.classes), "", target.reason)
+    for p in report.columns:
+        kind = p.kind + (f" ({p.transform})" if p.transform != "none" else "")
+        missing = f"{p.missing_share:.1%}" if p.missing else ""
+        table.add_row(p.name, kind, str(p.distinct), missing, p.reason)
+    return table

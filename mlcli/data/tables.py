@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from mlcli.config.messages import did_you_mean
 from mlcli.config.schema import CsvOptions, DataConfig, Source, SourceSpec
 from mlcli.data.dialect import repeats_names
 from mlcli.errors import DataError
@@ -339,16 +340,14 @@ def _iter_csv(
 
 def require_columns(found: Sequence[str], needed: Sequence[str], *, source: str) -> None:
     """Raises `DataError` listing the needed columns a table lacks (sorted, with hints)."""
-    import difflib
-
     present = set(found)
     missing = sorted({c for c in needed if c not in present})
     if not missing:
         return
     hints = []
     for column in missing[:5]:
-        close = difflib.get_close_matches(column, list(found), n=1, cutoff=0.6)
-        hints.append(f"{column!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        close = did_you_mean(column, found)
+        hints.append(f"{column!r}" + (f" (did you mean {close!r}?)" if close else ""))
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
     shown = ", ".join(repr(c) for c in list(found)[:20])
     raise DataError(

@@ -12,16 +12,14 @@ report = mlcli.init("data.csv", target="label", output="config.yaml")
 
 from __future__ import annotations
 
-import difflib
 import re
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from mlcli.config.loading import parse_config
+from mlcli.config.messages import did_you_mean
 from mlcli.config.schema import CsvOptions
 from mlcli.data.dialect import DEFAULT_NA_VALUES, CsvDialect, sniff_csv
 from mlcli.data.tables import TableSource, expand_paths, read_sample, resolve_source
@@ -90,11 +88,11 @@ def _resolve_target(target: str, names: list[str], *, source: str) -> str:
         return folded[0]
     if re.fullmatch(r"-?\d+", target) and -len(names) <= int(target) < len(names):
         return names[int(target)]
-    hint = difflib.get_close_matches(target, names, n=1, cutoff=0.6)
+    hint = did_you_mean(target, names)
     shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
     raise DataError(
         f"{source}: --target {target!r} is not a column"
-        + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        + (f" (did you mean {hint!r}?)" if hint else "")
         + f"; the columns are {shown} (a 0-based column number works too)"
     )
 
@@ -193,20 +191,3 @@ def report_dict(report: InitReport) -> dict[str, Any]:
             {**asdict(p), "missing_share": round(p.missing_share, 4)} for p in report.columns
         ],
     }
-
-
-def summary_table(report: InitReport) -> Table:
-    """What `init` inferred, one row per column, for the terminal."""
-    table = Table(title=f"{report.data.name}: {report.sample_rows} rows sampled")
-    table.add_column("column", overflow="fold")
-    table.add_column("inferred", no_wrap=True)
-    table.add_column("distinct", justify="right")
-    table.add_column("missing", justify="right")
-    table.add_column("why", ratio=1)
-    target = report.target
-    table.add_row(target.name, f"target: {target.task}", str(target.classes), "", target.reason)
-    for p in report.columns:
-        kind = p.kind + (f" ({p.transform})" if p.transform != "none" else "")
-        missing = f"{p.missing_share:.1%}" if p.missing else ""
-        table.add_row(p.name, kind, str(p.distinct), missing, p.reason)
-    return table
