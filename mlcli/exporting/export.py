@@ -119,7 +119,7 @@ def _check(export_format: str, loaded: LoadedRun, model_path: Path) -> CheckResu
     from mlcli.inference.predictor import Predictor
 
     columns, sample = sample_columns(loaded)
-    reference = Predictor(loaded.model, loaded.schema).column_call()(columns)
+    reference = Predictor(loaded.model, loaded.schema).eager_outputs(columns)
     runtime, outputs = run_in_runtime(export_format, model_path, columns, loaded.schema)
     difference, worst, mismatches, passed = compare(
         export_format, outputs, reference, loaded.schema

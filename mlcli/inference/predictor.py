@@ -1,8 +1,9 @@
 """A run's saved model on raw columns: the one place that calls it on data.
 
-`evaluate`, `predict`, the export check's reference, the MLflow model and training's own
-check of the composed model all call `Predictor.outputs` on an Arrow table of raw columns;
-`mlcli serve` calls `Predictor.column_call` on the (rows, 1) numpy columns of a request.
+`evaluate`, `predict` and the MLflow model call `Predictor.outputs` on an Arrow table of raw
+columns; `mlcli serve` calls `Predictor.column_call` on the (rows, 1) numpy columns of a
+request; training's check of the composed model and export's reference call
+`Predictor.eager_outputs`, eagerly like the core they are compared with.
 
 Imported only after TensorFlow has been imported quietly. The model is called through one
 `tf.function` with a fixed input signature (any number of rows), so batches of any size reuse
@@ -28,6 +29,7 @@ from mlcli.data.columns import is_text_type
 from mlcli.data.tables import require_columns
 from mlcli.features.schema import FeatureSchema
 from mlcli.preprocessing.inputs import MISSING_VALUES, model_inputs
+from mlcli.preprocessing.layers import to_tensors
 
 tf = import_tensorflow()
 
@@ -119,15 +121,30 @@ class Predictor:
             for name, (values, indices) in prepared.strings.items():
                 batch[name] = (values, tf.constant(indices[start:stop]))
             parts.append(self._call(batch).numpy())
-        if not parts:
-            task = self.schema.target
-            width = len(task.classes) if task.task == "multiclass" else 1
-            return np.zeros((0, width), np.float32)
-        return np.concatenate(parts)
+        return np.concatenate(parts) if parts else self._no_rows()
 
     def outputs(self, table: pa.Table, *, source: str) -> np.ndarray:
         """The model's outputs on every row of `table`: (rows, 1) or (rows, classes)."""
         return self.run(self.prepare(table, source=source))
+
+    def eager_outputs(self, columns: Columns) -> np.ndarray:
+        """The model called eagerly, op by op, on numpy columns as `model_inputs` makes them.
+
+        Training calls its core the same way, so its composition check and export's reference
+        compare like with like: a traced graph may fuse ops and round differently, and periodic
+        numeric embeddings amplify float32 rounding.
+        """
+        dataset = tf.data.Dataset.from_tensor_slices(to_tensors(columns, self.schema))
+        parts = [
+            np.asarray(self._model(batch, training=False))
+            for batch in dataset.batch(self.batch_rows)
+        ]
+        return np.concatenate(parts) if parts else self._no_rows()
+
+    def _no_rows(self) -> np.ndarray:
+        task = self.schema.target
+        width = len(task.classes) if task.task == "multiclass" else 1
+        return np.zeros((0, width), np.float32)
 
     def column_call(self) -> ColumnCall:
         """The model as one traced `tf.function` over numpy columns, as a server calls it.

@@ -210,11 +210,13 @@ def _verify_composition(
 ) -> float:
     """The largest difference between the saved model on raw rows and the core on their encoding."""
     from mlcli.inference.predictor import Predictor  # it starts TensorFlow: only after `place`
+    from mlcli.preprocessing.inputs import model_inputs
 
     head = data.validation_head()
     if head.num_rows == 0:
         return 0.0
-    raw = Predictor(model, data.schema).outputs(head, source="validation")
+    columns = model_inputs(head, data.schema, source="validation")
+    raw = Predictor(model, data.schema).eager_outputs(columns)
     direct = keras.ops.convert_to_numpy(core(validation.encoded_head(head), training=False))
     difference = float(np.max(np.abs(raw - direct))) if len(raw) else 0.0
     if difference > COMPOSITION_TOLERANCE:
