@@ -11,8 +11,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import pytest
 import yaml
+
+from mlcli.config.loading import parse_config
+from mlcli.config.schema import Config
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -142,3 +146,63 @@ def predict_with_cli(run: Path, table: pa.Table, folder: Path) -> pa.Table:
     )
     assert result.exit_code == 0, result.output
     return pa_csv.read_csv(output)
+
+
+def uci_like(tmp_path: Path, rows: int = 300) -> Path:
+    """No header, ', ' separators, '?' for missing values, like UCI's Adult."""
+    rng = np.random.default_rng(6)
+    lines = ["|banner line"]
+    for i in range(rows):
+        job = "?" if i % 23 == 0 else rng.choice(["Private", "State-gov", "Self-emp"])
+        age = int(rng.integers(18, 80))
+        lines.append(f"{age}, {job}, {rng.normal():.3f}, {'>50K' if age > 45 else '<=50K'}")
+    path = tmp_path / "people.data"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_parts(table: pa.Table, folder: Path, fmt: str, files: int = 3) -> str:
+    """`table` as `files` Parquet or CSV parts in a new `folder`; returns their glob."""
+    folder.mkdir()
+    size = -(-table.num_rows // files)
+    for index in range(files):
+        part = table.slice(index * size, size)
+        if fmt == "parquet":
+            pq.write_table(part, folder / f"part-{index}.parquet")
+        else:
+            pa_csv.write_csv(part, folder / f"part-{index}.csv")
+    return str(folder / f"*.{fmt}")
+
+
+def streamed_config(train: str, **data: object) -> Config:
+    """A streamed binary config over the tiny table at `train`, with `data` keys laid over."""
+    return parse_config(
+        {
+            "name": "streamed",
+            "seed": 5,
+            "data": {"train": train, "validation": 0.2, "test": 0.1, "streaming": True, **data},
+            "target": {"column": "label", "task": "binary"},
+            "features": {
+                "review": "text",
+                "grade": "categorical",
+                "income": {"type": "numeric", "transform": "quantile"},
+                "age": {"type": "numeric", "transform": "log"},
+                "exclude": ["id"],
+            },
+        }
+    )
+
+
+def regenerated(script: str, output: Path) -> str:
+    """What `python docs/<script> --output OUTPUT` writes (the generated references' check)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(REPO / "docs" / script), "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return output.read_text(encoding="utf-8")

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-GENERATOR = ROOT / "docs" / "gen_config.py"
-REFERENCE = ROOT / "docs" / "config.md"
+from conftest import REPO, regenerated
+
+REFERENCE = REPO / "docs" / "config.md"
 
 
 def _generate(output: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, str(GENERATOR), "--output", str(output)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return output.read_text(encoding="utf-8")
+    return regenerated("gen_config.py", output)
 
 
 def test_the_config_reference_is_up_to_date(tmp_path):

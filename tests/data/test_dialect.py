@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import uci_like as _uci_like
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,17 +18,6 @@ from mlcli.errors import DataError
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _uci_like(tmp_path: Path, rows: int = 300) -> Path:
-    """No header, ', ' separators, '?' for missing values, like UCI's Adult."""
-    rng = np.random.default_rng(6)
-    lines = ["|banner line"]
-    for i in range(rows):
-        job = "?" if i % 23 == 0 else rng.choice(["Private", "State-gov", "Self-emp"])
-        age = int(rng.integers(18, 80))
-        lines.append(f"{age}, {job}, {rng.normal():.3f}, {'>50K' if age > 45 else '<=50K'}")
-    return _write(tmp_path / "people.data", "\n".join(lines) + "\n")
 
 
 def test_sniffs_uci_style_files(tmp_path):

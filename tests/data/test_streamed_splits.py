@@ -4,17 +4,13 @@ shuffle pool in tests/training/test_datasets.py.)"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_table
+from conftest import streamed_config as _config
+from conftest import write_parts as _write_parts
 
-from mlcli.config.loading import parse_config
-from mlcli.config.schema import Config
 from mlcli.data.streamed_splits import (
     StreamedTable,
     split_parts,
@@ -25,36 +21,6 @@ from mlcli.data.streamed_splits import (
 from mlcli.data.tables import resolve_source
 
 ROWS = 500
-
-
-def _write_parts(table: pa.Table, folder: Path, fmt: str, files: int = 3) -> str:
-    folder.mkdir()
-    size = -(-table.num_rows // files)
-    for index in range(files):
-        part = table.slice(index * size, size)
-        if fmt == "parquet":
-            pq.write_table(part, folder / f"part-{index}.parquet")
-        else:
-            pa_csv.write_csv(part, folder / f"part-{index}.csv")
-    return str(folder / f"*.{fmt}")
-
-
-def _config(train: str, **data: object) -> Config:
-    return parse_config(
-        {
-            "name": "streamed",
-            "seed": 5,
-            "data": {"train": train, "validation": 0.2, "test": 0.1, "streaming": True, **data},
-            "target": {"column": "label", "task": "binary"},
-            "features": {
-                "review": "text",
-                "grade": "categorical",
-                "income": {"type": "numeric", "transform": "quantile"},
-                "age": {"type": "numeric", "transform": "log"},
-                "exclude": ["id"],
-            },
-        }
-    )
 
 
 def test_hash_split_is_deterministic_and_independent_of_batching():

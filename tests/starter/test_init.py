@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import uci_like as _uci_like
 from typer.testing import CliRunner
 
 from mlcli.cli.app import app
@@ -89,17 +90,6 @@ def test_target_task_and_rarer_positive_class():
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _uci_like(tmp_path: Path, rows: int = 300) -> Path:
-    """No header, ', ' separators, '?' for missing values, like UCI's Adult."""
-    rng = np.random.default_rng(6)
-    lines = ["|banner line"]
-    for i in range(rows):
-        job = "?" if i % 23 == 0 else rng.choice(["Private", "State-gov", "Self-emp"])
-        age = int(rng.integers(18, 80))
-        lines.append(f"{age}, {job}, {rng.normal():.3f}, {'>50K' if age > 45 else '<=50K'}")
-    return _write(tmp_path / "people.data", "\n".join(lines) + "\n")
 
 
 def test_init_writes_a_commented_config_that_validates(tmp_path, monkeypatch):

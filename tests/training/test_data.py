@@ -13,10 +13,11 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_table
+from conftest import streamed_config as _config
+from conftest import write_parts as _write_parts
 from typer.testing import CliRunner
 
 from mlcli.config.loading import load_config, parse_config
-from mlcli.config.schema import Config
 from mlcli.data.splits import labelled_rows, load_splits
 from mlcli.data.streamed_splits import split_parts
 from mlcli.data.tables import read_table
@@ -40,36 +41,6 @@ class Events(QuietReporter):
 
     def event(self, name: str, message: str = "", **fields: object) -> None:
         self.names.append(name)
-
-
-def _write_parts(table: pa.Table, folder: Path, fmt: str, files: int = 3) -> str:
-    folder.mkdir()
-    size = -(-table.num_rows // files)
-    for index in range(files):
-        part = table.slice(index * size, size)
-        if fmt == "parquet":
-            pq.write_table(part, folder / f"part-{index}.parquet")
-        else:
-            pa_csv.write_csv(part, folder / f"part-{index}.csv")
-    return str(folder / f"*.{fmt}")
-
-
-def _config(train: str, **data: object) -> Config:
-    return parse_config(
-        {
-            "name": "streamed",
-            "seed": 5,
-            "data": {"train": train, "validation": 0.2, "test": 0.1, "streaming": True, **data},
-            "target": {"column": "label", "task": "binary"},
-            "features": {
-                "review": "text",
-                "grade": "categorical",
-                "income": {"type": "numeric", "transform": "quantile"},
-                "age": {"type": "numeric", "transform": "log"},
-                "exclude": ["id"],
-            },
-        }
-    )
 
 
 def _counts(labels: pa.ChunkedArray, classes: list) -> list[int]:
