@@ -201,6 +201,12 @@ def _check_csv(table: pa.Table, csv: CsvOptions, source: str, *, first: bool) ->
             f"{source}: the header holds bytes that are not UTF-8 text "
             f"({error.object[error.start : error.start + 4]!r}); expected a UTF-8 table"
         ) from error
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataError(
+            f"{source}: the header names {', '.join(repr(n) for n in repeated)} more than once; "
+            "expected one column per name (rename them, or give data.csv.columns)"
+        )
     for name, column in zip(names, table.columns, strict=True):
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             raise DataError(

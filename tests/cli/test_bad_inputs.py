@@ -117,6 +117,13 @@ def non_utf8_header(folder: Path) -> list[str]:
     return [str(_config(folder))]
 
 
+def repeated_header(folder: Path) -> list[str]:
+    _table(folder)
+    text = (folder / "data.csv").read_bytes().replace(b'"income"', b'"age"', 1)
+    (folder / "data.csv").write_bytes(text)
+    return [str(_config(folder))]
+
+
 def missing_header(folder: Path) -> list[str]:
     _table(folder)
     lines = (folder / "data.csv").read_text().splitlines(keepends=True)
@@ -176,6 +183,7 @@ CASES: list[tuple[Setup, int, list[str]]] = [
     (not_a_table, 3, ["data.csv"]),
     (non_utf8, 3, ["data.csv", "UTF-8"]),
     (non_utf8_header, 3, ["data.csv", "header", "UTF-8"]),
+    (repeated_header, 3, ["data.csv", "'age'", "more than once"]),
     (missing_header, 3, ["data.csv", "'label'"]),
     (extra_header, 3, ["data.csv", "header"]),
     (target_absent, 3, ["'label'"]),

@@ -81,7 +81,9 @@ def _assert_clean_outcome(result: Any, folder: Path) -> None:
         return
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1, message
-    assert any(name in message for name in ("data.csv", "config.yaml", "column", "'y'")), message
+    assert any(name in message for name in ("data.csv", "config.yaml", "column", "'y'", "data.")), (
+        message
+    )
     runs = folder / "runs"
     assert not runs.exists() or not any(runs.rglob("model.keras")), "a failed run looks complete"
 
