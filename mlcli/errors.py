@@ -6,6 +6,7 @@ MlcliError (1, a bug unless a subclass says otherwise)
 │   └── MlcliErrorUsage (2)  a bad command-line value, such as `--log-format xml`
 ├── DataError (3)            missing file, unreadable table, missing or mistyped column
 ├── RunError (4)             no such run, corrupt or incompatible artifacts, failed export check
+│   └── SelfCheckError (4)   a check after training failed; the complete run is kept
 ├── QualityGateError (5)     an `evaluate --fail-under/--fail-over` bound was missed
 ├── TrainingDivergedError (6) the loss became NaN or infinite
 └── InterruptedRunError (130)  SIGINT/SIGTERM; the last checkpoint is kept
@@ -44,6 +45,12 @@ class DataError(MlcliError):
 
 class RunError(MlcliError):
     """A run directory or model is missing, incomplete or incompatible (exit 4)."""
+
+    exit_code = 4
+
+
+class SelfCheckError(RunError):
+    """A check after training failed; the complete run is kept and names the figure (exit 4)."""
 
     exit_code = 4
 
