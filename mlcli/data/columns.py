@@ -2,15 +2,24 @@
 
 These are the checks every reader of a table shares (splits, streamed splits, `validate` and the
 feature schema): a numeric column is float64 with NaN read as missing, text or infinity is a data
-error naming the column and row, and labels get the config's `target.replace`.
+error naming the column and row, a number beyond float32's range (which the model would turn
+into infinity) is a data error naming the file, column, row and value, and labels get the
+config's `target.replace`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlcli.errors import DataError
+
+# The largest finite float32 (3.4028235e38): the model computes in float32, so a number past it
+# becomes infinity inside the model although it is finite as read (float64).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def is_numeric_type(data_type: pa.DataType) -> bool:
@@ -46,6 +55,46 @@ def numeric_values(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
             f"column {name!r} holds an infinite value at row {row}; expected finite numbers"
         )
     return pc.if_else(pc.is_nan(values), pa.nulls(1, pa.float64())[0], values)  # no pandas
+
+
+def check_float32_range(values: Any, *, column: str, source: str, row_offset: int = 0) -> None:
+    """Raises `DataError` at the first value finite in float64 but beyond float32's range.
+
+    Args:
+        values: the column's numbers: a numpy array, or an Arrow array or chunked array of a
+            numeric type (nulls and NaN are missing values and pass).
+        column: the column's name, for the message.
+        source: the file (or table) the values were read from, for the message.
+        row_offset: data rows of the file before `values[0]`, so that the row named is the
+            file's own 1-based data row.
+
+    Example:
+        `check_float32_range(np.array([1.0, 1e39]), column="x", source="a.csv")` raises
+        `a.csv: column 'x' holds 1e+39 at row 2, beyond float32's range (|x| <= 3.4028235e+38)`.
+    """
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind != "f" or values.dtype.itemsize <= 4:
+            return  # integers and float32 always fit
+        with np.errstate(invalid="ignore"):
+            beyond = np.isfinite(values) & (np.abs(values) > FLOAT32_MAX)
+        found = np.flatnonzero(beyond)
+        if len(found) == 0:
+            return
+        index, value = int(found[0]), float(values[found[0]])
+    else:
+        if not (pa.types.is_floating(values.type) or pa.types.is_decimal(values.type)):
+            return  # integers (at most 2**64) and booleans always fit
+        numbers = pc.cast(values, pa.float64(), safe=False)
+        beyond = pc.and_(pc.is_finite(numbers), pc.greater(pc.abs(numbers), FLOAT32_MAX))
+        if not pc.any(beyond).as_py():
+            return
+        index = int(pc.index(beyond, True).as_py())
+        value = float(numbers[index].as_py())
+    raise DataError(
+        f"{source}: column {column!r} holds {value:.8g} at row {row_offset + index + 1}, beyond "
+        f"float32's range (|x| <= {FLOAT32_MAX:.8g}) that the model computes in; "
+        "rescale the column (target.scale for a target) or leave it out (features.exclude)"
+    )
 
 
 def _first_non_number(column: pa.ChunkedArray) -> tuple[int, str]:
