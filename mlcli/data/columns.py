@@ -9,6 +9,7 @@ config's `target.replace`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,12 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def is_numeric_type(data_type: pa.DataType) -> bool:
-    """Integers and floats (not booleans)."""
-    return pa.types.is_integer(data_type) or pa.types.is_floating(data_type)
+    """Integers, floats and decimals (not booleans)."""
+    return (
+        pa.types.is_integer(data_type)
+        or pa.types.is_floating(data_type)
+        or pa.types.is_decimal(data_type)
+    )
 
 
 def is_text_type(data_type: pa.DataType) -> bool:
@@ -32,29 +37,47 @@ def is_text_type(data_type: pa.DataType) -> bool:
     return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
 
 
-def _first_bad_row(column: pa.ChunkedArray, predicate: pa.ChunkedArray) -> int:
-    return int(pc.index(predicate, True).as_py()) + 1
+def numeric_values(column: pa.ChunkedArray, name: str, *, row_offset: int = 0) -> pa.ChunkedArray:
+    """The column as float64 with NaN read as missing; text or infinities are data errors.
 
-
-def numeric_values(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
-    """The column as float64 with NaN read as missing; text or infinities are data errors."""
+    Rows in messages are 1-based and counted from `row_offset` (the data rows before
+    `column[0]` in its file).
+    """
     if not (is_numeric_type(column.type) or pa.types.is_boolean(column.type)):
         if is_text_type(column.type):
             bad = _first_non_number(column)
             raise DataError(
-                f"column {name!r} is numeric but holds text: {bad[1]!r} at row {bad[0]}; "
-                "declare it categorical, or add the marker to data.csv.na_values"
+                f"column {name!r} is numeric but holds text: {bad[1]!r} at row "
+                f"{row_offset + bad[0]}; declare it categorical, or add the marker to "
+                "data.csv.na_values"
             )
         raise DataError(f"column {name!r} is numeric but has type {column.type}")
     # integers past 2**53 round to the nearest float64 (the model takes float32 anyway)
     values = pc.cast(column, pa.float64(), safe=False)
     infinite = pc.is_inf(values)
     if pc.any(infinite).as_py():
-        row = _first_bad_row(values, infinite)
+        row = row_offset + int(pc.index(infinite, True).as_py()) + 1
         raise DataError(
             f"column {name!r} holds an infinite value at row {row}; expected finite numbers"
         )
     return pc.if_else(pc.is_nan(values), pa.nulls(1, pa.float64())[0], values)  # no pandas
+
+
+def check_numbers(
+    table: pa.Table, names: Iterable[str], *, source: str, row_offset: int = 0
+) -> None:
+    """Checks the named columns as the model will read them: numbers, finite, within float32.
+
+    Text in them, an infinity or a number beyond float32's range is a `DataError` naming
+    `source`, the column and the file's 1-based data row (`row_offset` rows precede the table).
+    """
+    for name in names:
+        column = table.column(name)
+        try:
+            numbers = numeric_values(column, name, row_offset=row_offset)
+        except DataError as error:
+            raise DataError(f"{source}: {error}") from error
+        check_float32_range(numbers, column=name, source=source, row_offset=row_offset)
 
 
 def check_float32_range(values: Any, *, column: str, source: str, row_offset: int = 0) -> None:

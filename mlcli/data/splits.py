@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlcli.config.schema import Config
-from mlcli.data.columns import label_values, numeric_values
+from mlcli.data.columns import check_numbers, label_values
 from mlcli.data.tables import TableSource, read_table, require_columns, resolve_source
 from mlcli.errors import DataError
 
@@ -46,15 +46,20 @@ def _read_checked(source: TableSource, config: Config, *, role: str) -> tuple[pa
 
 
 def _check_numbers(table: pa.Table, config: Config, *, source: str) -> None:
-    """Text in a declared numeric column, or an infinity anywhere, named by file row."""
-    declared = {n for n, spec in config.features.declared().items() if spec.type == "numeric"}
-    for name in table.column_names:
-        column = table.column(name)
-        if name in declared or pa.types.is_floating(column.type):
-            try:
-                numeric_values(column, name)
-            except DataError as error:
-                raise DataError(f"{source}: {error}") from error
+    """Text, an infinity or a number beyond float32's range in a column the model reads as
+    numbers (declared numeric, or floating and not declared otherwise), named by file row."""
+    declared = config.features.declared()
+    skipped = set(config.features.exclude)
+    names = [
+        name
+        for name in table.column_names
+        if name not in skipped
+        and (
+            (name in declared and declared[name].type == "numeric")
+            or (name not in declared and pa.types.is_floating(table.column(name).type))
+        )
+    ]
+    check_numbers(table, names, source=source)
 
 
 def _with_labels(table: pa.Table, config: Config, *, source: str) -> tuple[pa.Table, int]:

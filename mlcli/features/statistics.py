@@ -155,6 +155,11 @@ class SchemaStatistics:
         self.label_moments = Moments()
         self.rows = 0
 
+    @property
+    def numeric_columns(self) -> list[str]:
+        """The numeric features' names."""
+        return [n for n, c in self.columns.items() if isinstance(c.spec, NumericSpec)]
+
     def update(self, table: pa.Table, *, scale: float = 1.0) -> None:
         """Merges one batch of labelled training rows in."""
         self.rows += table.num_rows

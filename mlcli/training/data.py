@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from mlcli import files
 from mlcli.config.schema import Config
-from mlcli.data.columns import numeric_values
+from mlcli.data.columns import check_numbers, is_text_type
 from mlcli.data.splits import Splits, configured_columns, labelled_rows, load_splits
 from mlcli.data.streamed_splits import (
     StreamedSplits,
@@ -303,6 +303,9 @@ def _training_pass(train: StreamedTable, statistics: SchemaStatistics) -> tuple[
             replace(train.source, paths=(path,)), column_types=train.column_types
         ):
             table = pa.Table.from_batches([batch])
+            # every row of the file, validation and test rows included, counted from its start
+            numbers = _read_as_numbers(table, statistics.numeric_columns, statistics.task, config)
+            check_numbers(table, numbers, source=str(path), row_offset=offset - start)
             parts = split_parts(np.arange(offset, offset + table.num_rows), config)
             offset += table.num_rows
             labelled, lost = labelled_rows(table.append_column(_PART, pa.array(parts)), config)
@@ -320,22 +323,30 @@ def _training_pass(train: StreamedTable, statistics: SchemaStatistics) -> tuple[
 _PART = "__mlcli_part__"
 
 
+def _read_as_numbers(table: pa.Table, features: list[str], task: str, config: Config) -> list[str]:
+    """The numeric features, and a regression's target as read (text is for target.replace)."""
+    target = table.column(config.target.column)
+    if task == "regression" and not is_text_type(target.type):
+        return [*features, config.target.column]
+    return features
+
+
 def _checked_count(table: StreamedTable, schema: FeatureSchema) -> tuple[int, int]:
     """Rows of a separate validation or test table after checking its numbers and labels."""
+    features = [column.name for column in schema.columns if column.type == "numeric"]
     rows = dropped = 0
     for path in table.source.paths:
+        offset = 0
         for batch in iter_batches(
             replace(table.source, paths=(path,)), column_types=table.column_types
         ):
-            labelled, lost = labelled_rows(pa.Table.from_batches([batch]), table.config)
+            raw = pa.Table.from_batches([batch])
+            require_columns(raw.column_names, [*schema.input_names], source=str(path))
+            numbers = _read_as_numbers(raw, features, schema.target.task, table.config)
+            check_numbers(raw, numbers, source=str(path), row_offset=offset)
+            offset += raw.num_rows
+            labelled, lost = labelled_rows(raw, table.config)
             dropped += lost
             rows += labelled.num_rows
-            require_columns(labelled.column_names, schema.input_names, source=str(path))
-            try:
-                for column in schema.columns:
-                    if column.type == "numeric":
-                        numeric_values(labelled.column(column.name), column.name)
-            except DataError as error:
-                raise DataError(f"{path}: {error}") from error
             encode_labels(labelled.column(schema.target.column), schema.target, source=str(path))
     return rows, dropped

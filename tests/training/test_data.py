@@ -206,3 +206,67 @@ def test_a_streamed_run_trains_and_its_model_takes_raw_values(tmp_path):
     columns = [*FeatureSchema.load(run / "schema.json").input_names, "label"]
     first = np.flatnonzero(parts == 1)[:SAMPLE_ROWS]
     assert sample.equals(table.take(pa.array(first)).select(columns))
+
+
+def _out_of_float32_config(train: str, *, where: str, streamed: bool):
+    target = (
+        {"column": "value", "task": "regression"}
+        if where == "target"
+        else {"column": "label", "task": "binary"}
+    )
+    exclude = ["id", "tier", "review", "label" if where == "target" else "value"]
+    return parse_config(
+        {
+            "name": "range",
+            "data": {"train": train, "validation": 0.2, "streaming": streamed},
+            "target": target,
+            "features": {"exclude": exclude},
+        }
+    )
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in_memory", "streamed"])
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("where", ["feature", "target"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_number_beyond_float32_fails_loading_naming_file_column_and_row(
+    tmp_path, streamed, fmt, where, seed
+):
+    rng = np.random.default_rng(seed)
+    table = make_table(300, seed=seed)
+    column = "age" if where == "feature" else "value"
+    row = int(rng.integers(0, 300))
+    values = table.column(column).to_pylist()
+    values[row] = float(rng.choice([1e39, -3.5e38, 1.7e308]))
+    table = table.set_column(table.column_names.index(column), column, pa.array(values))
+    files = 3 if streamed else 1
+    train = _write_parts(table, tmp_path / "parts", fmt, files=files)
+    config = _out_of_float32_config(train, where=where, streamed=streamed)
+    size = -(-300 // files)
+    part, file_row = divmod(row, size)  # the file it is in, its data row there
+    with pytest.raises(DataError) as raised:
+        TrainingData.load(config, QuietReporter())
+    assert str(raised.value).startswith(
+        f"{tmp_path / 'parts' / f'part-{part}.{fmt}'}: column {column!r} holds {values[row]:.8g} "
+        f"at row {file_row + 1}, beyond float32's range"
+    )
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in_memory", "streamed"])
+def test_a_validation_file_beyond_float32_fails_loading(tmp_path, streamed):
+    pa_csv.write_csv(make_table(), tmp_path / "train.csv")
+    bad = make_table(50).to_pydict()
+    bad["age"][9] = 2e39
+    pa_csv.write_csv(pa.table(bad), tmp_path / "validation.csv")
+    config = _out_of_float32_config(str(tmp_path / "train.csv"), where="feature", streamed=streamed)
+    config.data.validation = str(tmp_path / "validation.csv")
+    with pytest.raises(DataError, match=r"validation.csv: column 'age' holds 2e\+39 at row 10,"):
+        TrainingData.load(config, QuietReporter())
+
+
+def test_an_excluded_column_beyond_float32_or_infinite_does_not_stop_loading(tmp_path):
+    table = make_table().to_pydict()
+    table["value"][3], table["value"][4] = 1e39, float("inf")
+    pa_csv.write_csv(pa.table(table), tmp_path / "train.csv")
+    config = _out_of_float32_config(str(tmp_path / "train.csv"), where="feature", streamed=False)
+    assert TrainingData.load(config, QuietReporter()).rows["train"] == 320
