@@ -132,9 +132,20 @@ def _first_non_number(column: pa.ChunkedArray) -> tuple[int, str]:
 
 
 def label_values(column: pa.ChunkedArray, replace: dict[str, str]) -> pa.ChunkedArray:
-    """The target column with the config's `target.replace` applied (on its text form)."""
-    if not replace:
-        return column
+    """The target column with `target.replace` applied (on its text form), missing labels null.
+
+    A missing label is a null, an empty string or a floating NaN (as Parquet and pandas write
+    one); every reader of labels (training splits, `evaluate`) drops those rows.
+    """
+    labels = _replaced(column, replace) if replace else column
+    if is_text_type(labels.type):
+        return pc.if_else(pc.equal(labels, ""), pa.nulls(1, labels.type)[0], labels)
+    if pa.types.is_floating(labels.type):
+        return pc.if_else(pc.is_nan(labels), pa.nulls(1, labels.type)[0], labels)
+    return labels
+
+
+def _replaced(column: pa.ChunkedArray, replace: dict[str, str]) -> pa.ChunkedArray:
     text = pc.cast(column, pa.string()) if not is_text_type(column.type) else column
     replaced = text
     for old, new in replace.items():

@@ -72,11 +72,13 @@ def _with_labels(table: pa.Table, config: Config, *, source: str) -> tuple[pa.Ta
 
 
 def labelled_rows(table: pa.Table, config: Config) -> tuple[pa.Table, int]:
-    """The rows with a label (after `target.replace`), and how many were dropped."""
+    """The rows with a label (after `target.replace`), and how many were dropped.
+
+    A null, an empty string and a floating NaN (as Parquet and pandas write a missing label)
+    are missing labels.
+    """
     name = config.target.column
     labels = label_values(table.column(name), config.target.replace)
-    if pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type):
-        labels = pc.if_else(pc.equal(labels, ""), None, labels)
     table = table.set_column(table.column_names.index(name), name, labels)
     if labels.null_count:
         return table.filter(pc.is_valid(labels)), labels.null_count

@@ -77,7 +77,23 @@ def test_labels_are_replaced_on_their_text_and_keep_their_type():
     assert label_values(_column([1, 2, 3]), {"3": "2"}).to_pylist() == [1, 2, 2]
     assert label_values(_column([1, 2]), {"2": "two"}).to_pylist() == ["1", "two"]
     column = _column(["a"])
-    assert label_values(column, {}) is column
+    assert label_values(column, {}).equals(column)
+
+
+@pytest.mark.parametrize(
+    ("values", "data_type"),
+    [
+        ([1.0, math.nan, None, 0.0], pa.float64()),
+        ([1.0, math.nan, None, 0.0], pa.float32()),
+        (["yes", "", None, "no"], pa.string()),
+        (["yes", "", None, "no"], pa.large_string()),
+    ],
+)
+@pytest.mark.parametrize("replace", [{}, {"maybe": "yes"}])
+def test_nan_and_empty_labels_are_missing_whatever_the_type(values, data_type, replace):
+    labels = label_values(_column(values, data_type), replace)
+    assert labels.null_count == 2
+    assert [v is None for v in labels.to_pylist()] == [False, True, True, False]
 
 
 def test_type_predicates():

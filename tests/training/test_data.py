@@ -270,3 +270,52 @@ def test_an_excluded_column_beyond_float32_or_infinite_does_not_stop_loading(tmp
     pa_csv.write_csv(pa.table(table), tmp_path / "train.csv")
     config = _out_of_float32_config(str(tmp_path / "train.csv"), where="feature", streamed=False)
     assert TrainingData.load(config, QuietReporter()).rows["train"] == 320
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in_memory", "streamed"])
+@pytest.mark.parametrize(
+    ("column", "task"), [("value", "regression"), ("flag", "binary"), ("flag", None)]
+)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nan_labels_in_parquet_are_dropped_and_counted(tmp_path, streamed, column, task, seed):
+    rows = sorted({int(r) for r in np.random.default_rng(seed).integers(0, 300, 7)})
+    table = make_table(300, seed=seed)
+    table = table.append_column("flag", pa.array((table.column("value").to_numpy() > 0) * 1.0))
+    values = table.column(column).to_pylist()
+    for row in rows:
+        values[row] = float("nan")
+    table = table.set_column(table.column_names.index(column), column, pa.array(values))
+    pq.write_table(table, tmp_path / "train.parquet")
+    other = "flag" if column == "value" else "value"
+    config = parse_config(
+        {
+            "name": "nan-labels",
+            "data": {
+                "train": str(tmp_path / "train.parquet"),
+                "validation": 0.2,
+                "streaming": streamed,
+            },
+            "target": {"column": column, **({"task": task} if task else {})},
+            "features": {"exclude": ["id", "label", "tier", "review", other]},
+        }
+    )
+    data = TrainingData.load(config, QuietReporter())
+    assert data.dropped_unlabelled == {"train": len(rows)}
+    assert sum(data.rows.values()) == 300 - len(rows)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in_memory", "streamed"])
+@pytest.mark.parametrize("infinity", [float("inf"), float("-inf")])
+def test_an_infinite_regression_target_names_column_and_row(tmp_path, streamed, infinity):
+    table = make_table(300).to_pydict()
+    table["value"][41] = infinity
+    pq.write_table(pa.table(table), tmp_path / "train.parquet")
+    config = _out_of_float32_config(
+        str(tmp_path / "train.parquet"), where="target", streamed=streamed
+    )
+    with pytest.raises(
+        DataError,
+        match=r"train.parquet: column 'value' holds an infinite value "
+        r"at row 42; expected finite numbers",
+    ):
+        TrainingData.load(config, QuietReporter())
