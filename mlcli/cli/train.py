@@ -9,7 +9,6 @@ import typer
 
 from mlcli.cli.boundary import run_guarded
 from mlcli.cli.options import (
-    ConfigArgument,
     LogFormatOption,
     Overrides,
     Quiet,
@@ -18,8 +17,21 @@ from mlcli.cli.options import (
     reporter,
 )
 
+TrainConfigArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        help="The YAML config (default: config.yaml). With --resume it may be left out; "
+        "given, it must equal the run's own config.",
+        show_default=False,
+    ),
+]
 ResumeOption = Annotated[
-    Path | None, typer.Option("--resume", help="Continue an interrupted (partial) run.")
+    Path | None,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted (partial) run with its own config; a CONFIG or --set "
+        "that would change it is refused.",
+    ),
 ]
 DeviceOption = Annotated[
     str | None,
@@ -32,7 +44,7 @@ DeviceOption = Annotated[
 
 
 def train(
-    config: ConfigArgument = Path("config.yaml"),
+    config: TrainConfigArgument = None,
     overrides: Overrides = None,
     output: RunsOutput = None,
     resume: ResumeOption = None,

@@ -6,14 +6,21 @@ runs/<name>/<run-id>/      config.yaml manifest.json schema.json model.keras his
                            exports/
 runs/<name>/latest         symlink to the newest complete run
 runs/<name>/.<run-id>.partial   a run in progress (or interrupted: `--resume` continues it)
+runs/<name>/.<run-id>.partial/.lock   held (`flock`) by the process that trains the run
 ```
+
+A partial run is locked by the one process that trains it (`lock_run`): a new run from the
+moment its folder exists, a resumed one for the whole resumed training. The lock is the
+kernel's, so it dies with its process, `kill -9` included; it never goes stale.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +42,7 @@ EVALUATIONS = "evaluations"
 EXPORTS = "exports"
 LATEST = "latest"
 PARTIAL_SUFFIX = ".partial"
+LOCK = ".lock"
 RUN_FORMAT_VERSION = 1
 
 DEFAULT_RUNS_DIR = "runs"
@@ -83,11 +91,80 @@ def create_partial_run(output_dir: Path, name: str) -> Run:
     raise RunError(f"{parent}: could not create a unique run folder")
 
 
+class RunLock:
+    """An exclusive `flock` on a partial run's `.lock` file, held until `release`.
+
+    Released by the kernel when the process ends however it ends, so a killed run never
+    leaves a stale lock. Use `lock_run` to take one.
+    """
+
+    def __init__(self, run: Run, descriptor: int):
+        self.run, self._descriptor = run, descriptor
+
+    def release(self) -> None:
+        """Releases the lock (closing its file); a second call does nothing."""
+        if self._descriptor >= 0:
+            os.close(self._descriptor)  # closing the last descriptor releases the flock
+            self._descriptor = -1
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_run(run: Run) -> RunLock:
+    """Locks a partial run for this process; `RunError` (exit 4) when another process holds it.
+
+    After the lock is taken the lock file must still be the one in the run folder: a run that
+    another process completed (and so renamed) meanwhile is not locked but refused.
+    """
+    path = run.file(LOCK)
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError as error:
+        raise RunError(f"{run.path}: no such run directory (completed or moved?)") from error
+    except OSError as error:
+        raise RunError(f"{path}: cannot open the run's lock file: {error.strerror}") from error
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(descriptor)
+        raise RunError(
+            f"{run.path}: another process holds this run's lock (it is training or resuming "
+            "it); wait for it to finish or stop it, then retry"
+        ) from error
+    try:
+        same = os.path.samestat(os.fstat(descriptor), os.stat(path))
+    except FileNotFoundError:
+        same = False
+    if not same:
+        os.close(descriptor)
+        raise RunError(f"{run.path}: the run was completed or moved by another process")
+    return RunLock(run, descriptor)
+
+
+def remove_partial_run(run: Run) -> None:
+    """Removes a partial run folder (one this process created and that failed).
+
+    Refuses anything but a `.<id>.partial` folder, so a complete run is never removed.
+    """
+    if not (run.is_partial and run.path.name.startswith(".")):
+        raise RunError(f"{run.path}: not a partial run folder; nothing was removed")
+    shutil.rmtree(run.path, ignore_errors=True)
+
+
 def complete_run(run: Run) -> Run:
-    """Renames a finished partial run to its final name and points `latest` at it."""
+    """Renames a finished partial run to its final name and points `latest` at it.
+
+    Its lock file goes first (the lock itself stays held by the open descriptor): a process
+    waiting to resume the run finds, once it gets the lock, that the file is no longer there.
+    """
     final = run.path.parent / run.run_id
     if final.exists():
         raise RunError(f"{final}: already exists; nothing was overwritten")
+    run.file(LOCK).unlink(missing_ok=True)
     os.rename(run.path, final)
     link = final.parent / LATEST
     temporary = final.parent / f".{LATEST}.{secrets.token_hex(4)}"

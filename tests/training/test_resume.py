@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow.csv as pa_csv
 import pytest
 import yaml
 from conftest import make_table
+from typer.testing import CliRunner
+
+from mlcli.cli.app import app
+from mlcli.errors import ConfigError, DataError, InterruptedRunError, RunError
+from mlcli.reporting import QuietReporter
+from mlcli.training.train import train
 
 MLCLI = [sys.executable, "-m", "mlcli"]
+runner = CliRunner()
 
 
 def _config(folder: Path, *, rows: int, epochs: int) -> Path:
@@ -142,3 +152,197 @@ def test_resume_refuses_a_complete_run(trained_runs):
     result = _train("--resume", str(trained_runs["binary"]), cwd=Path.cwd())
     assert result.returncode == 4
     assert "already complete" in result.stderr
+
+
+# In-process resume: a run interrupted after its first epoch (the reporter raises as a signal
+# handler would), then resumed, failed, locked or refused.
+
+
+class _StopAfterFirstEpoch(QuietReporter):
+    """Raises KeyboardInterrupt once the first epoch is checkpointed, as Ctrl-C would."""
+
+    def epoch(self, epoch: int, epochs: int, seconds: float, logs: dict[str, float]) -> None:
+        raise KeyboardInterrupt
+
+
+def _interrupted_run(config: Path) -> Path:
+    with pytest.raises(InterruptedRunError):
+        train(config, reporter=_StopAfterFirstEpoch())
+    (partial,) = (config.parent / "runs" / "tiny").glob(".*.partial")
+    assert (partial / "checkpoints").is_dir() and (partial / "history.csv").is_file()
+    return partial
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """Every file of a folder by relative path, with a digest of its bytes."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture
+def interrupted(write_config) -> tuple[Path, Path]:
+    """A 3-epoch run of the tiny table interrupted after epoch 1: (config, partial run)."""
+    config = write_config(training={"epochs": 3, "batch_size": 32, "steps_per_execution": 1})
+    return config, _interrupted_run(config)
+
+
+def _failing_fit(error: Exception) -> Callable[..., Any]:
+    def fit_run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise error
+
+    return fit_run
+
+
+@pytest.mark.parametrize(
+    ("arguments", "failure", "code"),
+    [
+        (["--device", "gpu:63"], None, 2),  # no such GPU, on any machine
+        ([], DataError("data.csv: column 'age': unreadable"), 3),
+        ([], RunError("model.keras: cannot be written"), 4),
+    ],
+    ids=["bad-device", "data-error", "run-error"],
+)
+def test_a_failed_resume_leaves_the_partial_run_as_it_was(
+    interrupted, monkeypatch, arguments, failure, code
+):
+    _, partial = interrupted
+    before = _snapshot(partial)
+    if failure is not None:
+        monkeypatch.setattr("mlcli.training.fit.fit_run", _failing_fit(failure))
+    result = runner.invoke(app, ["train", "--resume", str(partial), "--quiet", *arguments])
+    assert result.exit_code == code, result.output
+    assert _snapshot(partial) == before  # checkpoints, history, manifest: byte for byte
+    monkeypatch.undo()
+    finished = runner.invoke(app, ["train", "--resume", str(partial), "--quiet"])
+    assert finished.exit_code == 0, finished.output  # and it still resumes
+
+
+def test_a_new_run_that_fails_removes_only_its_own_partial_folder(
+    write_config, tmp_path, monkeypatch
+):
+    config = write_config()
+    runs_dir = tmp_path / "runs" / "tiny"
+    runs_dir.mkdir(parents=True)
+    (runs_dir / ".20250101-000000-abcdef.partial").mkdir()  # someone else's run in progress
+    (runs_dir / "notes.txt").write_text("mine")
+    monkeypatch.setattr("mlcli.training.fit.fit_run", _failing_fit(DataError("bad column")))
+    result = runner.invoke(app, ["train", str(config), "--quiet"])
+    assert result.exit_code == 3, result.output
+    assert sorted(p.name for p in runs_dir.iterdir()) == [
+        ".20250101-000000-abcdef.partial",
+        "notes.txt",
+    ]
+
+
+def test_a_tracker_that_fails_to_start_leaves_no_partial_run(write_config, tmp_path, monkeypatch):
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("tracking.mlflow: MLflow at 'http://nowhere:1' refused the run")
+
+    monkeypatch.setattr("mlcli.training.train.start_tracking", refused)
+    result = runner.invoke(app, ["train", str(write_config()), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "refused the run" in result.stderr
+    assert list((tmp_path / "runs" / "tiny").iterdir()) == []
+
+
+@pytest.mark.parametrize("spelling", ["dotdot", "symlink"])
+def test_resume_compares_the_data_by_content_not_by_the_paths_spelling(
+    interrupted, tmp_path, spelling
+):
+    """The data file replaced by a symlink to the same bytes, or reached through `..`."""
+    _, partial = interrupted
+    data = tmp_path / "data.csv"
+    moved = tmp_path / "elsewhere" / "data.csv"
+    moved.parent.mkdir()
+    data.rename(moved)
+    if spelling == "symlink":
+        data.symlink_to(moved)
+    else:  # the saved config's path now leads through `..` to the same bytes
+        (tmp_path / "sub").mkdir()
+        saved = yaml.safe_load((partial / "config.yaml").read_text())
+        saved["data"]["train"] = str(tmp_path / "sub" / ".." / "elsewhere" / "data.csv")
+        (partial / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    finished = runner.invoke(app, ["train", "--resume", str(partial), "--quiet"])
+    assert finished.exit_code == 0, finished.output
+    assert (Path(finished.stdout.strip().splitlines()[-1]) / "model.keras").is_file()
+
+
+def test_resume_refuses_data_whose_content_changed(interrupted, tmp_path):
+    _, partial = interrupted
+    data = tmp_path / "data.csv"
+    data.write_bytes(data.read_bytes().replace(b"red", b"rex", 1))  # same size, new bytes
+    before = _snapshot(partial)
+    result = runner.invoke(app, ["train", "--resume", str(partial), "--quiet"])
+    assert result.exit_code == 4, result.output
+    assert "train data changed" in result.stderr and "SHA-256" in result.stderr
+    assert _snapshot(partial) == before
+
+
+def test_a_run_being_trained_cannot_be_resumed_by_another_process(interrupted):
+    _, partial = interrupted
+    before = _snapshot(partial)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(partial)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        result = runner.invoke(app, ["train", "--resume", str(partial), "--quiet"])
+        assert result.exit_code == 4, result.output
+        assert str(partial) in result.stderr and "another process holds" in result.stderr
+        assert _snapshot(partial) == before
+    finally:
+        holder.kill()  # kill -9: the kernel drops the lock with the process
+        holder.wait()
+    finished = runner.invoke(app, ["train", "--resume", str(partial), "--quiet"])
+    assert finished.exit_code == 0, finished.output
+
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from mlcli.runs.directory import Run, lock_run
+held = lock_run(Run(Path(sys.argv[1])))
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (["--set", "training.epochs=4"], "training.epochs"),
+        (["--set", "model.dropout=0.5"], "model.dropout"),
+        ({"training": {"epochs": 3, "batch_size": 64, "steps_per_execution": 1}}, "batch_size"),
+        ({"seed": 8}, "seed"),
+    ],
+    ids=["set-epochs", "set-dropout", "config-batch-size", "config-seed"],
+)
+def test_resume_refuses_a_config_or_set_that_differs_from_the_runs(
+    interrupted, write_config, change, key
+):
+    _, partial = interrupted
+    other = isinstance(change, dict)
+    arguments = [str(write_config("other.yaml", **change))] if other else change
+    before = _snapshot(partial)
+    result = runner.invoke(app, ["train", *arguments, "--resume", str(partial), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert key in result.stderr and str(partial) in result.stderr
+    assert _snapshot(partial) == before
+
+
+def test_resume_accepts_the_runs_own_config_and_a_set_that_changes_nothing(
+    interrupted, tmp_path, monkeypatch
+):
+    config, partial = interrupted
+    (tmp_path / "configs").mkdir()
+    relative = tmp_path / "configs" / "same.yaml"  # data.train spelt `../data.csv` from here
+    document = yaml.safe_load(config.read_text())
+    document["data"]["train"] = "../data.csv"
+    relative.write_text(yaml.safe_dump(document))
+    monkeypatch.chdir(tmp_path / "configs")
+    arguments = [str(relative), "--set", "training.epochs=3", "--resume", str(partial)]
+    finished = runner.invoke(app, ["train", *arguments, "--quiet"])
+    assert finished.exit_code == 0, finished.output
