@@ -18,6 +18,8 @@ column, what was found and what was expected. Only `mlcli.cli.boundary` turns th
 
 from __future__ import annotations
 
+import re
+
 
 class MlcliError(Exception):
     """Base class of every error mlcli reports to the user."""
@@ -79,3 +81,37 @@ def require_extra(module: str, extra: str, what: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise ConfigError(f"{what} needs the {module} package: pip install 'mlcli[{extra}]'")
+
+
+# Secrets in messages. A URI's userinfo password (`scheme://user:PASSWORD@host`) and the
+# value of a query parameter that names a credential (`?token=...`) are masked wherever they
+# appear; so is every value filled from the environment into a config (`${VAR}`), once
+# `remember_secret` was told it. `mlcli.cli.boundary` masks every error line and the reporters
+# every event, so nothing that reaches a terminal or a CI log holds them.
+
+MASK = "***"
+SHORTEST_SECRET = 6  # shorter values would mask ordinary words ("gpu", "adam") in every line
+_URI_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#:@]*:)[^\s/?#]*(?=@)")
+_QUERY_SECRET = re.compile(
+    r"(?P<head>[?&;](?:[A-Za-z0-9_.\-]*(?:password|passwd|pwd|secret|token|api[_-]?key|"
+    r"access[_-]?key|signature|sig))=)[^\s&#;'\"]+",
+    re.IGNORECASE,
+)
+_secrets: set[str] = set()
+
+
+def remember_secret(value: str) -> None:
+    """Masks `value` in every message from now on (a value filled from `${VAR}`)."""
+    if len(value) >= SHORTEST_SECRET:
+        _secrets.add(value)
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with URI passwords, credential query values and remembered secrets as `***`.
+
+    Example: `mask_secrets("http://ann:s3cret@host:5000/")` is `"http://ann:***@host:5000/"`.
+    """
+    for secret in sorted(_secrets, key=len, reverse=True):  # a longer one may hold a shorter
+        text = text.replace(secret, MASK)
+    text = _URI_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    return _QUERY_SECRET.sub(lambda m: m.group("head") + MASK, text)

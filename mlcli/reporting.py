@@ -2,7 +2,9 @@
 and CI, JSON lines for pipelines, or nothing with `--quiet`.
 
 The CLI picks a reporter; library code only calls its methods. Events go to stderr so that
-stdout carries nothing but results (the run directory, JSON, predictions).
+stdout carries nothing but results (the run directory, JSON, predictions). Every line, and
+every text of a JSON line, is masked (`mlcli.errors.mask_secrets`): a password in a URI or a
+value filled from `${VAR}` reads `***`.
 """
 
 from __future__ import annotations
@@ -22,11 +24,24 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from mlcli.errors import mask_secrets
+
 LogFormat = Literal["text", "json"]
 
 
 def _format_logs(logs: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
+
+
+def _masked(value: Any) -> Any:
+    """A JSON record's texts masked, at any depth (numbers and the rest as they are)."""
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {str(k): _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    return value
 
 
 class Reporter:
@@ -47,11 +62,11 @@ class Reporter:
     def event(self, name: str, message: str = "", **fields: Any) -> None:
         """One event, such as `data_read` or `run_complete`, with a message and fields."""
         text = message or _format_logs(fields)
-        print(f"[{name}] {text}", file=self.stream, flush=True)
+        print(mask_secrets(f"[{name}] {text}"), file=self.stream, flush=True)
 
     def warning(self, message: str) -> None:
         """Something the user should know that does not stop the command."""
-        print(f"warning: {message}", file=self.stream, flush=True)
+        print(mask_secrets(f"warning: {message}"), file=self.stream, flush=True)
 
     def start_progress(self, description: str, total: int | None) -> None:
         """A task with `total` steps starts (epochs of training, rows of prediction)."""
@@ -64,7 +79,7 @@ class Reporter:
 
     def epoch(self, epoch: int, epochs: int, seconds: float, logs: dict[str, float]) -> None:
         """An epoch ended."""
-        self.event("epoch", f"{epoch}/{epochs} {_format_logs(logs)} ({seconds:.1f}s)")
+        self.event("epoch", f"{epoch}/{epochs} {_format_logs(logs)} ({seconds:.1f}s)")  # masked
 
 
 class QuietReporter(Reporter):
@@ -82,7 +97,8 @@ class JsonReporter(Reporter):
 
     def _write(self, record: dict[str, Any]) -> None:
         record = {"event": record.pop("event"), "time": round(time.time(), 3), **record}
-        print(json.dumps(record, default=str), file=self.stream, flush=True)
+        text = json.dumps(_masked(json.loads(json.dumps(record, default=str))))
+        print(text, file=self.stream, flush=True)
 
     def event(self, name: str, message: str = "", **fields: Any) -> None:
         self._write({"event": name, **({"message": message} if message else {}), **fields})
@@ -107,10 +123,11 @@ class RichReporter(Reporter):
         self._task: Any = None
 
     def event(self, name: str, message: str = "", **fields: Any) -> None:
-        self.console.print(f"[dim]{name}[/dim] {message or _format_logs(fields)}", highlight=False)
+        text = mask_secrets(message or _format_logs(fields))
+        self.console.print(f"[dim]{name}[/dim] {text}", highlight=False)
 
     def warning(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+        self.console.print(f"[yellow]warning:[/yellow] {mask_secrets(message)}", highlight=False)
 
     def start_progress(self, description: str, total: int | None) -> None:
         self._progress = Progress(
@@ -128,7 +145,8 @@ class RichReporter(Reporter):
 
     def advance(self, steps: int = 1, **fields: Any) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, advance=steps, live=_format_logs(fields))
+            live = mask_secrets(_format_logs(fields))
+            self._progress.update(self._task, advance=steps, live=live)
 
     def stop_progress(self) -> None:
         if self._progress is not None:
@@ -136,7 +154,7 @@ class RichReporter(Reporter):
             self._progress = None
 
     def epoch(self, epoch: int, epochs: int, seconds: float, logs: dict[str, float]) -> None:
-        line = f"epoch {epoch}/{epochs} {_format_logs(logs)} ({seconds:.1f}s)"
+        line = mask_secrets(f"epoch {epoch}/{epochs} {_format_logs(logs)} ({seconds:.1f}s)")
         if self._progress is not None:
             self._progress.console.print(line, highlight=False)
         else:

@@ -3,8 +3,9 @@
 `run_guarded` runs a command's action: mlcli's own errors (and a pydantic `ValidationError`
 that reaches it) become one line on stderr and their exit code (DESIGN.md), SIGINT and SIGTERM
 become exit 130, anything else is exit 1 with a request for a bug report, and tracebacks show
-only with `--verbose`. `exit_process` ends the process once the app returns. Nothing below
-`mlcli.cli` prints an error or exits.
+only with `--verbose`. Every line is masked: URI passwords and `${VAR}` values read `***`.
+`exit_process` ends the process once the app returns. Nothing below `mlcli.cli` prints an
+error or exits.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from mlcli.errors import ConfigError, MlcliError
+from mlcli.errors import ConfigError, MlcliError, mask_secrets
 
 T = TypeVar("T")
 
@@ -57,10 +58,14 @@ def _validation_message(error: Exception) -> str | None:
 
 
 def _fail(message: str, code: int, *, verbose: bool) -> NoReturn:
-    """One line on stderr (after the traceback with --verbose), then exit `code`."""
+    """One line on stderr (after the traceback with --verbose), then exit `code`.
+
+    Both are masked (`mask_secrets`): a password in a URI or a value filled from `${VAR}`
+    never reaches a terminal or a CI log.
+    """
     if verbose:
-        traceback.print_exc(file=sys.stderr)
-    _stderr().print(message, markup=False)
+        sys.stderr.write(mask_secrets(traceback.format_exc()))
+    _stderr().print(mask_secrets(message), markup=False)
     raise typer.Exit(code) from None
 
 
@@ -140,7 +145,7 @@ def exit_process(app: Callable[[], Any]) -> NoReturn:
     if "tensorflow" not in sys.modules:
         sys.exit(code)
     if isinstance(code, str):
-        print(code, file=sys.stderr)
+        print(mask_secrets(code), file=sys.stderr)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):

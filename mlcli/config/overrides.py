@@ -69,6 +69,39 @@ def set_dotted(document: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
+KeyPath = tuple[str | int, ...]  # a key's parts, list positions as integers: ("data", "train", 0)
+MISSING: Any = object()  # what `get_path` returns where a document has no such key
+
+
+def get_path(document: Any, path: KeyPath) -> Any:
+    """The value at a key path of a raw config (lists walked by position), or `MISSING`."""
+    node = document
+    for part in path:
+        in_list = isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node)
+        in_mapping = isinstance(part, str) and isinstance(node, Mapping) and part in node
+        if not (in_list or in_mapping):
+            return MISSING
+        node = node[part]
+    return node
+
+
+def set_path(document: Any, path: KeyPath, value: Any) -> None:
+    """Sets the value at a key path that `get_path` finds in a raw config."""
+    *parents, last = path
+    node = document
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
+def dotted_name(path: KeyPath) -> str:
+    """A key path as users write it: `data.train[0]`."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
 def dotted_items(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Every leaf of a raw config by its dotted key; an empty section is a leaf of its own."""
     flat: dict[str, Any] = {}

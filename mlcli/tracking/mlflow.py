@@ -19,8 +19,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlcli import __version__, files
+from mlcli.config.loading import config_document
 from mlcli.config.schema import Config, MlflowConfig
-from mlcli.errors import ConfigError
+from mlcli.errors import ConfigError, mask_secrets
 from mlcli.reporting import Reporter
 from mlcli.runs import directory as runs
 
@@ -83,11 +84,15 @@ def mlflow_tags(run: runs.Run) -> dict[str, str]:
 def open_mlflow_run(
     settings: MlflowConfig, config: Config, run: runs.Run, *, params: dict[str, str]
 ) -> tuple[MlflowClient, str]:
-    """Creates the MLflow run of a training run, or reopens it when the run is resumed."""
+    """Creates the MLflow run of a training run, or reopens it when the run is resumed.
+
+    Any failure to reach the store is a `ConfigError` (exit 2) whose one line names the URI
+    with its password masked.
+    """
     uri = settings.uri or mlflow.get_tracking_uri()
-    client = MlflowClient(tracking_uri=uri)
     saved = run.file(MLFLOW_RUN)
     try:
+        client = MlflowClient(tracking_uri=uri)
         if saved.is_file():
             run_id = str(json.loads(saved.read_text(encoding="utf-8"))["run_id"])
             client.update_run(run_id, status="RUNNING")
@@ -102,13 +107,22 @@ def open_mlflow_run(
         items = [Param(key, value) for key, value in params.items()]
         for start in range(0, len(items), _BATCH):
             client.log_batch(run_id, params=items[start : start + _BATCH])
-    except MlflowException as error:
-        message = str(error).splitlines()[0]
-        raise ConfigError(
-            f"tracking.mlflow: MLflow at {uri!r} refused the run: {message}"
-        ) from error
-    files.write_json(saved, {"run_id": run_id, "tracking_uri": uri})
+    except Exception as error:  # MLflow, its HTTP client, a database driver: all the store's
+        raise ConfigError(mask_secrets(_refused(uri, error))) from error
+    written = config_document(config)["tracking"]["mlflow"]["uri"] if settings.uri else uri
+    files.write_json(saved, {"run_id": run_id, "tracking_uri": mask_secrets(written)})
     return client, run_id
+
+
+def _refused(uri: str, error: Exception) -> str:
+    """One line: which store refused the run, and why (its first line)."""
+    lines = str(error).strip().splitlines()
+    reason = lines[0] if lines else ""
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        reason = f"it needs the {error.name} package, which is not installed"
+    elif not isinstance(error, MlflowException):
+        reason = f"{type(error).__name__}: {reason}"
+    return f"tracking.mlflow.uri: MLflow at {uri!r} did not start the run: {reason}"
 
 
 def log_complete_run(client: MlflowClient, run_id: str, path: Path) -> None:

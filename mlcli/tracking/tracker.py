@@ -21,9 +21,10 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mlcli.config.loading import config_document
 from mlcli.config.overrides import dotted_items
 from mlcli.config.schema import Config, MlflowConfig
-from mlcli.errors import InterruptedRunError, require_extra
+from mlcli.errors import InterruptedRunError, mask_secrets, require_extra
 from mlcli.reporting import Reporter
 from mlcli.runs import directory as runs
 
@@ -63,7 +64,8 @@ class Tracker:
         if self.client is None or self.run_id is None:
             return
         interrupted = isinstance(error, KeyboardInterrupt | InterruptedRunError)
-        self.client.set_tag(self.run_id, "mlcli.error", f"{type(error).__name__}: {error}"[:5000])
+        message = mask_secrets(f"{type(error).__name__}: {error}")
+        self.client.set_tag(self.run_id, "mlcli.error", message[:5000])
         self.client.set_terminated(self.run_id, "KILLED" if interrupted else "FAILED")
         _active.set(None)
 
@@ -87,13 +89,13 @@ def start_tracking(
     client, run_id = open_mlflow_run(settings, config, run, params=flatten(_plain(config)))
     tracker = Tracker(TrackingReporter(reporter, client, run_id), client, run_id)
     _active.set(tracker)
-    reporter.event("mlflow", f"run {run_id} in {client.tracking_uri}")
+    reporter.event("mlflow", mask_secrets(f"run {run_id} in {client.tracking_uri}"))
     return tracker
 
 
 def _plain(config: Config) -> dict[str, Any]:
-    data: dict[str, Any] = config.model_dump(mode="json")
-    return data
+    """The config as MLflow receives it: `${VAR}` references as written, never their values."""
+    return config_document(config)
 
 
 def tracks_failures(function: F) -> F:

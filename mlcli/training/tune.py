@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from mlcli import files
-from mlcli.config.loading import config_to_yaml, load_document, parse_config
+from mlcli.config.loading import References, config_to_yaml, parse_config, read_document
 from mlcli.config.overrides import copy_document, get_dotted, set_dotted
 from mlcli.config.schema import Config, TuneConfig, TuneRange
-from mlcli.errors import ConfigError, TrainingDivergedError
+from mlcli.errors import ConfigError, TrainingDivergedError, mask_secrets
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs import directory as runs
 
@@ -74,12 +74,17 @@ def _direction(tune: TuneConfig) -> str:
 
 
 def _with_values(
-    document: dict[str, Any], values: dict[str, Any], source: str, folder: Path
+    document: dict[str, Any],
+    values: dict[str, Any],
+    source: str,
+    folder: Path,
+    references: References | None = None,
 ) -> Config:
+    """The config with searched keys set; its `${VAR}` references are kept for the others."""
     trial = copy_document(document)
     for key, value in values.items():
         set_dotted(trial, key, value)
-    return parse_config(trial, source=source, relative_to=folder)
+    return parse_config(trial, source=source, relative_to=folder, references=references)
 
 
 def _suggest(trial: Any, key: str, spec: TuneRange) -> Any:
@@ -159,6 +164,7 @@ def _run_trial(
     trial: Any,
     *,
     document: dict[str, Any],
+    references: References,
     tune_config: TuneConfig,
     source: str,
     directory: Path,
@@ -169,13 +175,15 @@ def _run_trial(
 
     values = {key: _suggest(trial, key, spec) for key, spec in tune_config.parameters.items()}
     name = f"trial-{trial.number:03d}"
-    config = _with_values(document, {**values, "name": name}, f"{source} ({name})", folder)
+    config = _with_values(
+        document, {**values, "name": name}, f"{source} ({name})", folder, references
+    )
     started = time.monotonic()
     result = TrialResult(number=trial.number, values=values, state="failed")
     try:
         run = train(config, output_dir=directory, device=device)
     except TrainingDivergedError as error:
-        result.error = str(error)
+        result.error = mask_secrets(str(error))
     else:
         metrics = json.loads((run / runs.METRICS).read_text(encoding="utf-8"))
         result.metrics = {k: v for k, v in metrics.items() if isinstance(v, dict)}
@@ -211,9 +219,9 @@ def tune(
     reporter = reporter or QuietReporter()
     path = Path(config)
     source = str(path)
-    document = load_document(path, overrides=overrides or [])
+    document, references = read_document(path, overrides=overrides or [])
     folder = path.resolve().parent
-    base = parse_config(document, source=source, relative_to=folder)
+    base = parse_config(document, source=source, relative_to=folder, references=references)
     if base.tune is None:
         raise ConfigError(
             f"{source}: config key `tune` is missing; add a `tune:` section with "
@@ -240,6 +248,7 @@ def tune(
         result = _run_trial(
             trial,
             document=document,
+            references=references,
             tune_config=tune_config,
             source=source,
             directory=directory,
@@ -262,7 +271,7 @@ def tune(
         raise TrainingDivergedError(f"every trial of {directory} diverged; narrow the ranges")
     pick = max if direction == "maximize" else min
     best = pick(complete, key=lambda r: r.score if r.score is not None else 0.0)
-    best_config = _with_values(document, best.values, source, folder)
+    best_config = _with_values(document, best.values, source, folder, references)
     files.write_text(directory / "best-config.yaml", config_to_yaml(best_config))
     files.write_json(directory / "trials.json", [asdict(r) for r in results])
     return TuneResult(
