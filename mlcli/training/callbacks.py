@@ -5,7 +5,10 @@ epoch its shuffled batches and seeds dropout from (seed, epoch).
 
 `RunCheckpoint` is Keras's `BackupAndRestore` (model, optimizer and epoch counter, double
 buffered so that a kill during a save leaves the previous checkpoint) that also keeps the
-early-stopping state and best weights, and never saves an epoch whose loss is not finite.
+early-stopping state and best weights, and never saves an epoch whose training or validation
+loss is not finite. Keras's `TerminateOnNaN` stops on a NaN batch loss; `TerminateOnNonFiniteLoss`
+stops at the end of an epoch whose validation loss is NaN or infinite (`training.fit` then
+reports the divergence, exit 6).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def run_callbacks(
     # Order matters: stateful callbacks update before the checkpoint saves them.
     return [
         keras.callbacks.TerminateOnNaN(),
+        TerminateOnNonFiniteLoss(),
         *early,
         *schedules,
         RunCheckpoint(run.file(runs.CHECKPOINTS), stateful=[*early, *schedules]),
@@ -111,6 +115,24 @@ class EpochSeeding(keras.callbacks.Callback):
                 generator.state.assign(state.astype(generator.state.dtype))
 
 
+def finite_losses(logs: dict[str, Any] | None) -> bool:
+    """Whether an epoch's training and validation losses (those present) are finite."""
+    values = [(logs or {}).get(key) for key in ("loss", "val_loss")]
+    return all(value is None or math.isfinite(float(value)) for value in values)
+
+
+class TerminateOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training after an epoch whose training or validation loss is NaN or infinite.
+
+    Keras's `TerminateOnNaN` sees the batch losses of training only; a model whose validation
+    loss is NaN every epoch would otherwise train to the end.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if not finite_losses(logs):
+            self.model.stop_training = True
+
+
 # The counters of Keras callbacks that decide what happens next, saved with each checkpoint.
 _STATE_ATTRIBUTES: dict[type, tuple[str, ...]] = {
     keras.callbacks.EarlyStopping: ("wait", "best", "best_epoch"),
@@ -149,8 +171,7 @@ class RunCheckpoint(keras.callbacks.BackupAndRestore):
                     callback.best_weights = [stored[f"w{i}"] for i in range(len(stored.files))]
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        if not finite_losses(logs):
             return  # keep the last good checkpoint
         super().on_epoch_end(epoch, logs)
         states = {}

@@ -1,12 +1,17 @@
-"""Training on several machines: `model.fit`'s loop over `MultiWorkerMirroredStrategy`.
+"""Training on several machines: `model.fit`'s and `model.evaluate`'s loops over
+`MultiWorkerMirroredStrategy`.
 
 Keras 3's `fit` and `evaluate` fail under `MultiWorkerMirroredStrategy` (keras-team/keras#20585:
-"Attempt to convert a value (PerReplica...) ... to a Tensor"). `fit` here takes the arguments
-mlcli gives `model.fit` and runs the same epochs with the model's own `train_step` and
-`test_step` (its compiled loss, metrics and optimizer, mixed-precision loss scaling included)
-through `strategy.run`, and drives the same Keras callbacks: checkpoints and resuming, early
-stopping, the learning-rate schedule, `history.csv` and progress. A cluster run therefore writes
-what a one-machine run writes.
+"Attempt to convert a value (PerReplica...) ... to a Tensor", or with several steps per execution
+"You must feed a value for placeholder tensor 'while/cond/Placeholder'"), and so does a model
+compiled in the strategy's scope, even a copy made outside it. Every step under the strategy
+therefore goes through this module: `fit` takes the arguments mlcli gives `model.fit` and runs
+the same epochs with the model's own `train_step` and `test_step` (its compiled loss, metrics
+and optimizer, mixed-precision loss scaling included) through `strategy.run`, and drives the
+same Keras callbacks: checkpoints and resuming, early stopping, the learning-rate schedule,
+`history.csv` and progress; `evaluate` computes the compiled metrics of a split the same way
+(the final train, validation and test metrics). A cluster run therefore writes what a
+one-machine run writes.
 
 Input: every worker reads the same table and encodes it alike; each global batch (per-replica
 batch times replicas) is split across the replicas of all workers (`AutoShardPolicy.DATA`), and a
@@ -59,11 +64,11 @@ def _local_logs(strategy: Any, outputs: Any) -> dict[str, Any]:
     return dict(strategy.experimental_local_results(outputs)[0])
 
 
-def _validate(core: keras.Model, step: Any, dataset: Any) -> dict[str, float]:
+def _evaluate_with(core: keras.Model, step: Any, dataset: Any) -> None:
+    """The compiled metrics of `core` accumulated over the distributed `dataset`."""
     core.reset_metrics()
     for batch in dataset:
         step(batch)
-    return _results(core, prefix="val_")
 
 
 def _any_worker(strategy: Any, flag: bool) -> bool:
@@ -86,6 +91,27 @@ def _step_functions(core: keras.Model, strategy: Any) -> tuple[Any, Any]:
     )
 
 
+def _build(core: keras.Model, strategy: Any, dataset: Any) -> None:
+    """What `model.fit` and `model.evaluate` do first: create the compiled metrics' variables
+    (and the optimizer's), in the strategy's scope, from the shapes of a first batch."""
+    for batch in dataset.take(1):
+        with strategy.scope():
+            core._symbolic_build(data_batch=batch)
+
+
+def evaluate(core: keras.Model, strategy: Any, dataset: Any) -> dict[str, float]:
+    """The compiled metrics of `core` (built and compiled in `strategy.scope()`) on `dataset`,
+    as `core.evaluate(dataset, return_dict=True)` gives them on one machine.
+
+    Every worker must call it with the same dataset at the same time: each global batch is
+    split across the replicas of all workers, and the metrics are summed over all of them.
+    """
+    _build(core, strategy, dataset)
+    _, test_step = _step_functions(core, strategy)
+    _evaluate_with(core, test_step, _distribute(strategy, dataset))
+    return _results(core)
+
+
 def fit(
     core: keras.Model,
     strategy: Any,
@@ -95,16 +121,14 @@ def fit(
     epochs: int,
     callbacks: list[keras.callbacks.Callback],
     class_weight: dict[int, float] | None = None,
-) -> tuple[keras.callbacks.History, keras.Model]:
+) -> keras.callbacks.History:
     """Trains `core` (built and compiled in `strategy.scope()`) as `core.fit` would.
 
-    Returns the history and an ordinary (unreplicated) copy of the trained model, compiled
-    alike, for evaluating and saving: Keras's `evaluate` does not run under this strategy.
+    Returns the history. The trained `core` stays replicated: evaluate it with `evaluate`
+    and save `local_copy(core)`.
     """
     train_data = _with_class_weight(x, class_weight)
-    with strategy.scope():
-        # what model.fit does first: create the compiled metrics' and optimizer's variables
-        core._symbolic_build(data_batch=next(iter(train_data)))
+    _build(core, strategy, train_data)
     train = _distribute(strategy, train_data)
     validation = _distribute(strategy, validation_data)
     history = keras.callbacks.History()
@@ -125,18 +149,20 @@ def fit(
             outputs = train_step(batch)
             callback_list.on_train_batch_end(step, _local_logs(strategy, outputs))
         logs = _results(core)
-        logs.update(_validate(core, test_step, validation))
+        _evaluate_with(core, test_step, validation)
+        logs.update(_results(core, prefix="val_"))
         callback_list.on_epoch_end(epoch, logs)
         # never mid-epoch: a worker that left early would leave the others waiting
         if _any_worker(strategy, bool(core.stop_training)):
             break
     callback_list.on_train_end(logs)
     _dump_weights(core)
-    return history, local_copy(core)
+    return history
 
 
 def local_copy(core: keras.Model) -> keras.Model:
-    """The model rebuilt outside any strategy, with the same weights and compile settings."""
+    """The model rebuilt outside any strategy, with the same weights and compile settings
+    (for saving and for calls on one worker's rows; never evaluate it under the strategy)."""
     copy = keras.models.clone_model(core)
     copy.set_weights(core.get_weights())
     copy.compile_from_config(core.get_compile_config())
