@@ -62,3 +62,39 @@ def test_a_bad_log_format_is_a_usage_error_with_exit_2():
         log_format("xml")
     assert issubclass(MlcliErrorUsage, ConfigError)
     assert MlcliErrorUsage.exit_code == 2
+
+
+_URI = "postgresql+psycopg2://ann:s3cret-pw@db.example:5432/mlflow"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ConfigError(f"tracking.mlflow.uri: MLflow at {_URI!r} refused the run"), 2),
+        (DataError(f"{_URI}: not a table"), 3),
+        (ValueError(f"could not connect to {_URI}"), 1),  # a bug's line is masked too
+    ],
+)
+@pytest.mark.parametrize("verbose", [False, True])
+def test_every_error_line_and_traceback_is_masked(capsys, error, code, verbose):
+    found, err = _exit_code(_raise(error), capsys, verbose=verbose)
+    assert found == code
+    assert "s3cret-pw" not in err
+    assert "ann:***@db.example:5432" in err.splitlines()[-1]
+    assert ("Traceback" in err) == verbose
+
+
+def test_a_value_filled_from_the_environment_is_masked(capsys, tmp_path, monkeypatch):
+    """The value of `${VAR}` is masked wherever a message quotes it."""
+    from mlcli.config.loading import load_config
+
+    token = "tok-5b1e0c9d2a"
+    monkeypatch.setenv("NA_TOKEN", token)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "name: x\ndata: {train: t.csv, csv: {na_values: ['${NA_TOKEN}']}}\ntarget: {column: y}\n"
+    )
+    config = load_config(path)
+    shown = config.data.csv.na_values
+    code, err = _exit_code(_raise(DataError(f"t.csv: na_values {shown} match no cell")), capsys)
+    assert code == 3 and token not in err and "['***']" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from mlcli.cli.app import app
@@ -102,3 +103,82 @@ def test_config_to_yaml_reads_back_as_the_same_config(tmp_path: Path, write_conf
     again.write_text(config_to_yaml(config))
     assert load_config(again) == config
     assert config_to_yaml(config).splitlines()[:2] == ["name: tiny", "seed: 7"]
+
+
+_SECRET = "s3cret-7Hq2vXw"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "written"),
+    [
+        ("tracking", ("mlflow", "uri"), "${MLFLOW_URI}"),  # a whole value
+        ("tracking", ("mlflow", "uri"), "http://ann:${MLFLOW_PW}@mlflow.example:5000/"),  # a part
+        ("tracking", ("mlflow", "experiment"), "${MLFLOW_EXP:-exp}-${MLFLOW_PW}"),
+        ("target", ("positive_class",), "${POSITIVE}"),
+        ("data", ("csv", "na_values"), ["", "${NA_TOKEN}"]),  # an item of a list
+        ("training", ("epochs",), "${EPOCHS}"),  # a number, filled as text
+    ],
+)
+def test_config_to_yaml_writes_references_as_written(
+    write_config, tmp_path, monkeypatch, section, key, written
+):
+    for name in ("MLFLOW_URI", "MLFLOW_PW", "POSITIVE", "NA_TOKEN"):
+        monkeypatch.setenv(name, f"{name.lower()}-{_SECRET}")
+    monkeypatch.setenv("EPOCHS", "3")
+    value: object = written
+    for part in reversed(key[1:]):
+        value = {part: value}
+    sections = {"target": {"column": "label", "task": "binary"}} if section == "target" else {}
+    path = write_config(**{section: {**sections.get(section, {}), key[0]: value}})
+    config = load_config(path)
+    text = config_to_yaml(config)
+    assert _SECRET not in text
+    saved = yaml.safe_load(text)[section]
+    for part in key:
+        saved = saved[part]
+    assert saved == written
+    again = tmp_path / "saved.yaml"
+    again.write_text(text)
+    assert load_config(again) == config  # the reference is filled again
+
+
+def test_keys_that_say_where_the_run_is_are_written_as_filled(write_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODEL_NAME", "tiny-model")
+    monkeypatch.setenv("DATA_FILE", "data.csv")
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path / "runs"))
+    path = write_config(data={"train": "${DATA_FILE}"}, output={"dir": "${RUNS_DIR}"})
+    path.write_text(path.read_text().replace("name: tiny", "name: ${MODEL_NAME}"))
+    saved = yaml.safe_load(config_to_yaml(load_config(path)))
+    assert saved["name"] == "tiny-model"
+    assert saved["data"]["train"] == str(tmp_path / "data.csv")  # absolute, as resolved
+    assert saved["output"]["dir"] == str(tmp_path / "runs")
+
+
+def test_a_referenced_key_that_is_overridden_is_written_as_overridden(write_config, monkeypatch):
+    monkeypatch.setenv("MLFLOW_URI", f"http://ann:{_SECRET}@mlflow.example/")
+    path = write_config(tracking={"mlflow": {"uri": "${MLFLOW_URI}"}})
+    config = load_config(path, overrides=["tracking.mlflow.uri=sqlite:///other.db"])
+    assert yaml.safe_load(config_to_yaml(config))["tracking"]["mlflow"]["uri"] == (
+        "sqlite:///other.db"
+    )
+
+
+def test_a_copied_config_still_holds_no_filled_value(write_config, monkeypatch):
+    """A config made from a loaded one (`model_copy`) has no references of its own: any text
+    that holds a value filled from the environment gets `${VAR}` in its place."""
+    monkeypatch.setenv("MLFLOW_URI", f"http://ann:{_SECRET}@mlflow.example/")
+    config = load_config(write_config(tracking={"mlflow": {"uri": "${MLFLOW_URI}"}}))
+    copied = config.model_copy(update={"seed": 8})
+    text = config_to_yaml(copied)
+    assert _SECRET not in text and "uri: ${MLFLOW_URI}" in text
+
+
+def test_allow_unset_keeps_an_unset_reference_as_written(write_config, monkeypatch):
+    monkeypatch.delenv("MLFLOW_URI", raising=False)
+    path = write_config(tracking={"mlflow": {"uri": "${MLFLOW_URI}"}})
+    with pytest.raises(ConfigError, match=r"tracking\.mlflow\.uri.*\$\{MLFLOW_URI\} is not set"):
+        load_config(path)
+    config = load_config(path, allow_unset=True)
+    assert config.tracking is not None and config.tracking.mlflow is not None
+    assert config.tracking.mlflow.uri == "${MLFLOW_URI}"
+    assert "uri: ${MLFLOW_URI}" in config_to_yaml(config)

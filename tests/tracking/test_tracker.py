@@ -128,3 +128,40 @@ def test_mlflow_run_is_marked_failed_when_training_fails(write_config, mlflow_ur
     _, logged = _only_run(mlflow_uri, "failing")
     assert logged.info.status == "FAILED"
     assert "nan at epoch 1" in logged.data.tags["mlcli.error"]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://ann:s3cret-pw@127.0.0.1:9/",  # nothing listens on the discard port
+        "https://ann:s3cret-pw@127.0.0.1:9",
+        "postgresql+psycopg2://ann:s3cret-pw@127.0.0.1:9/mlflow",  # a driver, or no server
+        "nosuchscheme://ann:s3cret-pw@host/",
+    ],
+)
+def test_a_store_that_cannot_start_the_run_is_one_masked_config_error(
+    uri, tmp_path, monkeypatch
+):
+    pytest.importorskip("mlflow")
+    from mlcli.reporting import QuietReporter
+    from mlcli.tracking.tracker import start_tracking
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    config = parse_config(
+        {
+            "name": "x",
+            "data": {"train": "t.csv"},
+            "target": {"column": "y"},
+            "tracking": {"mlflow": {"uri": uri}},
+        }
+    )
+    run = Run(tmp_path / "run")
+    run.path.mkdir()
+    with pytest.raises(ConfigError) as raised:
+        start_tracking(config, run, QuietReporter())
+    message = str(raised.value)
+    assert message.startswith("tracking.mlflow.uri: MLflow at ")
+    assert "\n" not in message and "s3cret-pw" not in message
+    assert "ann:***@" in message
+    assert not (run.path / "mlflow.json").exists()
