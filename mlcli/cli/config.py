@@ -35,7 +35,8 @@ def config_schema(output: SchemaOutput = None, verbose: Verbose = False) -> None
 def config_show(
     config: ConfigArgument, overrides: Overrides = None, verbose: Verbose = False
 ) -> None:
-    """Print CONFIG as mlcli reads it: ${VAR} filled, --set applied, every default written."""
+    """Print CONFIG as mlcli reads it: --set applied, every default written, ${VAR} kept as
+    written (a value from the environment is never printed; data paths are shown resolved)."""
     from mlcli.config.loading import config_to_yaml, load_config
 
     loaded = run_guarded(lambda: load_config(config, overrides=overrides or []), verbose=verbose)
