@@ -202,3 +202,36 @@ def test_auc_is_logged_per_epoch_only_when_early_stopping_watches_it(write_confi
     for run in (plain, watched):  # the final metrics have AUC either way
         validation = json.loads((run / METRICS).read_text())["validation"]
         assert 0.0 <= validation["auc"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("difference", "shown"),
+    [(0.25, "0.25"), (None, "NaN")],  # a NaN difference is written as null, and fails
+    ids=["too-large", "nan"],
+)
+def test_a_failed_self_check_keeps_the_complete_run_and_exits_4(
+    write_config, monkeypatch, difference, shown
+):
+    from mlcli.runs.directory import Run, check_complete, read_manifest
+    from mlcli.training import fit
+
+    check = {"max_relative_difference": difference, "tolerance": 1e-4, "passed": False}
+    real_fit_run = fit.fit_run
+
+    def fit_run(*args: object, **kwargs: object) -> dict[str, object]:
+        details = real_fit_run(*args, **kwargs)
+        return {**details, "checks": {"composition": check}}
+
+    monkeypatch.setattr(fit, "fit_run", fit_run)
+    result = runner.invoke(app, ["train", str(write_config()), "--quiet"])
+    assert result.exit_code == 4, result.output
+    (line,) = [text for text in result.stderr.splitlines() if text.startswith("error")]
+    assert "composition" in line and shown in line and "0.0001" in line
+    run = Run(
+        next(p for p in (write_config().parent / "runs" / "tiny").iterdir() if not p.is_symlink())
+    )
+    assert str(run.path) in line and not run.is_partial
+    check_complete(run)  # complete, model.keras and all
+    assert read_manifest(run)["checks"] == {"composition": check}
+    assert (run.path.parent / "latest").resolve() == run.path.resolve()
+    assert "warning:" in result.stderr  # reported as a warning before the error line
