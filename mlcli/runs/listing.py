@@ -6,8 +6,9 @@ A run's status:
 - complete: renamed to its final folder with a complete manifest;
 - running: a `.<id>.partial` folder whose training process is alive (or that changed in the
   last minutes when the manifest does not say which process writes it);
-- interrupted: a partial folder nobody writes any more that holds a checkpoint to `--resume`;
-- failed: a partial folder without a checkpoint, or whose manifest says it failed.
+- interrupted: a partial folder nobody writes any more that `--resume` continues: it holds its
+  config.yaml (a run killed before its first checkpoint resumes from the start);
+- failed: a partial folder without a config.yaml, or whose manifest says it failed.
 """
 
 from __future__ import annotations
@@ -110,9 +111,7 @@ def run_status(run: runs.Run, manifest: dict[str, Any]) -> str:
         alive = time.time() - _last_change(run.path) < RECENT_SECONDS and stated != "interrupted"
     if alive:
         return "running"
-    checkpoint = run.file(runs.CHECKPOINTS)
-    resumable = checkpoint.is_dir() and any(checkpoint.iterdir())
-    return "interrupted" if resumable or stated == "interrupted" else "failed"
+    return "interrupted" if run.file(runs.CONFIG).is_file() else "failed"
 
 
 def headline_metrics(metrics: dict[str, Any]) -> tuple[str | None, dict[str, float]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,12 +31,14 @@ def _fake_run(
     accuracy: float | None = None,
     checkpoint: bool = False,
     age: float = 0.0,
+    with_config: bool = True,
     **manifest: Any,
 ) -> Path:
     """A run folder with the artifacts `mlcli runs` reads, named as `runs.directory` names them."""
     folder.mkdir(parents=True)
     config = {"name": folder.parent.name, "training": {"epochs": epochs, "batch_size": 32}}
-    (folder / runs.CONFIG).write_text(yaml.safe_dump(config))
+    if with_config:
+        (folder / runs.CONFIG).write_text(yaml.safe_dump(config))
     document = {"name": folder.parent.name, "status": status, "started": started, **manifest}
     (folder / runs.MANIFEST).write_text(json.dumps(document))
     if accuracy is not None:
@@ -86,6 +90,7 @@ def runs_dir(tmp_path: Path) -> Path:
         started="2025-01-04T10:00:00+0000",
         status="running",
         age=2 * HOUR,
+        with_config=False,  # nothing to resume it from
     )
     return base
 
@@ -137,6 +142,38 @@ def test_a_live_partial_run_is_running(runs_dir):
         host=socket.gethostname(),
     )
     assert _listed("income", "--dir", str(runs_dir))[0]["status"] == "running"
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["checkpointed", "before-epoch-1"])
+def test_a_killed_run_is_interrupted_with_or_without_a_checkpoint(runs_dir, checkpoint):
+    """`--resume` continues a killed run from its checkpoint, or from the start without one."""
+    _fake_run(
+        runs_dir / "income" / ".20250105-100000-ffffff.partial",
+        started="2025-01-05T10:00:00+0000",
+        status="running",
+        checkpoint=checkpoint,
+        pid=_dead_pid(),
+        host=socket.gethostname(),
+    )
+    assert _listed("income", "--dir", str(runs_dir))[0]["status"] == "interrupted"
+
+
+def test_a_partial_run_stated_failed_is_failed(runs_dir):
+    _fake_run(
+        runs_dir / "income" / ".20250105-100000-ffffff.partial",
+        started="2025-01-05T10:00:00+0000",
+        status="failed",
+        checkpoint=True,
+        pid=_dead_pid(),
+        host=socket.gethostname(),
+    )
+    assert _listed("income", "--dir", str(runs_dir))[0]["status"] == "failed"
 
 
 def test_show_by_name_id_and_diff(runs_dir):
