@@ -4,7 +4,9 @@ Every format but `keras` starts from one SavedModel whose `serving_default` sign
 (`SIGNATURE_KEY`) is the contract that TF Serving clients, `mlcli serve`, TFLite and ONNX users
 all see:
 
-- inputs: one tensor per raw column, named as the column, shape `[None]` (one value per row),
+- inputs: one tensor per raw column, named by the column's `input_name` (the column's own name
+  when it is a plain identifier, else its letters, digits and `_` and a hash of the name:
+  `mlcli.preprocessing.inputs`), shape `[None]` (one value per row),
   dtype `float32` (numeric; NaN = missing), `string` (categorical, binary, text; "" = missing)
   or `int64` (integer categorical; `mlcli.features.schema.INT_MISSING` = missing): the
   missing values are `mlcli.preprocessing.inputs.MISSING_VALUES`;
@@ -16,11 +18,14 @@ all see:
 `mlcli serve` answers with the same signature for a run (`ServingSignature.from_schema`) as for
 an export (`read_export_info`).
 
-The SignatureDef that TF Serving, `saved_model_cli`, TFLite and tf2onnx read keeps each
-column's own name. Only the Python function of a loaded SavedModel
-(`tf.saved_model.load(d).signatures["serving_default"]`) takes sanitised keywords:
-`capital-gain` becomes `capital_gain` (`runtimes.python_keyword`), and the TensorSpec names
-there are lower-cased, so they cannot be used to map columns.
+The SignatureDef that TF Serving, `saved_model_cli`, TFLite and tf2onnx read names each input
+by its `input_name`, which is already a Python identifier: the Python function of a loaded
+SavedModel (`tf.saved_model.load(d).signatures["serving_default"]`) takes the same keywords
+(`runtimes.python_keyword` leaves them as they are). `ServingSignature.names` maps each column to
+its signature input, and `keywords` to the loaded function's keyword; export.json records the
+input of each column (`signature_name`). Exports written before that rule named the inputs as
+the columns: their keywords are `python_keyword(column)`. Users, `mlcli serve`'s clients
+included, keep using the columns' own names.
 
 `export.json` (`EXPORT_INFO`) sits beside every export: the format, the signature, the task and
 classes, the columns with their missing values, the check's result and the versions used.
@@ -33,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +48,7 @@ from mlcli import files
 from mlcli.errors import RunError
 from mlcli.features.schema import FeatureSchema, TargetSchema
 from mlcli.inference.labels import BINARY_THRESHOLD, as_text
-from mlcli.preprocessing.inputs import MISSING_VALUES
+from mlcli.preprocessing.inputs import MISSING_VALUES, input_names
 
 SIGNATURE_KEY = "serving_default"
 EXPORT_INFO = "export.json"
@@ -78,11 +83,22 @@ class ServingSignature:
 
     inputs: dict[str, str]
     target: TargetSchema
+    names: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.names:  # a signature made from columns: their input names by the rule
+            self.names.update(input_names(self.inputs))
 
     @classmethod
     def from_schema(cls, schema: FeatureSchema) -> ServingSignature:
         """The signature of a run's model, from its `schema.json`."""
         return cls(inputs={c.name: c.dtype for c in schema.columns}, target=schema.target)
+
+    def keywords(self) -> dict[str, str]:
+        """Column -> the keyword a loaded SavedModel's Python function takes for it."""
+        from mlcli.exporting.runtimes import python_keyword
+
+        return {column: python_keyword(self.names[column]) for column in self.inputs}
 
     @property
     def width(self) -> int:
@@ -100,7 +116,10 @@ class ServingSignature:
 
     def describe(self) -> dict[str, Any]:
         """The signature as export.json writes it: key, inputs and outputs."""
-        inputs = {name: {"dtype": dtype, "shape": [None]} for name, dtype in self.inputs.items()}
+        inputs = {
+            column: {"dtype": dtype, "shape": [None], "signature_name": self.names[column]}
+            for column, dtype in self.inputs.items()
+        }
         return {"key": SIGNATURE_KEY, "inputs": inputs, "outputs": self.outputs()}
 
     def model_outputs(self, outputs: Mapping[str, Any]) -> np.ndarray:
@@ -111,17 +130,23 @@ class ServingSignature:
         return probabilities[:, 1:] if self.target.task == "binary" else probabilities
 
     def serving_function(self, model: Any) -> tuple[Callable[[dict[str, Any]], Any], Any]:
-        """The signature as a TensorFlow function over `model`, and its input specs."""
+        """The signature as a TensorFlow function over `model`, and its input specs.
+
+        The specs are keyed by the signature's input names; the model takes the columns'.
+        """
         import tensorflow as tf
 
+        names = dict(self.names)
         specs = {
-            name: tf.TensorSpec([None], dtype, name=name) for name, dtype in self.inputs.items()
+            names[column]: tf.TensorSpec([None], dtype, name=names[column])
+            for column, dtype in self.inputs.items()
         }
         task = self.target.task
         classes = tf.constant(as_text(self.target.classes) or [""])
 
         def serve(inputs: dict[str, Any]) -> dict[str, Any]:
-            outputs = model({k: tf.reshape(v, [-1, 1]) for k, v in inputs.items()}, training=False)
+            columns = {column: tf.reshape(inputs[name], [-1, 1]) for column, name in names.items()}
+            outputs = model(columns, training=False)
             if task == "regression":
                 return {PREDICTION: tf.reshape(outputs, [-1])}
             if task == "binary":
@@ -136,16 +161,17 @@ class ServingSignature:
         return serve, specs
 
     def check_keywords(self) -> None:
-        """Raises `RunError` when two columns become one keyword of the loaded signature."""
-        from mlcli.exporting.runtimes import python_keyword
+        """Raises `RunError` when two columns become one keyword of the loaded signature.
 
+        Input names made by `input_name` never do; an export.json edited by hand might.
+        """
         seen: dict[str, str] = {}
-        for name in self.inputs:
-            other = seen.setdefault(python_keyword(name), name)
-            if other != name:
+        for column, keyword in self.keywords().items():
+            other = seen.setdefault(keyword, column)
+            if other != column:
                 raise RunError(
-                    f"--format saved_model: columns {other!r} and {name!r} both become the "
-                    f"signature keyword {python_keyword(name)!r} in TensorFlow; rename one "
+                    f"--format saved_model: columns {other!r} and {column!r} both become the "
+                    f"signature keyword {keyword!r} in TensorFlow; rename one "
                     "(data.csv.columns) and retrain"
                 )
 
@@ -163,9 +189,17 @@ def _missing_in_json(dtype: str) -> Any:
 
 
 def features(schema: FeatureSchema) -> list[dict[str, Any]]:
-    """export.json's columns: name, feature type, dtype and the value that marks it missing."""
+    """export.json's columns: name, feature type, dtype, the value that marks it missing and the
+    signature input that takes it (`signature_name`)."""
+    names = input_names(schema.input_names)
     return [
-        {"name": c.name, "type": c.type, "dtype": c.dtype, "missing": _missing_in_json(c.dtype)}
+        {
+            "name": c.name,
+            "type": c.type,
+            "dtype": c.dtype,
+            "missing": _missing_in_json(c.dtype),
+            "signature_name": names[c.name],
+        }
         for c in schema.columns
     ]
 
@@ -186,10 +220,12 @@ def read_export_info(folder: Path) -> tuple[ServingSignature, dict[str, Any]]:
             column=str(info.get("target", "")), task=info["task"], classes=info["label_classes"]
         )
         inputs = {feature["name"]: feature["dtype"] for feature in info["features"]}
+        # exports written before `input_name` named each input as its column
+        names = {f["name"]: str(f.get("signature_name", f["name"])) for f in info["features"]}
     except FileNotFoundError:
         raise RunError(
             f"{path}: missing; mlcli serves the SavedModels that `mlcli export` writes"
         ) from None
     except (ValueError, KeyError, TypeError) as error:
         raise RunError(f"{path}: not an mlcli export description ({error!r})") from None
-    return ServingSignature(inputs=inputs, target=target), info
+    return ServingSignature(inputs=inputs, target=target, names=names), info

@@ -15,16 +15,19 @@ import keras
 from mlcli.config.training import ModelConfig
 from mlcli.features.schema import FeatureSchema
 from mlcli.models.architectures import build_body
-from mlcli.preprocessing.inputs import NUMERIC
-from mlcli.preprocessing.layers import raw_inputs
+from mlcli.preprocessing.inputs import NUMERIC, encoded_input_name
+from mlcli.preprocessing.layers import keyed_model, raw_inputs
 
 
 def core_inputs(encoded_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, keras.KerasTensor]:
-    """Inputs of the core network, matching the preprocessor's outputs by name."""
+    """Inputs of the core network, keyed by the preprocessor's outputs' names.
+
+    Their Keras names are `encoded_input_name`s: a column's name may hold what Keras cannot.
+    """
     inputs = {}
     for name, shape in encoded_shapes.items():
         dtype = "float32" if name == NUMERIC else "int64"
-        inputs[name] = keras.Input(shape=shape, dtype=dtype, name=name)
+        inputs[name] = keras.Input(shape=shape, dtype=dtype, name=encoded_input_name(name))
     return inputs
 
 
@@ -51,11 +54,11 @@ def build_core(
         output = keras.layers.Rescaling(
             target.std, offset=target.mean, name="prediction", dtype="float32"
         )(standard)
-    return keras.Model(inputs=inputs, outputs=output, name="core")
+    return keyed_model(inputs, output, name="core")
 
 
 def compose(preprocessor: keras.Model, core: keras.Model, schema: FeatureSchema) -> keras.Model:
     """The saved model: raw columns through the preprocessor into the trained core."""
     inputs = raw_inputs(schema)
     outputs = core(preprocessor(inputs))
-    return keras.Model(inputs=inputs, outputs=outputs, name="mlcli_model")
+    return keyed_model(inputs, outputs, name="mlcli_model")

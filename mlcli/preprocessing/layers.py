@@ -1,6 +1,6 @@
 """Keras preprocessing layers built from the feature schema, and encoding data once with them.
 
-The preprocessor is a Keras model from raw columns (one input per column, named as the column)
+The preprocessor is a Keras model from raw columns (one input per column, keyed by the column)
 to dense encoded tensors. Training runs it once over the data in large chunks and fits the
 core network on the result, which avoids string lookups at every step; the saved model is the
 preprocessor composed with the trained core, so it still takes raw values.
@@ -8,7 +8,9 @@ preprocessor composed with the trained core, so it still takes raw values.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
+from typing import Any
 
 import keras
 import numpy as np
@@ -16,17 +18,41 @@ import tensorflow as tf
 
 from mlcli.features.schema import ColumnSchema, FeatureSchema
 from mlcli.layers import QuantileTransform
-from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, NUMERIC, TEXT_PREFIX, layer_name
+from mlcli.preprocessing.inputs import (
+    CATEGORICAL_PREFIX,
+    NUMERIC,
+    TEXT_PREFIX,
+    input_names,
+    layer_name,
+)
 
 ENCODE_CHUNK_ROWS = 1 << 16
 
 
 def raw_inputs(schema: FeatureSchema) -> dict[str, keras.KerasTensor]:
-    """One Keras input per raw column, named as the column, shape (rows, 1)."""
+    """One Keras input per raw column, keyed by the column, shape (rows, 1).
+
+    The key is the column's own name (callers pass columns by the names users see); the
+    input's Keras name is its `input_name`, which Keras and TensorFlow accept whatever the
+    column is called.
+    """
+    names = input_names(column.name for column in schema.columns)
     return {
-        column.name: keras.Input(shape=(1,), dtype=column.dtype, name=column.name)
+        column.name: keras.Input(shape=(1,), dtype=column.dtype, name=names[column.name])
         for column in schema.columns
     }
+
+
+def keyed_model(inputs: Mapping[str, keras.KerasTensor], outputs: Any, *, name: str) -> keras.Model:
+    """A functional model over inputs keyed by column names, their Keras names sanitised.
+
+    Keras warns when a dict key differs from its input's name; here that is the point (the
+    key is what callers pass, the name is what Keras and TensorFlow can hold), so the warning
+    is silenced for this call only.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="When providing `inputs` as a dict")
+        return keras.Model(inputs=dict(inputs), outputs=outputs, name=name)
 
 
 def _numeric(column: ColumnSchema, value: keras.KerasTensor) -> list[keras.KerasTensor]:
@@ -84,7 +110,7 @@ def build_preprocessor(schema: FeatureSchema) -> keras.Model:
         outputs[NUMERIC] = (
             numeric[0] if len(numeric) == 1 else keras.layers.Concatenate(name="numeric")(numeric)
         )
-    return keras.Model(inputs=inputs, outputs=outputs, name="preprocessing")
+    return keyed_model(inputs, outputs, name="preprocessing")
 
 
 def to_tensors(arrays: Mapping[str, np.ndarray], schema: FeatureSchema) -> dict[str, tf.Tensor]:

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from e2e.strategies import ODD_NAMES
 
 from mlcli.errors import RunError
 from mlcli.exporting.signature import (
@@ -19,6 +20,7 @@ from mlcli.exporting.signature import (
     write_export_info,
 )
 from mlcli.features.schema import INT_MISSING, ColumnSchema, FeatureSchema, TargetSchema
+from mlcli.preprocessing.inputs import input_name
 
 COLUMNS = [
     ColumnSchema(name="age", type="numeric", dtype="float32"),
@@ -37,9 +39,9 @@ def test_the_outputs_of_each_task():
     binary = ServingSignature.from_schema(_schema("binary", ["no", "yes"])).describe()
     assert binary["key"] == "serving_default"
     assert binary["inputs"] == {
-        "age": {"dtype": "float32", "shape": [None]},
-        "grade": {"dtype": "int64", "shape": [None]},
-        "color": {"dtype": "string", "shape": [None]},
+        "age": {"dtype": "float32", "shape": [None], "signature_name": "age"},
+        "grade": {"dtype": "int64", "shape": [None], "signature_name": "grade"},
+        "color": {"dtype": "string", "shape": [None], "signature_name": "color"},
     }
     assert binary["outputs"] == {
         "probabilities": {"dtype": "float32", "shape": [None, 2]},
@@ -96,10 +98,45 @@ def test_the_serving_function_labels_a_tie_positive():
     np.testing.assert_allclose(outputs["probabilities"].numpy()[:, 1], [0.2, 0.5, 0.7])
 
 
+def test_any_column_names_take_distinct_signature_inputs_that_are_keywords():
+    import tensorflow as tf
+
+    signature = ServingSignature(
+        inputs={name: "float32" for name in ODD_NAMES},
+        target=TargetSchema(column="y", task="regression"),
+    )
+    signature.check_keywords()
+    assert signature.names == {name: input_name(name) for name in ODD_NAMES}
+    assert signature.keywords() == signature.names  # a loaded signature renames nothing
+    described = signature.describe()["inputs"]
+    assert list(described) == ODD_NAMES  # users see the columns' own names
+    assert {v["signature_name"] for v in described.values()} == set(signature.names.values())
+
+    def model(inputs, training=False):  # the prediction is the sum of the columns, 1, 2, ...
+        return sum(inputs[name] * (i + 1) for i, name in enumerate(ODD_NAMES))
+
+    serve, specs = signature.serving_function(model)
+    assert set(specs) == set(signature.names.values())
+    found = serve({signature.names[name]: tf.constant([1.0, 2.0]) for name in ODD_NAMES})
+    total = sum(range(1, len(ODD_NAMES) + 1))
+    np.testing.assert_allclose(found["prediction"].numpy(), [total, 2 * total])
+
+
+def test_an_export_json_without_signature_names_is_read_as_before(tmp_path):
+    """Exports written before `input_name` named each signature input as its column."""
+    features_ = [{"name": "capital-gain", "dtype": "float32"}, {"name": "2nd", "dtype": "string"}]
+    info = {"task": "regression", "label_classes": [], "features": features_}
+    write_export_info(tmp_path, info)
+    signature, _ = read_export_info(tmp_path)
+    assert signature.names == {"capital-gain": "capital-gain", "2nd": "2nd"}
+    assert signature.keywords() == {"capital-gain": "capital_gain", "2nd": "arg_2nd"}
+
+
 def test_two_columns_with_one_python_keyword_are_refused():
     signature = ServingSignature(
         inputs={"capital-gain": "float32", "capital_gain": "float32"},
         target=TargetSchema(column="y", task="regression"),
+        names={"capital-gain": "capital-gain", "capital_gain": "capital_gain"},
     )
     with pytest.raises(RunError, match="'capital-gain' and 'capital_gain'"):
         signature.check_keywords()
@@ -118,6 +155,7 @@ def test_export_json_round_trip(tmp_path):
     signature, read = read_export_info(tmp_path)
     assert read == info
     assert signature.inputs == ServingSignature.from_schema(schema).inputs
+    assert signature.names == ServingSignature.from_schema(schema).names
     assert (signature.target.task, signature.target.classes) == ("binary", ["no", "yes"])
 
 

@@ -1,12 +1,15 @@
-"""The Keras preprocessing model: its inputs, outputs and layer names, and encoding in chunks."""
+"""The Keras preprocessing model: its inputs, outputs and layer names (any column name), the
+composed model's save and load, and encoding in chunks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
+from e2e.strategies import ODD_NAMES
 
 from mlcli.features.schema import ColumnSchema, FeatureSchema, TargetSchema
-from mlcli.preprocessing.inputs import model_inputs
+from mlcli.preprocessing.inputs import input_name, model_inputs
 
 SCHEMA = FeatureSchema(
     columns=[
@@ -30,32 +33,103 @@ SCHEMA = FeatureSchema(
 )
 
 
-def test_layers_are_named_from_their_columns():
+def test_inputs_are_keyed_by_column_and_layers_named_by_input_name():
     from mlcli.preprocessing.layers import build_preprocessor
 
     model = build_preprocessor(SCHEMA)
-    inputs = {tensor.name: tensor.dtype for tensor in model.inputs}
-    assert inputs == {
+    assert {key: tensor.dtype for key, tensor in model.input.items()} == {
         "capital-gain": "float32",
         "work class": "string",
         "grade": "int64",
         "notes": "string",
     }
+    assert {tensor.name for tensor in model.inputs} == {
+        input_name(c) for c in ("capital-gain", "work class", "grade", "notes")
+    }
     names = {layer.name for layer in model.layers}
     expected = {
-        "quantile_capital_gain",
-        "normalize_capital_gain",
-        "lookup_work_class",
+        "quantile_" + input_name("capital-gain"),
+        "normalize_" + input_name("capital-gain"),
+        "lookup_" + input_name("work class"),
         "lookup_grade",
         "vectorize_notes",
     }
-    assert expected <= names, "saved models hold these names: they must not change"
+    assert expected <= names
     assert set(model.output.keys()) == {
         "numeric",
         "categorical__work class",
         "categorical__grade",
         "text__notes",
     }
+
+
+@pytest.mark.parametrize("transform", ["none", "quantile"])
+def test_any_column_names_build_save_and_load(tmp_path, transform):
+    """Columns named as CSV headers allow (`/`, `€`, emoji, 300 characters, near-twins) make a
+    composed model that Keras saves and loads, and that takes the columns' own names."""
+    import warnings
+
+    import keras
+
+    from mlcli.config.training import MlpConfig
+    from mlcli.models.core import build_core, compose
+    from mlcli.preprocessing.layers import build_preprocessor, encode, to_tensors
+
+    numeric = [*ODD_NAMES[:3], "a.b", "", "2nd", "_private", "n" * 300, "n" * 299 + "m"]
+    categorical = ["a b", "a_b", "a-b", "🎉", "🎊"]
+    text = ["Größe", "größe", 'say "hi"']
+    columns = [
+        ColumnSchema(
+            name=name,
+            type="numeric",
+            dtype="float32",
+            mean=0.0,
+            variance=1.0,
+            transform=transform,
+            quantiles=[-1.0, 0.0, 1.0] if transform == "quantile" else None,
+        )
+        for name in numeric
+    ]
+    columns += [
+        ColumnSchema(name=name, type="categorical", dtype="string", vocabulary=["u", "v"])
+        for name in categorical
+    ]
+    columns += [
+        ColumnSchema(
+            name=n,
+            type="text",
+            dtype="string",
+            vocabulary=["w"],
+            sequence_length=2,
+            embedding_dim=2,
+        )
+        for n in text
+    ]
+    schema = FeatureSchema(
+        columns=columns, target=TargetSchema(column="y", task="binary", classes=["n", "y"])
+    )
+    rng = np.random.default_rng(0)
+    arrays = {
+        c.name: (
+            rng.normal(size=(4, 1)).astype(np.float32)
+            if c.dtype == "float32"
+            else rng.choice(["u", "v", "w x", ""], size=(4, 1)).astype(object)
+        )
+        for c in columns
+    }
+    preprocessor = build_preprocessor(schema)
+    encoded = encode(preprocessor, arrays, schema)
+    shapes = {name: value.shape[1:] for name, value in encoded.items()}
+    core = build_core(schema, MlpConfig(hidden_units=[8]), encoded_shapes=shapes)
+    model = compose(preprocessor, core, schema)
+    expected = keras.ops.convert_to_numpy(model(to_tensors(arrays, schema)))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras warns that keys and input names differ
+        loaded = keras.saving.load_model(path, safe_mode=True)
+    found = keras.ops.convert_to_numpy(loaded(to_tensors(arrays, schema)))
+    np.testing.assert_allclose(found, expected, rtol=1e-6)
 
 
 def test_encoding_in_chunks_equals_one_pass_and_missing_values_are_handled():
