@@ -139,9 +139,7 @@ def test_mlflow_run_is_marked_failed_when_training_fails(write_config, mlflow_ur
         "nosuchscheme://ann:s3cret-pw@host/",
     ],
 )
-def test_a_store_that_cannot_start_the_run_is_one_masked_config_error(
-    uri, tmp_path, monkeypatch
-):
+def test_a_store_that_cannot_start_the_run_is_one_masked_config_error(uri, tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     from mlcli.reporting import QuietReporter
     from mlcli.tracking.tracker import start_tracking
