@@ -33,6 +33,40 @@ BatchTimeoutOption = Annotated[
 MaxBodyBytesOption = Annotated[
     int, typer.Option("--max-body-bytes", help="Largest request body (413 above).")
 ]
+MaxRowsOption = Annotated[
+    int, typer.Option("--max-rows", help="Most rows in one predict request (413 above).")
+]
+HeaderTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--header-timeout", help="Seconds a connection may take to send a request's headers."
+    ),
+]
+BodyTimeoutOption = Annotated[
+    float,
+    typer.Option("--body-timeout", help="Seconds a request's body may take to arrive (408)."),
+]
+MaxConnectionsOption = Annotated[
+    int,
+    typer.Option(
+        "--max-connections",
+        help="Open connections; past it the one idle longest is closed to make room.",
+    ),
+]
+ShutdownTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--shutdown-timeout", help="Seconds SIGTERM waits for requests in flight, at most."
+    ),
+]
+TrustExportOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-export",
+        help="Serve a SavedModel that `mlcli export` did not write or that changed since: "
+        "loading it runs its graph, so only for a folder you trust.",
+    ),
+]
 
 
 def serve(
@@ -44,6 +78,12 @@ def serve(
     max_batch_size: MaxBatchSizeOption = 256,
     batch_timeout_ms: BatchTimeoutOption = 1.0,
     max_body_bytes: MaxBodyBytesOption = 4 * 1024 * 1024,
+    max_rows: MaxRowsOption = 10_000,
+    header_timeout: HeaderTimeoutOption = 10.0,
+    body_timeout: BodyTimeoutOption = 30.0,
+    max_connections: MaxConnectionsOption = 512,
+    shutdown_timeout: ShutdownTimeoutOption = 10.0,
+    trust_export: TrustExportOption = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormatOption = "text",
@@ -64,6 +104,12 @@ def serve(
             max_batch_size=max_batch_size,
             batch_timeout_ms=batch_timeout_ms,
             max_body_bytes=max_body_bytes,
+            max_rows=max_rows,
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
+            max_connections=max_connections,
+            graceful_timeout_s=shutdown_timeout,
+            trust_export=trust_export,
         )
         serve_model(model, options=options, reporter=access_log, verbose=verbose)
 

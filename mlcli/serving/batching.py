@@ -4,7 +4,9 @@ Each request's rows wait in a bounded asyncio queue. One gatherer takes the firs
 request, adds every request already queued (and, for at most `timeout_s`, requests still
 being parsed) up to `max_rows` rows, runs the model once on the concatenated columns in a
 worker thread, and hands each request its own slice of the outputs. While the model runs,
-new requests queue up, so batches grow with the load without any waiting at low load.
+new requests queue up, so batches grow with the load without any waiting at low load. When a
+call on several requests fails, each of them runs again alone, so that only a request the
+model cannot take gets the error.
 """
 
 from __future__ import annotations
@@ -106,18 +108,31 @@ class Batcher:
             try:
                 outputs = await loop.run_in_executor(self._executor, self.call, columns)
             except Exception as error:
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(error)
+                if len(batch) == 1:
+                    _settle(batch[0], error=error)
+                else:  # one bad request must not fail the others: each runs alone
+                    for pending in batch:
+                        await self._run_alone(loop, pending)
                 continue
             self.batches += 1
             start = 0
             for pending in batch:
                 stop = start + pending.rows
-                if not pending.future.done():  # the client may have gone
-                    pending.future.set_result(outputs[start:stop])
+                _settle(pending, outputs=outputs[start:stop])
                 start = stop
             self.batched_rows += start
+
+    async def _run_alone(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> None:
+        if pending.future.done():  # the client has gone
+            return
+        try:
+            outputs = await loop.run_in_executor(self._executor, self.call, pending.columns)
+        except Exception as error:
+            _settle(pending, error=error)
+            return
+        self.batches += 1
+        self.batched_rows += pending.rows
+        _settle(pending, outputs=outputs)
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[_Pending]:
         assert self._queue is not None
@@ -143,6 +158,17 @@ class Batcher:
             batch.append(pending)
             rows += pending.rows
         return batch
+
+
+def _settle(
+    pending: _Pending, *, outputs: np.ndarray | None = None, error: Exception | None = None
+) -> None:
+    if pending.future.done():  # the client may have gone
+        return
+    if error is not None:
+        pending.future.set_exception(error)
+    else:
+        pending.future.set_result(outputs)
 
 
 def _concatenate(parts: list[Columns]) -> dict[str, np.ndarray]:

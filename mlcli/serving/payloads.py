@@ -27,6 +27,8 @@ from mlcli.preprocessing.inputs import MISSING_VALUES
 _TF_DTYPES = {"float32": "DT_FLOAT", "int64": "DT_INT64", "string": "DT_STRING"}
 _SHOWN = 40
 _LISTED = 10
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+DEFAULT_MAX_ROWS = 10_000
 
 
 class BadRequestError(Exception):
@@ -68,18 +70,22 @@ def _floats(column: str, values: Sequence[Any]) -> np.ndarray:
         if kind is list and len(value) == 1:
             value, kind = value[0], type(value[0])
         if kind is float or kind is int:
-            try:
-                array[row] = value
-            except OverflowError:
-                raise _wrong(column, row, value, "a float32 number") from None
+            # checked before the cast, exactly (Python compares an int with a float without
+            # rounding): numpy would turn 1e39 into inf, with a warning; NaN compares false,
+            # and is a missing value
+            if abs(value) > _FLOAT32_MAX:
+                raise _wrong(
+                    column,
+                    row,
+                    value,
+                    f"a finite number within float32's range (±{_FLOAT32_MAX:.6g}); "
+                    "null when missing",
+                )
+            array[row] = value
         elif value is None:
             array[row] = MISSING_VALUES["float32"]
         else:
             raise _wrong(column, row, value, "a number or null")
-    infinite = np.isinf(array)
-    if infinite.any():
-        row = int(np.argmax(infinite))
-        raise _wrong(column, row, values[row], "a finite float32 number (null when missing)")
     return array
 
 
@@ -110,6 +116,13 @@ def _strings(column: str, values: Sequence[Any]) -> np.ndarray:
         if kind is list and len(value) == 1:
             value, kind = value[0], type(value[0])
         if kind is str:
+            if not value.isascii():  # the model takes UTF-8: a lone surrogate cannot be
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    raise _wrong(
+                        column, row, value, f"text that encodes to UTF-8 ({error.reason})"
+                    ) from None
             array[row] = value
         elif value is None:
             array[row] = MISSING_VALUES["string"]
@@ -179,8 +192,32 @@ def _columns(inputs: Any, signature: ServingSignature) -> dict[str, np.ndarray]:
     }
 
 
-def parse_predict(body: bytes, signature: ServingSignature) -> PredictRequest:
-    """The columns of a predict request's JSON body, checked against the signature."""
+def _check_row_count(payload: dict[str, Any], max_rows: int) -> None:
+    """Refuses (413) more than `max_rows` rows before any value is converted."""
+    if "instances" in payload:
+        found = payload["instances"]
+        count = len(found) if type(found) is list else 0
+    else:
+        found = payload["inputs"]
+        lists = found.values() if type(found) is dict else ()
+        count = max((len(values) for values in lists if type(values) is list), default=0)
+    if count > max_rows:
+        raise PayloadTooLargeError(
+            f"the request has {count} rows, the limit is {max_rows} (--max-rows); "
+            "split it into smaller requests"
+        )
+
+
+def parse_predict(
+    body: bytes, signature: ServingSignature, *, max_rows: int = DEFAULT_MAX_ROWS
+) -> PredictRequest:
+    """The columns of a predict request's JSON body, checked against the signature.
+
+    Raises:
+        BadRequestError: the body is not a predict request the model can take: each
+            message names the column and row, the value found and what was expected.
+        PayloadTooLargeError: it holds more than `max_rows` rows.
+    """
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as error:
@@ -198,6 +235,7 @@ def parse_predict(body: bytes, signature: ServingSignature) -> PredictRequest:
         raise BadRequestError(
             f'expected exactly one of "instances" (rows) or "inputs" (columns), found {found}'
         )
+    _check_row_count(payload, max_rows)
     if has_rows:
         columns = _rows(payload["instances"], signature)
     else:

@@ -1,29 +1,35 @@
 """The HTTP side of `mlcli serve`: TensorFlow Serving's REST routes as a Starlette app.
 
 ```
-GET  /healthz                        {"status": "ok"}
-GET  /v1/models/<name>               the model's status, as TF Serving reports it
-GET  /v1/models/<name>/metadata      the signature: inputs with dtypes, outputs, classes
-POST /v1/models/<name>:predict       {"instances": [...]} or {"inputs": {...}}, see payloads.py
+GET  /healthz                                       {"status": "ok"}
+GET  /v1/models/<name>[/versions/<n>]               the model's status, as TF Serving reports it
+GET  /v1/models/<name>[/versions/<n>]/metadata      the signature: inputs, outputs, classes
+POST /v1/models/<name>[/versions/<n>]:predict       {"instances": [...]} or {"inputs": {...}}
 ```
 
 Errors are `{"error": "..."}`: 400 for a bad request (naming the column), 404 for an unknown
-model or path, 405 for a wrong method, 413 for a body over the limit, 503 when the batcher's
-queue is full, 500 when the model itself fails. Starlette is imported by `create_app`, so this
-module imports without the `serve` extra.
+model, version or path, 405 for a wrong method, 408 for a body that does not arrive in time, 413
+for a body or a row count over the limit, 503 when the batcher's queue is full, 500 when the
+model itself fails (a generic message and a request id; the details go to the server log, never
+to the client). Starlette is imported by `create_app`, so this module imports without the
+`serve` extra.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from mlcli.reporting import Reporter
 from mlcli.serving.batching import Batcher, QueueFullError
 from mlcli.serving.payloads import (
+    DEFAULT_MAX_ROWS,
     BadRequestError,
     PayloadTooLargeError,
     model_metadata,
@@ -36,15 +42,46 @@ if TYPE_CHECKING:
     from mlcli.serving.servables import Servable
 
 
-def _json(body: Any, status: int = 200) -> Any:
+DEFAULT_BODY_TIMEOUT_S = 30.0
+_REQUEST_ID = "mlcli.request_id"  # the scope key AccessLog sets and the error answers read
+# a path is logged percent-encoded: no control character, space or quote reaches the log
+_LOGGED_PATH_SAFE = "/:@!$&'()*+,;=~"
+
+
+class RequestTimeoutError(BadRequestError):
+    """A body that did not arrive within the body read timeout (408)."""
+
+    status = 408
+
+
+class ClientGoneError(BadRequestError):
+    """The client closed its connection before its body arrived (499, never sent)."""
+
+    status = 499
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
     from starlette.responses import Response
 
     content = json.dumps(body, separators=(",", ":")).encode()
-    return Response(content, status_code=status, media_type="application/json")
+    return Response(content, status_code=status, media_type="application/json", headers=headers)
 
 
-async def _read_body(request: Any, limit: int) -> bytes:
-    """The body, refused with 413 as soon as its declared or received size passes `limit`."""
+def request_id(scope: Any) -> str:
+    """The id of the request of `scope`: in the server log beside anything it did not say."""
+    return scope.setdefault(_REQUEST_ID, uuid.uuid4().hex[:16])  # type: ignore[no-any-return]
+
+
+def logged_path(path: str) -> str:
+    """`path` percent-encoded, so that a decoded newline or space cannot forge a log line."""
+    return quote(path, safe=_LOGGED_PATH_SAFE)
+
+
+async def read_body(request: Any, limit: int, timeout_s: float) -> bytes:
+    """The body, refused with 413 as soon as its declared or received size passes `limit`,
+    and with 408 when it has not all arrived `timeout_s` after the request's headers."""
+    from starlette.requests import ClientDisconnect
+
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -52,16 +89,28 @@ async def _read_body(request: Any, limit: int) -> bytes:
         if int(declared) > limit:
             raise PayloadTooLargeError(f"the body has {declared} bytes, the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"the body passes the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(f"the body passes the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the body did not arrive within {timeout_s:g} s (--body-timeout); {size} bytes came"
+        ) from None
+    except ClientDisconnect:
+        raise ClientGoneError("the client closed the connection before its body arrived") from None
     return b"".join(chunks)
 
 
 class AccessLog:
-    """ASGI middleware: one `request` event per HTTP request through the reporter."""
+    """ASGI middleware: one `request` event per HTTP request through the reporter.
+
+    It gives each request its id, and turns an error no handler answered into one warning line
+    naming that id (uvicorn would print a traceback): the server goes on.
+    """
 
     def __init__(self, app: Any, reporter: Reporter) -> None:
         self.app = app
@@ -72,26 +121,43 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        identifier = request_id(scope)
         status = 500
+        started = False
 
         async def send_status(message: Any) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
+        except Exception as error:  # a bug in a handler: this request fails, the server goes on
+            self.reporter.warning(
+                f"request {identifier}: internal error: {type(error).__name__}: {error}"
+            )
+            if not started:
+                await _internal_error(identifier)(scope, receive, send_status)
         finally:
             client = scope.get("client") or ("-", 0)
             self.reporter.event(
                 "request",
                 client=f"{client[0]}:{client[1]}",
                 method=scope["method"],
-                path=scope["path"],
+                path=logged_path(scope["path"]),
                 status=status,
                 ms=round((time.perf_counter() - start) * 1000, 2),
+                **({"request_id": identifier} if status >= 500 else {}),
             )
+
+
+def _internal_error(identifier: str, what: str = "the server failed") -> Any:
+    return _json(
+        {"error": f"{what} on this request; the server log names it {identifier}"},
+        500,
+        headers={"x-request-id": identifier},
+    )
 
 
 class ModelNotFoundError(BadRequestError):
@@ -100,53 +166,99 @@ class ModelNotFoundError(BadRequestError):
     status = 404
 
 
-def create_app(servable: Servable, *, batcher: Batcher, max_body_bytes: int) -> Any:
-    """The ASGI app serving `servable`; its lifespan starts and stops `batcher`."""
+class _ModelName:
+    """A model name or version in a path: anything but `/` and `:` (`name:predict` is a verb)."""
+
+    regex = "[^/:]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+def create_app(
+    servable: Servable,
+    *,
+    batcher: Batcher,
+    max_body_bytes: int,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    reporter: Reporter | None = None,
+) -> Any:
+    """The ASGI app serving `servable`; its lifespan starts and stops `batcher`.
+
+    Args:
+        servable: the model, its name, version and signature.
+        batcher: gathers the predict requests into model calls.
+        max_body_bytes: the largest body (413 above).
+        max_rows: the most rows in one predict request (413 above).
+        body_timeout_s: how long after its headers a body may take to arrive (408 after).
+        reporter: where a failed model call is logged, under the request's id.
+    """
     from starlette.applications import Starlette
+    from starlette.convertors import register_url_convertor
     from starlette.exceptions import HTTPException
     from starlette.routing import Route
 
+    register_url_convertor("model", _ModelName())  # type: ignore[arg-type]
     signature = servable.signature
+    log = reporter or Reporter()
 
-    def check_name(request: Any) -> None:
+    def check_model(request: Any) -> None:
         name = request.path_params["name"]
         if name != servable.name:
             raise ModelNotFoundError(
                 f"no model named {name!r}; this server serves {servable.name!r}"
+            )
+        version = request.path_params.get("version", servable.version)
+        if version != servable.version:
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version!r}; "
+                f"this server serves version {servable.version}"
             )
 
     async def healthz(request: Any) -> Any:
         return _json({"status": "ok"})
 
     async def status(request: Any) -> Any:
-        check_name(request)
+        check_model(request)
         return _json(model_status(servable.version))
 
     async def metadata(request: Any) -> Any:
-        check_name(request)
+        check_model(request)
         return _json(model_metadata(servable.name, servable.version, signature))
 
     async def predict(request: Any) -> Any:
+        check_model(request)
+        # read before it counts as arriving: a slow body never holds a batch back
+        body = await read_body(request, max_body_bytes, body_timeout_s)
         with batcher.arriving():
-            check_name(request)
-            body = await _read_body(request, max_body_bytes)
-            parsed = parse_predict(body, signature)
+            parsed = parse_predict(body, signature, max_rows=max_rows)
         try:
             outputs = await batcher.submit(parsed.columns, rows=parsed.rows)
         except QueueFullError as error:
             return _json({"error": f"the server is overloaded: {error}; retry later"}, 503)
         except Exception as error:  # the model failed: this request fails, the server goes on
-            return _json({"error": f"the model failed: {type(error).__name__}: {error}"}, 500)
+            identifier = request_id(request.scope)
+            log.warning(f"request {identifier}: the model failed: {type(error).__name__}: {error}")
+            return _internal_error(identifier, "the model failed")
         return _json(predict_response(outputs, signature, columnar=parsed.columnar))
 
     async def bad_request(request: Any, error: Exception) -> Any:
-        return _json({"error": str(error)}, getattr(error, "status", 400))
+        code = getattr(error, "status", 400)
+        # a body left unread (or cut) cannot be followed by another request on the connection
+        closing = {"connection": "close"} if code in (408, 413, 499) else None
+        return _json({"error": str(error)}, code, headers=closing)
 
     async def http_error(request: Any, error: Exception) -> Any:
         assert isinstance(error, HTTPException)
-        return _json(
-            {"error": f"{request.method} {request.url.path}: {error.detail}"}, error.status_code
-        )
+        path = logged_path(request.url.path)
+        return _json({"error": f"{request.method} {path}: {error.detail}"}, error.status_code)
+
+    async def server_error(request: Any, error: Exception) -> Any:
+        return _internal_error(request_id(request.scope))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -155,14 +267,22 @@ def create_app(servable: Servable, *, batcher: Batcher, max_body_bytes: int) -> 
         yield
         await batcher.stop()
 
+    model = "/v1/models/{name:model}"
+    versioned = model + "/versions/{version:model}"
+    routes = [Route("/healthz", healthz, methods=["GET"])]
+    for prefix in (model, versioned):
+        routes += [
+            Route(prefix, status, methods=["GET"]),
+            Route(prefix + "/metadata", metadata, methods=["GET"]),
+            Route(prefix + ":predict", predict, methods=["POST"]),
+        ]
     app = Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/v1/models/{name}", status, methods=["GET"]),
-            Route("/v1/models/{name}/metadata", metadata, methods=["GET"]),
-            Route("/v1/models/{name}:predict", predict, methods=["POST"]),
-        ],
-        exception_handlers={BadRequestError: bad_request, HTTPException: http_error},
+        routes=routes,
+        exception_handlers={
+            BadRequestError: bad_request,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
         lifespan=lifespan,
     )
     app.state.batcher = batcher

@@ -10,6 +10,7 @@ it accepts connections, in the thread that runs every later call. The signature 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,13 @@ import numpy as np
 
 from mlcli._tensorflow import import_tensorflow
 from mlcli.errors import RunError
-from mlcli.exporting.signature import SIGNATURE_KEY, ServingSignature, read_export_info
+from mlcli.exporting.digest import DIGEST_KEY, export_digest
+from mlcli.exporting.signature import (
+    EXPORT_INFO,
+    SIGNATURE_KEY,
+    ServingSignature,
+    read_export_info,
+)
 from mlcli.preprocessing.inputs import MISSING_VALUES
 from mlcli.runs import directory as runs
 from mlcli.serving.batching import Columns, ModelCall
@@ -50,13 +57,23 @@ def _missing_row(signature: ServingSignature) -> dict[str, np.ndarray]:
     }
 
 
-def load_servable(reference: str | Path, *, name: str | None = None) -> Servable:
+def load_servable(
+    reference: str | Path, *, name: str | None = None, trust_export: bool = False
+) -> Servable:
     """A run (directory or name) or a SavedModel export, ready to serve.
 
-    The model is named `name`, else after the run's config (or the export's model name).
+    The model is named `name`, else after the run's config (or the export's model name). A
+    SavedModel is loaded only when `mlcli export` wrote it and it is unchanged since (see
+    `check_export`), or when `trust_export` says the user trusts the folder: loading a
+    SavedModel runs its graph. A run's `model.keras` loads in Keras's safe mode.
+
+    Raises:
+        RunError: no such run, or an export that is not mlcli's, changed, or does not load.
     """
     export = saved_model_folder(Path(reference))
     if export is not None:
+        if not trust_export:
+            check_export(export)
         return _export_servable(export, name=name)
     from mlcli.inference.predictor import Predictor
     from mlcli.runs.loading import open_run
@@ -88,6 +105,33 @@ def saved_model_folder(path: Path) -> Path | None:
     if len(children) == 1:
         return saved_model_folder(children[0])
     return None
+
+
+def check_export(folder: Path) -> None:
+    """Raises `RunError` unless `folder` holds the digest that `mlcli export` recorded.
+
+    A SavedModel's graph is code that TensorFlow runs when it loads the folder: this check
+    reads only `export.json` and the files' bytes, and so comes before anything is loaded.
+    """
+    path = folder / EXPORT_INFO
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get(DIGEST_KEY)
+    except FileNotFoundError:
+        problem = f"it has no {EXPORT_INFO}, so `mlcli export` did not write it"
+    except (OSError, ValueError, AttributeError) as error:
+        problem = f"its {EXPORT_INFO} does not read ({error})"
+    else:
+        if not recorded:
+            problem = f"its {EXPORT_INFO} records no {DIGEST_KEY!r} (an older or foreign export)"
+        elif recorded != export_digest(folder):
+            problem = f"its files changed since `mlcli export` wrote it ({DIGEST_KEY} differs)"
+        else:
+            return
+    raise RunError(
+        f"{folder}: not served: {problem}; loading a SavedModel runs its graph, so mlcli serves "
+        "only its own unchanged exports. If you trust this folder, pass --trust-export "
+        "(or export the run again)"
+    )
 
 
 def export_description(folder: Path) -> tuple[ServingSignature, dict[str, Any]]:

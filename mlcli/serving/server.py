@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -23,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 from mlcli.errors import ConfigError, MlcliError, RunError
 from mlcli.reporting import JsonReporter, QuietReporter, Reporter, make_reporter
 from mlcli.serving.batching import Batcher
-from mlcli.serving.routes import AccessLog, create_app
+from mlcli.serving.payloads import DEFAULT_MAX_ROWS
+from mlcli.serving.routes import DEFAULT_BODY_TIMEOUT_S, AccessLog, create_app
 
 if TYPE_CHECKING:
+    from mlcli.serving.limits import ConnectionLimits
     from mlcli.serving.servables import Servable
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -33,7 +36,7 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """How the server listens and batches (the command's options)."""
+    """How the server listens, batches and bounds its clients (the command's options)."""
 
     host: str = "127.0.0.1"
     port: int = 8501
@@ -42,8 +45,13 @@ class ServeOptions:
     max_batch_size: int = 256
     batch_timeout_ms: float = 1.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_rows: int = DEFAULT_MAX_ROWS
     max_queue: int = 4096
-    graceful_timeout_s: int = 30
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    max_connections: int = 512
+    graceful_timeout_s: float = 10.0
+    trust_export: bool = False
 
     def check(self) -> None:
         """Raises `ConfigError` naming the first option out of range."""
@@ -53,10 +61,25 @@ class ServeOptions:
             "--max-batch-size": (self.max_batch_size, 1, 1 << 20),
             "--batch-timeout-ms": (self.batch_timeout_ms, 0, 10_000),
             "--max-body-bytes": (self.max_body_bytes, 1, 1 << 31),
+            "--max-rows": (self.max_rows, 1, 1 << 24),
+            "--header-timeout": (self.header_timeout_s, 0.1, 3600),
+            "--body-timeout": (self.body_timeout_s, 0.1, 3600),
+            "--max-connections": (self.max_connections, 1, 1 << 20),
+            "--shutdown-timeout": (self.graceful_timeout_s, 0.1, 3600),
         }
         for option, (value, low, high) in limits.items():
             if not low <= value <= high:
                 raise ConfigError(f"{option}: expected {low} to {high}, found {value}")
+
+    def connection_limits(self) -> ConnectionLimits:
+        """What the guarded HTTP protocol enforces; bodies get half the shutdown timeout."""
+        from mlcli.serving.limits import ConnectionLimits, connection_limit
+
+        return ConnectionLimits(
+            header_timeout_s=self.header_timeout_s,
+            max_connections=connection_limit(self.max_connections),
+            body_grace_s=self.graceful_timeout_s / 2,
+        )
 
 
 def require_server_packages() -> None:
@@ -78,7 +101,14 @@ def _app(servable: Servable, options: ServeOptions, reporter: Reporter) -> Any:
         timeout_s=options.batch_timeout_ms / 1000,
         max_queue=options.max_queue,
     )
-    app = create_app(servable, batcher=batcher, max_body_bytes=options.max_body_bytes)
+    app = create_app(
+        servable,
+        batcher=batcher,
+        max_body_bytes=options.max_body_bytes,
+        max_rows=options.max_rows,
+        body_timeout_s=options.body_timeout_s,
+        reporter=reporter,
+    )
     return AccessLog(app, reporter)
 
 
@@ -111,7 +141,9 @@ def _bind(host: str, port: int) -> socket.socket:
 def _uvicorn_config(app: Any, options: ServeOptions, *, verbose: bool, **extra: Any) -> Any:
     import uvicorn
 
-    return uvicorn.Config(
+    from mlcli.serving.limits import configure
+
+    config = uvicorn.Config(
         app,
         host=options.host,
         port=options.port,
@@ -119,9 +151,11 @@ def _uvicorn_config(app: Any, options: ServeOptions, *, verbose: bool, **extra: 
         log_level="info" if verbose else "warning",
         access_log=False,  # AccessLog writes one line per request in mlcli's format
         lifespan="on",
-        timeout_graceful_shutdown=options.graceful_timeout_s,
+        timeout_graceful_shutdown=math.ceil(options.graceful_timeout_s),
         **extra,
     )
+    configure(config, options.connection_limits())
+    return config
 
 
 def _graceful_server(config: Any) -> Any:
@@ -193,7 +227,7 @@ def serve(
     import_tensorflow(verbose=verbose)
     from mlcli.serving.servables import load_servable
 
-    servable = load_servable(model, name=options.name)
+    servable = load_servable(model, name=options.name, trust_export=options.trust_export)
     app = _app(servable, options, reporter)
     config = _uvicorn_config(app, options, verbose=verbose)
     sock = _bind(options.host, options.port)
@@ -220,11 +254,13 @@ def _serve_workers(
     from uvicorn.supervisors import Multiprocess
 
     from mlcli.runs.loading import open_run
-    from mlcli.serving.servables import export_description, saved_model_folder
+    from mlcli.serving.servables import check_export, export_description, saved_model_folder
 
     # a bad reference fails here, before any worker starts
     export = saved_model_folder(Path(model))
     if export is not None:
+        if not options.trust_export:
+            check_export(export)
         info = export_description(export)[1]
         source, name = export, options.name or str(info.get("model_name") or export.parent.name)
     else:
@@ -292,7 +328,9 @@ def app_from_environment() -> Any:
     options = ServeOptions(**settings["options"])
     reporter = make_reporter(**settings["reporter"], interactive=False)
     try:
-        servable = load_servable(settings["model"], name=options.name)
+        servable = load_servable(
+            settings["model"], name=options.name, trust_export=options.trust_export
+        )
     except MlcliError as error:
         return FailedStartup(f"error: {error}")
     return _app(servable, options, reporter)

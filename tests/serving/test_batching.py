@@ -131,3 +131,49 @@ def test_a_lone_request_is_never_held_back(timeout_s):
         return elapsed
 
     assert asyncio.run(main()) < 0.25
+
+
+class PickyModel:
+    """Doubles `x` but fails on any batch holding a negative value, as a model fails on a
+    value it cannot take; records the rows of every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, columns: Columns) -> np.ndarray:
+        self.calls.append(len(columns["x"]))
+        time.sleep(0.02)
+        if (columns["x"] < 0).any():
+            raise ValueError("cannot take a negative value")
+        return columns["x"] * 2.0
+
+
+@pytest.mark.parametrize("bad", [0, 3, 7])
+def test_a_bad_request_fails_alone_and_the_others_of_its_batch_get_their_rows(bad):
+    model = PickyModel()
+    sizes = [2, 1, 3, 1, 2, 1, 1, 2]
+
+    async def main() -> list:
+        batcher = Batcher(model, max_rows=64, timeout_s=0.0)
+        await batcher.start()
+
+        async def one(index: int, size: int) -> np.ndarray:
+            columns = _rows(100 * index, size)
+            if index == bad:
+                columns = {"x": -columns["x"] - 1}
+            return await batcher.submit(columns, rows=size)
+
+        # the first call runs alone; the rest queue up behind it and share the next
+        try:
+            return await asyncio.gather(
+                *(one(i, s) for i, s in enumerate(sizes)), return_exceptions=True
+            )
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(main())
+    assert isinstance(results[bad], ValueError)
+    for index, (result, size) in enumerate(zip(results, sizes, strict=True)):
+        if index != bad:
+            np.testing.assert_array_equal(result, _rows(100 * index, size)["x"] * 2.0)
+    assert any(rows > max(sizes) for rows in model.calls), model.calls  # a batch did form
