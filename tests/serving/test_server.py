@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +27,10 @@ from conftest import predict_with_cli
 
 MAX_BODY = 65536
 ROWS = 40
+OPEN_FILES = 256
+MAX_ROWS = 200
+# short limits, so that the tests of slow clients take about a second each
+LIMITS = ("--header-timeout", "1", "--body-timeout", "3", "--shutdown-timeout", "4")
 
 
 @dataclass
@@ -41,13 +47,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _few_open_files() -> None:
+    """The server's open-file limit at 256, as on the host where slow clients exhausted it."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(OPEN_FILES, hard), hard))
+
+
 def _start(run: Path, folder: Path, *options: str) -> Server:
     port = _free_port()
     log = folder / "serve.log"
     command = [sys.executable, "-m", "mlcli", "serve", str(run), "--port", str(port)]
     with log.open("w") as stderr:
         process = subprocess.Popen(
-            [*command, "--log-format", "json", *options], stdout=subprocess.DEVNULL, stderr=stderr
+            [*command, "--log-format", "json", *options],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            preexec_fn=_few_open_files,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -67,7 +82,10 @@ def _start(run: Path, folder: Path, *options: str) -> Server:
 def server(trained_runs, tmp_path_factory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("serve")
     started = _start(
-        trained_runs["binary"], folder, "--name", "tiny", "--max-body-bytes", str(MAX_BODY)
+        trained_runs["binary"],
+        folder,
+        *("--name", "tiny", "--max-body-bytes", str(MAX_BODY), "--max-rows", str(MAX_ROWS)),
+        *("--batch-timeout-ms", "200", *LIMITS),
     )
     yield started
     if started.process.poll() is None:
@@ -158,6 +176,9 @@ def _bad_requests(table: pa.Table) -> list[tuple[str, bytes, int, str]]:
         ("ragged", body({"inputs": {**columns, "age": [1.0]}}), 400, "length"),
         ("signature", body({"signature_name": "x", "instances": [row]}), 400, "signature"),
         ("too large", b" " * (MAX_BODY + 1), 413, "limit"),
+        ("too many rows", body({"instances": [row] * (MAX_ROWS + 1)}), 413, "--max-rows"),
+        ("not UTF-8", body({"instances": [_row(table, color="\ud800")]}), 400, "'color', row 0"),
+        ("beyond float32", body({"instances": [_row(table, age=1e39)]}), 400, "float32"),
     ]
 
 
@@ -200,6 +221,91 @@ def test_the_access_log_has_one_json_line_per_request(server, table):
     assert events[0]["path"] == "/v1/models/tiny:predict"
 
 
+def _predict_head(length: int) -> bytes:
+    return (
+        "POST /v1/models/tiny:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_connections_that_never_finish_their_headers_neither_stop_healthz_nor_stay(server):
+    held = []
+    for _ in range(300):  # more than the server's 256 open files
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\n")
+        held.append(sock)
+    try:
+        for _ in range(5):
+            started = time.perf_counter()
+            assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+            assert time.perf_counter() - started < 1.0
+        time.sleep(1.0)  # --header-timeout 1
+        assert all(_closed_by_server(sock, within=2.0) for sock in held)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _median_predict_ms(server: Server, table: pa.Table, count: int = 7) -> float:
+    body = {"instances": [_row(table)]}
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        assert _post(server, body).status_code == 200
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def test_an_unfinished_body_holds_back_no_batch_and_ends_in_408(server, table):
+    """--batch-timeout-ms 200: a request whose body is still arriving is not waited for."""
+    body = json.dumps({"instances": [_row(table)]}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as slow:
+        slow.sendall(_predict_head(len(body)) + body[:10])
+        started = time.monotonic()
+        assert _median_predict_ms(server, table) < 150
+        response = _read_response(slow)
+        waited = time.monotonic() - started
+    assert response.startswith(b"HTTP/1.1 408"), response[:200]
+    assert b"--body-timeout" in response
+    assert 2.0 < waited < 6.0  # --body-timeout 3
+
+
+def test_a_client_leaving_mid_body_is_one_log_line_and_no_traceback(server, table):
+    body = json.dumps({"instances": [_row(table)]}).encode()
+    before = len(server.log.read_text().splitlines())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as leaving:
+        leaving.sendall(_predict_head(len(body)) + body[:10])
+        time.sleep(0.3)
+    time.sleep(0.5)
+    assert _post(server, {"instances": [_row(table)]}).status_code == 200
+    lines = server.log.read_text().splitlines()[before:]
+    assert not any("Traceback" in line or "Exception" in line for line in lines), lines
+    events = [json.loads(line) for line in lines]
+    assert [event["status"] for event in events] == [499, 200]
+
+
+def test_a_path_with_an_encoded_newline_is_one_escaped_log_line(server):
+    before = len(server.log.read_text().splitlines())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"GET /x%0A%7B%22event%22:%22forged%22%7D HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(10)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 404")
+    time.sleep(0.2)
+    lines = server.log.read_text().splitlines()[before:]
+    assert len(lines) == 1, lines
+    assert json.loads(lines[0])["path"] == "/x%0A%7B%22event%22:%22forged%22%7D"
+
+
 def _read_response(sock: socket.socket) -> bytes:
     sock.settimeout(60)
     chunks = []
@@ -214,10 +320,15 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(server, table):
         "POST /v1/models/tiny:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
+    stalled = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    stalled.sendall(head + body[:10])  # a body that never finishes
+    headless = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    headless.sendall(head[:20])  # headers that never finish
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(head + body[:10])
         time.sleep(0.5)  # the server is reading this request when the signal comes
         server.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
         time.sleep(1.0)
         with pytest.raises(ConnectionRefusedError):  # no new connections once stopping
             socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
@@ -225,8 +336,14 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(server, table):
         response = _read_response(sock)
     assert response.startswith(b"HTTP/1.1 200"), response[:200]
     assert b'"predictions"' in response
+    # the stalled body is cut (half of --shutdown-timeout 4), not waited for 30 s
     assert server.process.wait(timeout=60) == 0
-    assert '"event": "stopped"' in server.log.read_text()
+    assert time.monotonic() - signalled < 4.0
+    stalled.close()
+    headless.close()
+    log = server.log.read_text()
+    assert '"event": "stopped"' in log
+    assert "Traceback" not in log and "Exception" not in log, log
 
 
 @pytest.mark.slow
