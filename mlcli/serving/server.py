@@ -2,8 +2,11 @@
 
 The routes are in `serving.routes`, the JSON bodies in `serving.payloads`, the compiled model in
 `serving.servables`; requests that arrive together share one model call (`serving.batching`).
-This module runs the server: it binds 127.0.0.1 unless told otherwise, and SIGTERM or SIGINT
-stops accepting connections, answers the requests in flight and returns normally (exit 0).
+This module runs the server: it binds 127.0.0.1 unless told otherwise, bounds slow and idle
+clients (`serving.limits`: header timeout, connection limit; `serving.routes`: body timeout,
+row limit), and SIGTERM or SIGINT stops accepting connections, answers the requests in flight
+within `graceful_timeout_s` and returns normally (exit 0, where uvicorn alone re-raises the
+signal for 143).
 With `workers` above 1, uvicorn's supervisor runs that many processes on the one socket,
 each with its own model and batcher. Starlette and uvicorn come with `mlcli[serve]`.
 """
