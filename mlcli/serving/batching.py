@@ -167,7 +167,7 @@ def _settle(
         return
     if error is not None:
         pending.future.set_exception(error)
-    else:
+    elif outputs is not None:
         pending.future.set_result(outputs)
 
 

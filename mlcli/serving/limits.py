@@ -72,7 +72,7 @@ class _Guard:
 
     @property
     def _limits(self) -> ConnectionLimits:
-        return self.config.mlcli_limits  # type: ignore[no-any-return]
+        return self.config.mlcli_limits
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)  # type: ignore[misc]

@@ -69,7 +69,7 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def request_id(scope: Any) -> str:
     """The id of the request of `scope`: in the server log beside anything it did not say."""
-    return scope.setdefault(_REQUEST_ID, uuid.uuid4().hex[:16])  # type: ignore[no-any-return]
+    return scope.setdefault(_REQUEST_ID, uuid.uuid4().hex[:16])
 
 
 def logged_path(path: str) -> str:
