@@ -9,7 +9,8 @@ config's `target.replace`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -156,3 +157,50 @@ def _replaced(column: pa.ChunkedArray, replace: dict[str, str]) -> pa.ChunkedArr
         return pc.cast(replaced, column.type)
     except pa.ArrowInvalid:
         return replaced
+
+
+def require_unique_names(
+    names: Sequence[str], *, source: str, fix: str, where: str = "table"
+) -> None:
+    """Raises `DataError` naming the column names that `names` holds more than once."""
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if repeated:
+        raise DataError(
+            f"{source}: the {where} names {', '.join(repr(n) for n in repeated)} more than once; "
+            f"expected one column per name ({fix})"
+        )
+
+
+def is_usable_type(data_type: pa.DataType) -> bool:
+    """Whether a column of this type can be a feature or the target.
+
+    Numbers, booleans, text, dates and times (read as categories by their text) and all-null
+    columns can; binary, nested (list, struct, map, union) and extension types cannot.
+    """
+    types = pa.types
+    return (
+        is_numeric_type(data_type)
+        or is_text_type(data_type)
+        or types.is_string_view(data_type)
+        or types.is_boolean(data_type)
+        or types.is_null(data_type)
+        or (types.is_temporal(data_type) and not types.is_interval(data_type))
+    )
+
+
+def check_usable(
+    data_type: pa.DataType, *, column: str, source: str, role: str = "feature"
+) -> None:
+    """Raises `DataError` naming a column whose Arrow type mlcli cannot use, and the fix."""
+    if is_usable_type(data_type):
+        return
+    if role == "target":
+        fix = "choose another target.column, or write this one as numbers or text"
+    elif pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):
+        fix = f"write it as UTF-8 text, or leave it out: features.exclude: [{column!r}]"
+    else:
+        fix = f"leave it out (features.exclude: [{column!r}]) or drop it from the table"
+    raise DataError(
+        f"{source}: {role} column {column!r} has Arrow type {data_type}, which mlcli cannot "
+        f"use as a {role}; {fix}"
+    )

@@ -93,6 +93,11 @@ def source_for_run(
             if not chunk:
                 break
             head += chunk
+        if head.startswith((b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh")):
+            raise DataError(
+                "--data -: standard input holds compressed bytes (gzip, zstd or bz2); "
+                "expected CSV text: decompress it first (zcat FILE | mlcli ...) or pass the file"
+            )
         if "header" not in overrides:
             csv = detect_header(csv, head, names)
         stream = io.BufferedReader(_Prefixed(head, stdin), buffer_size=1 << 20)

@@ -3,6 +3,7 @@
 A `TableSource` is one logical table: files from a path, a glob, a directory or a list, all of
 one format and read with one set of CSV options. `read_table` loads it whole (fine for the
 tables that fit in memory); `iter_batches` streams it in record batches with fixed column types.
+Each format's own reading and checks are in `mlcli.data.csv_files` and `mlcli.data.parquet_files`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 
 from mlcli.config.messages import did_you_mean
 from mlcli.config.schema import CsvOptions, DataConfig, Source, SourceSpec
-from mlcli.data.dialect import repeats_names
+from mlcli.data.csv_files import iter_csv, open_file, read_csv, unreadable
+from mlcli.data.parquet_files import iter_parquet, parquet_names, read_parquet
 from mlcli.errors import DataError
 
 _COMPRESSION_SUFFIXES = {".gz", ".zst", ".zstd", ".bz2", ".lz4"}
@@ -135,124 +133,6 @@ def resolve_source(
     return TableSource(paths=paths, format=fmt, csv=csv)
 
 
-def _csv_reader_options(
-    csv: CsvOptions, *, column_types: Mapping[str, pa.DataType] | None = None
-) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
-    read = pa_csv.ReadOptions(
-        skip_rows=csv.skip_rows + (1 if csv.header and csv.columns else 0),
-        column_names=csv.columns,
-        block_size=8 << 20,
-    )
-    parse = pa_csv.ParseOptions(
-        delimiter=csv.delimiter,
-        quote_char=csv.quote_char if csv.quoting else False,
-        ignore_empty_lines=True,
-    )
-    nulls = list(csv.na_values)
-    if csv.trim_whitespace:
-        nulls += [f" {v}" for v in csv.na_values] + [f"{v} " for v in csv.na_values]
-    convert = pa_csv.ConvertOptions(
-        null_values=nulls,
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=True,
-        column_types=dict(column_types or {}),
-    )
-    return read, parse, convert
-
-
-def _open(path: Path) -> pa.NativeFile:
-    return pa.input_stream(str(path), compression="detect")
-
-
-def string_array(values: Sequence[str]) -> pa.Array:
-    """A string array built from its buffers.
-
-    `pa.array` on Python values imports pandas to check for pandas objects (0.3 s), which
-    commands without TensorFlow such as `mlcli validate` avoid.
-    """
-    encoded = [value.encode("utf-8") for value in values]
-    offsets = np.cumsum([0, *(len(value) for value in encoded)], dtype=np.int32)
-    return pa.StringArray.from_buffers(
-        len(encoded), pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(encoded))
-    )
-
-
-def _clean_strings(table: pa.Table, csv: CsvOptions) -> pa.Table:
-    """Trims text fields and re-reads numbers that only looked like text because of spaces."""
-    if not csv.trim_whitespace:
-        return table
-    na = string_array(csv.na_values)
-    columns = []
-    for column in table.columns:
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            column = pc.utf8_trim_whitespace(column)
-            missing = pa.nulls(1, column.type)[0]
-            column = pc.if_else(pc.is_in(column, value_set=na), missing, column)
-        columns.append(column)
-    return pa.table(columns, names=table.column_names)
-
-
-def _check_csv(table: pa.Table, csv: CsvOptions, source: str, *, first: bool) -> None:
-    """Catches bytes that are not UTF-8 and a header line read as data."""
-    try:
-        names = table.column_names
-    except UnicodeDecodeError as error:  # pyarrow decodes column names only when asked
-        raise DataError(
-            f"{source}: the header holds bytes that are not UTF-8 text "
-            f"({error.object[error.start : error.start + 4]!r}); expected a UTF-8 table"
-        ) from error
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise DataError(
-            f"{source}: the header names {', '.join(repr(n) for n in repeated)} more than once; "
-            "expected one column per name (rename them, or give data.csv.columns)"
-        )
-    for name, column in zip(names, table.columns, strict=True):
-        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-            raise DataError(
-                f"{source}: column {name!r} holds bytes that are not UTF-8 text; "
-                "re-encode the file as UTF-8"
-            )
-    if not (first and not csv.header and csv.columns and table.num_rows):
-        return
-    if repeats_names(list(table.slice(0, 1).to_pylist()[0].values()), csv.columns):
-        raise DataError(
-            f"{source}: the first line repeats the column names but data.csv.header is "
-            "false; set header: true"
-        )
-
-
-def _arrow_error(source: str, error: Exception) -> DataError:
-    text = str(error).strip().splitlines()[0]
-    if "invalid UTF8" in text or "UTF8" in text:
-        return DataError(f"{source}: not UTF-8 text ({text})")
-    return DataError(f"{source}: cannot read the table: {text}")
-
-
-def _read_csv_file(path: Path, csv: CsvOptions, column_types: Mapping[str, pa.DataType] | None):
-    read, parse, convert = _csv_reader_options(csv, column_types=column_types)
-    try:
-        with _open(path) as stream:
-            table = pa_csv.read_csv(
-                stream, read_options=read, parse_options=parse, convert_options=convert
-            )
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
-        raise _arrow_error(str(path), error) from error
-    except OSError as error:
-        raise DataError(f"{path}: cannot read the file: {error}") from error
-    if table.num_columns == 0:
-        raise DataError(f"{path}: the file is empty, expected a table with a header or rows")
-    _check_csv(table, csv, str(path), first=True)
-    return _clean_strings(table, csv)
-
-
-def _read_parquet_file(path: Path, columns: Sequence[str] | None) -> pa.Table:
-    try:
-        return pq.read_table(str(path), columns=list(columns) if columns else None)
-    except (pa.ArrowInvalid, OSError) as error:
-        raise _arrow_error(str(path), error) from error
-
-
 def read_table(
     source: TableSource,
     *,
@@ -262,19 +142,22 @@ def read_table(
     """Reads a whole table into memory (multithreaded parsing), columns cast to one schema."""
     tables: list[pa.Table] = []
     if source.stdin is not None:
-        read, parse, convert = _csv_reader_options(source.csv, column_types=column_types)
-        try:
-            table = pa_csv.read_csv(
-                source.stdin, read_options=read, parse_options=parse, convert_options=convert
-            )
-        except pa.ArrowInvalid as error:
-            raise _arrow_error("<stdin>", error) from error
-        tables.append(_clean_strings(table, source.csv))
+        tables.append(
+            read_csv(source.stdin, source.csv, source="<stdin>", column_types=column_types)
+        )
     for path in source.paths:
         if source.format == "parquet":
-            tables.append(_read_parquet_file(path, columns))
-        else:
-            tables.append(_read_csv_file(path, source.csv, column_types))
+            tables.append(read_parquet(path, columns))
+            continue
+        try:
+            with open_file(path) as stream:
+                tables.append(
+                    read_csv(
+                        stream, source.csv, source=str(path), path=path, column_types=column_types
+                    )
+                )
+        except OSError as error:  # opening it, or a compressed stream cut short
+            raise unreadable(str(path), error, path=path) from error
     if len(tables) == 1:
         table = tables[0]
     else:
@@ -303,45 +186,21 @@ def iter_batches(
     otherwise disagree with later blocks).
     """
     if source.stdin is not None:
-        yield from _iter_csv(source.stdin, source.csv, "<stdin>", column_types)
+        yield from iter_csv(source.stdin, source.csv, source="<stdin>", column_types=column_types)
         return
     for path in source.paths:
         if source.format == "parquet":
-            try:
-                parquet = pq.ParquetFile(str(path))
-                if columns is not None:
-                    require_columns(parquet.schema_arrow.names, columns, source=str(path))
-                yield from parquet.iter_batches(
-                    batch_size=batch_rows, columns=list(columns) if columns else None
+            if columns is not None:
+                require_columns(parquet_names(path), columns, source=str(path))
+            yield from iter_parquet(path, columns=columns, batch_rows=batch_rows)
+            continue
+        try:
+            with open_file(path) as stream:
+                yield from iter_csv(
+                    stream, source.csv, source=str(path), path=path, column_types=column_types
                 )
-            except (pa.ArrowInvalid, OSError) as error:
-                raise _arrow_error(str(path), error) from error
-        else:
-            with _open(path) as stream:
-                yield from _iter_csv(stream, source.csv, str(path), column_types)
-
-
-def _iter_csv(
-    stream: Any,
-    csv: CsvOptions,
-    name: str,
-    column_types: Mapping[str, pa.DataType] | None,
-) -> Iterator[pa.RecordBatch]:
-    read, parse, convert = _csv_reader_options(csv, column_types=column_types)
-    try:
-        reader = pa_csv.open_csv(
-            stream, read_options=read, parse_options=parse, convert_options=convert
-        )
-        first = True
-        for batch in reader:
-            table = pa.Table.from_batches([batch])
-            _check_csv(table, csv, name, first=first)
-            first = False
-            yield from _clean_strings(table, csv).to_batches()
-    except StopIteration:
-        return
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise _arrow_error(name, error) from error
+        except OSError as error:
+            raise unreadable(str(path), error, path=path) from error
 
 
 def require_columns(found: Sequence[str], needed: Sequence[str], *, source: str) -> None:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlcli.config.schema import Config, FeatureSpec, spec_for
-from mlcli.data.columns import is_numeric_type, is_text_type
+from mlcli.data.columns import check_usable, is_numeric_type, is_text_type
 from mlcli.errors import DataError
 
 # A string column whose values average this many words or more is free text.
@@ -59,16 +59,23 @@ def infer_task(column: pa.ChunkedArray) -> str:
 
 
 def resolve_feature_specs(
-    table: pa.Table, config: Config
+    table: pa.Table, config: Config, *, source: str = "the training table"
 ) -> tuple[dict[str, FeatureSpec], dict[str, str]]:
-    """The spec of every input column (declared or inferred) and the excluded columns."""
+    """The spec of every input column (declared or inferred) and the excluded columns.
+
+    A column of a type mlcli cannot use (binary, list, struct, map) is a `DataError` naming
+    `source`, the column, its Arrow type and the fix, unless the config excludes it.
+    """
     declared = config.features.declared()
     target = config.target.column
     excluded = {c: "excluded in the config" for c in config.features.exclude}
     specs: dict[str, FeatureSpec] = {}
+    if target in table.column_names:
+        check_usable(table.column(target).type, column=target, source=source, role="target")
     for name in table.column_names:
         if name == target or name in excluded:
             continue
+        check_usable(table.column(name).type, column=name, source=source)
         if name in declared:
             specs[name] = declared[name]
             continue

@@ -248,7 +248,8 @@ def _rows(splits: Splits | StreamedSplits) -> dict[str, int]:
 def prepare_schema(config: Config, splits: Splits) -> FeatureSchema:
     """The feature schema of tables in memory, from the training split alone."""
     target = build_target(splits.train.column(config.target.column), config)
-    specs, excluded = resolve_feature_specs(splits.train, config)
+    source = splits.sources["train"].describe()
+    specs, excluded = resolve_feature_specs(splits.train, config, source=source)
     return build_schema(
         splits.train,
         specs=specs,
@@ -266,7 +267,7 @@ def load_streamed_splits(config: Config) -> tuple[StreamedSplits, FeatureSchema]
     sample = first_rows(train)
     require_columns(sample.column_names, configured_columns(config), source=source.describe())
     task = config.target.task or infer_task(sample.column(config.target.column))
-    specs, excluded = resolve_feature_specs(sample, config)
+    specs, excluded = resolve_feature_specs(sample, config, source=source.describe())
     statistics = SchemaStatistics(
         specs, target_column=config.target.column, task=task, seed=config.seed
     )

@@ -63,3 +63,21 @@ def test_parquet_is_read_by_its_own_names(tmp_path):
     source = source_for_run(_headerless(tmp_path), tmp_path / "new.parquet", names=["age"])
     assert source.format == "parquet"
     assert read_table(source).num_rows == 10
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd", "bz2"])
+def test_compressed_bytes_on_standard_input_are_a_data_error(tmp_path, kind):
+    import bz2
+    import gzip
+
+    import pyarrow as pa
+
+    data = b"a,b\n" + b"".join(b"%d,x\n" % i for i in range(100))
+    if kind == "gzip":
+        packed = gzip.compress(data)
+    elif kind == "bz2":
+        packed = bz2.compress(data)
+    else:
+        packed = pa.Codec("zstd").compress(data, asbytes=True)
+    with pytest.raises(DataError, match=r"^--data -: standard input holds compressed bytes"):
+        source_for_run(_headerless(tmp_path), "-", names=["a", "b"], stdin=io.BytesIO(packed))

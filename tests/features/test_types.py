@@ -80,3 +80,53 @@ def test_no_column_besides_the_target_is_a_data_error():
     table = pa.table({"y": [1, 2], "id": [1, 2]})
     with pytest.raises(DataError, match="no feature columns left besides the target 'y'"):
         resolve_feature_specs(table, _config({"exclude": ["id"]}))
+
+
+_UNUSABLE = [
+    pa.array([[1, 2], None, []], pa.list_(pa.int64())),
+    pa.array([[1.0], None, []], pa.large_list(pa.float64())),
+    pa.array([{"a": 1}, None, {"a": 2}], pa.struct([("a", pa.int64())])),
+    pa.array([[("k", 1)], None, []], pa.map_(pa.string(), pa.int64())),
+    pa.array([b"\xff", None, b"a"], pa.binary()),
+    pa.array([b"ab", None, b"cd"], pa.binary(2)),
+]
+
+
+@pytest.mark.parametrize("column", _UNUSABLE, ids=lambda c: str(c.type))
+def test_a_column_of_an_unusable_type_names_its_type_and_the_fix(column):
+    table = pa.table({"x": [1.0, 2.0, 3.0], "odd/name": column, "y": ["a", "b", "a"]})
+    config = _config({})
+    with pytest.raises(DataError) as raised:
+        resolve_feature_specs(table, config, source="t.parquet")
+    assert str(raised.value).startswith(
+        f"t.parquet: feature column 'odd/name' has Arrow type {column.type}, which mlcli "
+        "cannot use as a feature; "
+    )
+    assert "features.exclude: ['odd/name']" in str(raised.value)
+    specs, dropped = resolve_feature_specs(
+        table, _config({"exclude": ["odd/name"]}), source="t.parquet"
+    )
+    assert list(specs) == ["x"] and "odd/name" in dropped
+    as_target = table.rename_columns(["x", "y", "z"])
+    target = _config({})
+    with pytest.raises(DataError, match=r"^t.parquet: target column 'y' has Arrow type"):
+        resolve_feature_specs(as_target, target, source="t.parquet")
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pa.array([1, 2, 3], pa.date32()),
+        pa.array([1, 2, 3], pa.timestamp("ms", tz="UTC")),
+        pa.array([1, 2, 3], pa.time32("s")),
+        pa.array([1, 2, 3], pa.duration("s")),
+        pa.array([None, None, None], pa.null()),
+        pa.array([1, 2, 3], pa.decimal128(10, 2)),
+    ],
+    ids=str,
+)
+def test_dates_times_decimals_and_empty_columns_are_usable(column):
+    table = pa.table({"x": [1.0, 2.0, 3.0], "c": column, "y": ["a", "b", "a"]})
+    config = _config({})
+    specs, excluded = resolve_feature_specs(table, config, source="t.parquet")
+    assert "c" in specs or excluded.get("c") == "every value is missing"

@@ -319,3 +319,34 @@ def test_an_infinite_regression_target_names_column_and_row(tmp_path, streamed, 
         r"at row 42; expected finite numbers",
     ):
         TrainingData.load(config, QuietReporter())
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in_memory", "streamed"])
+def test_pandas_categories_load_and_an_excluded_list_column_does_not_stop_loading(
+    tmp_path, streamed
+):
+    import pandas as pd
+
+    frame = make_table(300, seed=2).to_pandas()
+    frame["color"] = frame["color"].astype("category")
+    frame["label"] = frame["label"].astype("category")
+    frame["tags"] = [[i % 3] * (i % 4) for i in range(len(frame))]
+    frame.to_parquet(tmp_path / "train.parquet")
+    assert isinstance(frame["color"].dtype, pd.CategoricalDtype)
+    document = {
+        "name": "categories",
+        "data": {
+            "train": str(tmp_path / "train.parquet"),
+            "validation": 0.2,
+            "streaming": streamed,
+        },
+        "target": {"column": "label"},
+        "features": {"exclude": ["id", "tier", "review", "value", "tags"]},
+    }
+    data = TrainingData.load(parse_config(document), QuietReporter())
+    color = next(c for c in data.schema.columns if c.name == "color")
+    assert color.type == "categorical" and sorted(color.vocabulary) == ["blue", "green", "red"]
+    assert data.schema.target.classes == ["high", "low"]
+    document["features"]["exclude"].remove("tags")
+    with pytest.raises(DataError, match=r"feature column 'tags' has Arrow type list<"):
+        TrainingData.load(parse_config(document), QuietReporter())
