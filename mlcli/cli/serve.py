@@ -27,7 +27,9 @@ MaxBatchSizeOption = Annotated[
 BatchTimeoutOption = Annotated[
     float,
     typer.Option(
-        "--batch-timeout-ms", help="Longest wait for requests being read to join a batch."
+        "--batch-timeout-ms",
+        help="Longest wait for requests being parsed to join a batch (never for a body "
+        "still arriving).",
     ),
 ]
 MaxBodyBytesOption = Annotated[
