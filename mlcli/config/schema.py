@@ -158,7 +158,12 @@ class CategoricalSpec(StrictModel):
         le=1024,
         description="Embedding size; null: from the number of values (at most 32).",
     )
-    max_tokens: int | None = Field(None, ge=1, description="Keep the most frequent values.")
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Keep the most frequent values, the rest share the out-of-vocabulary index; "
+        "null: features.max_tokens.",
+    )
     min_frequency: int = Field(1, ge=1, description="Rarer values go to the OOV slot.")
 
 
@@ -195,6 +200,12 @@ class FeaturesConfig(BaseModel):
 
     exclude: list[str] = Field(
         default_factory=list, description="Columns left out of the model (ids, leaks)."
+    )
+    max_tokens: int = Field(
+        10000,
+        ge=1,
+        description="Vocabulary cap of every categorical column without its own max_tokens: "
+        "the most frequent values (ties by value), the rest share the out-of-vocabulary index.",
     )
 
     def declared(self) -> dict[str, NumericSpec | CategoricalSpec | BinarySpec | TextSpec]:

@@ -3,10 +3,12 @@
 `SchemaStatistics.update` takes the training rows one record batch at a time and keeps only
 what the schema needs: running counts, means and squared deviations of numbers (merged with
 Chan et al.'s parallel formula), value counts of categories and of text tokens (merged with an
-Arrow group-by), and a uniform sample of each numeric column for its quantile points. `finish`
-hands these to the same functions that `features.build.build_schema` uses on a whole table, so
-both give the same schema; only the quantile points are approximate, and only on columns with
-more than `QUANTILE_SAMPLE_ROWS` values.
+Arrow group-by into a Misra-Gries sketch of a few times the vocabulary cap, so that an
+identifier-like column never holds a count per row: `Counts`), and a uniform sample of each
+numeric column for its quantile points. `finish` hands these to the same functions that
+`features.build.build_schema` uses on a whole table, so both give the same schema; only the
+quantile points are approximate (on columns with more than `QUANTILE_SAMPLE_ROWS` values), and
+vocabularies, on columns with more than `SKETCH_FACTOR` times `max_tokens` distinct values.
 
 Example:
 
@@ -27,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlcli.config.schema import Config, FeatureSpec, NumericSpec, TextSpec
+from mlcli.config.schema import CategoricalSpec, Config, FeatureSpec, NumericSpec, TextSpec
 from mlcli.data.columns import is_text_type, numeric_values
 from mlcli.errors import DataError
 from mlcli.features.build import (
@@ -45,6 +47,10 @@ from mlcli.features.schema import ColumnSchema, FeatureSchema, TargetSchema
 # Numeric columns keep a uniform sample of this many values for their quantile points: exact
 # below it, within about 1/sqrt(sample) of the true probability above it.
 QUANTILE_SAMPLE_ROWS = 200_000
+# Category and token counts hold this many times the vocabulary cap (`max_tokens`) between
+# batches: memory stays bounded on identifier-like columns, and the values that make the
+# vocabulary are kept with their counts unless the column is close to uniform.
+SKETCH_FACTOR = 4
 
 
 @dataclass
@@ -76,26 +82,55 @@ class Moments:
 
 @dataclass
 class Counts:
-    """Value counts merged over batches (categories, text tokens, labels)."""
+    """Value counts merged over batches (categories, text tokens, labels), bounded if asked.
 
+    With a `capacity` the counts are a Misra-Gries summary, merged batch by batch as in Agarwal
+    et al.'s mergeable summaries: after adding a batch's counts, when more than `capacity`
+    values are held, the (capacity+1)-th largest count is taken off every count and the values
+    left at zero or below are dropped. At most `capacity` values are held between batches
+    (plus one batch's distinct values while merging), every value seen more than
+    rows / (capacity + 1) times is kept, and the order of the kept values by count is the
+    order of their true counts up to that error. Until a merge first overflows the counts are
+    exact. `lists` reports each kept count plus what was taken off (`offset`), an upper bound
+    of its true count.
+    """
+
+    capacity: int | None = None
     table: pa.Table | None = None
+    offset: int = 0
 
     def update(self, values: pa.ChunkedArray | pa.Array) -> None:
         """Adds the counts of the non-missing `values`."""
         counted = pc.value_counts(values.drop_null())
         batch = pa.table({"values": counted.field("values"), "counts": counted.field("counts")})
         if self.table is None:
-            self.table = batch
+            self.table = self._bounded(batch)
             return
         merged = pa.concat_tables([self.table, batch], promote_options="permissive")
         summed = merged.group_by("values").aggregate([("counts", "sum")])
-        self.table = summed.rename_columns(["values", "counts"])
+        self.table = self._bounded(summed.rename_columns(["values", "counts"]))
+
+    def _bounded(self, table: pa.Table) -> pa.Table:
+        if self.capacity is None or table.num_rows <= self.capacity:
+            return table
+        counts = table.column("counts").to_numpy()
+        threshold = int(np.partition(counts, -(self.capacity + 1))[-(self.capacity + 1)])
+        self.offset += threshold
+        kept = table.filter(pc.greater(table.column("counts"), threshold))
+        reduced = pc.subtract(kept.column("counts"), pa.scalar(threshold, pa.int64()))
+        return kept.set_column(1, "counts", reduced)
+
+    @property
+    def size(self) -> int:
+        """How many distinct values are held."""
+        return 0 if self.table is None else self.table.num_rows
 
     def lists(self) -> tuple[list[Any], list[int]]:
-        """(values, counts) as Python lists."""
+        """(values, counts) as Python lists; counts are upper bounds once the sketch overflowed."""
         if self.table is None:
             return [], []
-        return self.table.column("values").to_pylist(), self.table.column("counts").to_pylist()
+        counts = self.table.column("counts").to_pylist()
+        return self.table.column("values").to_pylist(), [c + self.offset for c in counts]
 
 
 @dataclass
@@ -116,6 +151,13 @@ class UniformSample:
             kept = np.argpartition(keys, self.size)[: self.size]
             keys, values_ = keys[kept], values_[kept]
         self.keys, self.values = keys, values_
+
+
+def sketch_capacity(spec: FeatureSpec) -> int | None:
+    """How many values a column's counts hold between batches: `SKETCH_FACTOR` times its cap."""
+    if isinstance(spec, CategoricalSpec | TextSpec) and spec.max_tokens is not None:
+        return SKETCH_FACTOR * spec.max_tokens
+    return None
 
 
 @dataclass
@@ -146,6 +188,7 @@ class SchemaStatistics:
                 sample=UniformSample(QUANTILE_SAMPLE_ROWS, rng)
                 if isinstance(spec, NumericSpec)
                 else None,
+                counts=Counts(capacity=sketch_capacity(spec)),
             )
             for name, spec in specs.items()
         }

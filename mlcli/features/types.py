@@ -12,7 +12,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlcli.config.schema import Config, FeatureSpec, spec_for
+from mlcli.config.schema import CategoricalSpec, Config, FeatureSpec, spec_for
 from mlcli.data.columns import check_usable, is_numeric_type, is_text_type
 from mlcli.errors import DataError
 
@@ -58,11 +58,19 @@ def infer_task(column: pa.ChunkedArray) -> str:
     return "multiclass"
 
 
+def _capped(spec: FeatureSpec, config: Config) -> FeatureSpec:
+    """A categorical spec with its vocabulary cap: its own, or `features.max_tokens`."""
+    if isinstance(spec, CategoricalSpec) and spec.max_tokens is None:
+        return spec.model_copy(update={"max_tokens": config.features.max_tokens})
+    return spec
+
+
 def resolve_feature_specs(
     table: pa.Table, config: Config, *, source: str = "the training table"
 ) -> tuple[dict[str, FeatureSpec], dict[str, str]]:
     """The spec of every input column (declared or inferred) and the excluded columns.
 
+    A categorical column's vocabulary is capped at its `max_tokens`, or `features.max_tokens`.
     A column of a type mlcli cannot use (binary, list, struct, map) is a `DataError` naming
     `source`, the column, its Arrow type and the fix, unless the config excludes it.
     """
@@ -77,13 +85,13 @@ def resolve_feature_specs(
             continue
         check_usable(table.column(name).type, column=name, source=source)
         if name in declared:
-            specs[name] = declared[name]
+            specs[name] = _capped(declared[name], config)
             continue
         inferred = infer_feature_type(table.column(name))
         if inferred is None:
             excluded[name] = "every value is missing"
         else:
-            specs[name] = spec_for(inferred)
+            specs[name] = _capped(spec_for(inferred), config)
     if not specs:
         raise DataError(
             f"no feature columns left besides the target {target!r}; "

@@ -21,7 +21,14 @@ from mlcli.config.schema import (
 from mlcli.errors import DataError
 from mlcli.features.build import build_schema, build_target
 from mlcli.features.schema import FeatureSchema
-from mlcli.features.statistics import Moments, SchemaStatistics, UniformSample
+from mlcli.features.statistics import (
+    SKETCH_FACTOR,
+    Counts,
+    Moments,
+    SchemaStatistics,
+    UniformSample,
+)
+from mlcli.features.types import resolve_feature_specs
 
 SPECS: dict[str, FeatureSpec] = {
     "x": NumericSpec(type="numeric"),
@@ -147,3 +154,97 @@ def test_the_quantile_sample_stays_uniform_and_bounded():
         sample.update(pa.array(np.arange(start, start + 1000, dtype=np.float64)))
     assert len(sample.values) == 100 and len(set(sample.values)) == 100
     assert 2500 < np.median(sample.values) < 7500
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 60), min_size=1, max_size=80),
+    capacity=st.integers(1, 12),
+    batch=st.integers(1, 50),
+    seed=st.integers(0, 2**16),
+)
+def test_the_vocabulary_sketch_is_bounded_and_keeps_every_heavy_value(
+    counts, capacity, batch, seed
+):
+    # value i appears counts[i] times, in a shuffled stream cut into batches
+    stream = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(counts)), counts))
+    sketch = Counts(capacity=capacity)
+    for start in range(0, len(stream), batch):
+        sketch.update(pa.array([f"v{i}" for i in stream[start : start + batch]]))
+        assert sketch.size <= capacity
+    assert sketch.offset <= len(stream) / (capacity + 1)
+    values, estimates = sketch.lists()
+    found = dict(zip(values, estimates, strict=True))
+    for index, true in enumerate(counts):
+        if true > sketch.offset:  # Misra-Gries: every such value is kept
+            assert f"v{index}" in found
+        if f"v{index}" in found:
+            assert true <= found[f"v{index}"] <= true + sketch.offset
+    if len(counts) <= capacity:
+        assert sketch.offset == 0 and found == {f"v{i}": n for i, n in enumerate(counts)}
+
+
+def test_identifier_like_columns_stream_in_bounded_memory_and_keep_the_frequent_values():
+    rows, batch, cap = 200_000, 8192, 50
+    rng = np.random.default_rng(0)
+    frequent = rng.random(rows) < 0.3  # 30% of rows: 10 values of falling frequency
+    ids = np.where(
+        frequent,
+        rng.choice(10, rows, p=np.arange(10, 0, -1) / 55),
+        np.arange(rows) + 1000,  # the rest: a distinct value per row
+    )
+    specs: dict[str, FeatureSpec] = {"id": CategoricalSpec(type="categorical", max_tokens=cap)}
+    statistics = SchemaStatistics(specs, target_column="y", task="binary", seed=0)
+    largest = 0
+    for start in range(0, rows, batch):
+        chunk = ids[start : start + batch].astype(str)
+        part = pa.table({"id": chunk, "y": np.where(np.arange(len(chunk)) % 2, "a", "b")})
+        statistics.update(part)
+        largest = max(largest, statistics.columns["id"].counts.size)
+    assert largest <= SKETCH_FACTOR * cap  # never a count per distinct value (200k)
+    column = statistics.finish(_config("binary"), excluded={}).columns[0]
+    # the frequent values by falling frequency; values seen once are below the sketch's error
+    assert column.vocabulary[:10] == [str(i) for i in range(10)]
+    assert len(column.vocabulary) <= cap
+
+
+def _streamed_vocabulary(values: list[str], max_tokens: int) -> list[str]:
+    statistics = SchemaStatistics(
+        {"c": CategoricalSpec(type="categorical", max_tokens=max_tokens)},
+        target_column="y",
+        task="binary",
+        seed=0,
+    )
+    for start in range(0, len(values), 64):
+        part = values[start : start + 64]
+        statistics.update(pa.table({"c": part, "y": ["a", "b"] * (len(part) // 2)}))
+    return statistics.finish(_config("binary"), excluded={}).columns[0].vocabulary
+
+
+@pytest.mark.parametrize("distinct", [15, 300])
+def test_vocabularies_are_deterministic_with_ties_broken_by_value(distinct):
+    values = [f"v{i:03d}" for i in range(distinct)] * 4  # every value ties
+    first = _streamed_vocabulary(values, 5)
+    assert _streamed_vocabulary(values, 5) == first  # the same stream, the same vocabulary
+    if distinct <= SKETCH_FACTOR * 5:  # exact counts: any order gives the first values
+        assert first == _streamed_vocabulary(values[::-1], 5) == values[:5]
+
+
+@pytest.mark.parametrize(("own", "default", "kept"), [(None, 7, 7), (3, 7, 3), (None, 10000, 40)])
+def test_the_in_memory_schema_applies_the_same_cap(own, default, kept):
+    table = pa.table(
+        {"id": [f"row-{i}" for i in range(40)] * 2, "y": ["a", "b"] * 40, "x": [1.0] * 80}
+    )
+    document = {
+        "name": "t",
+        "data": {"train": "/t.csv"},
+        "target": {"column": "y"},
+        "features": {"max_tokens": default, "id": {"type": "categorical", "max_tokens": own}},
+    }
+    config = Config.model_validate(document)
+    specs, _ = resolve_feature_specs(table, config)
+    assert specs["id"].max_tokens == (own or default)  # type: ignore[union-attr]
+    target = build_target(table.column("y"), config)
+    whole = build_schema(table, specs=specs, target=target, excluded={})
+    assert len(whole.columns[0].vocabulary) == kept
+    assert whole.columns[0].vocabulary == sorted(f"row-{i}" for i in range(40))[:kept]
