@@ -350,3 +350,61 @@ def test_pandas_categories_load_and_an_excluded_list_column_does_not_stop_loadin
     document["features"]["exclude"].remove("tags")
     with pytest.raises(DataError, match=r"feature column 'tags' has Arrow type list<"):
         TrainingData.load(parse_config(document), QuietReporter())
+
+
+ODD_NAMES = [
+    "od280/od315_of_diluted_wines",
+    "price ($)",
+    "price($)",
+    "price(€)",
+    "a.b.c",
+    'say "hi"',
+    "it's",
+    "[bracket]{brace}",
+    "naïve café",
+    "日本語",
+    "emoji 🎉",
+    "1st",
+    " padded ",
+    "x" * 300,
+]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in_memory", "streamed"])
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_any_column_name_is_read_typed_and_counted_as_written(tmp_path, streamed, fmt):
+    rng = np.random.default_rng(4)
+    rows = 120
+    columns: dict[str, object] = {}
+    for index, name in enumerate(ODD_NAMES):
+        if index % 3 == 0:
+            columns[name] = rng.normal(size=rows)
+        elif index % 3 == 1:
+            columns[name] = rng.choice(["a", "b", "c"], rows)
+        else:
+            columns[name] = rng.integers(0, 4, rows)
+    columns["目标 / target"] = rng.choice(["yes", "no"], rows)
+    table = pa.table(columns)
+    path = tmp_path / f"odd.{fmt}"
+    if fmt == "csv":
+        pa_csv.write_csv(table, path)
+    else:
+        pq.write_table(table, path)
+    config = parse_config(
+        {
+            "name": "odd",
+            "data": {"train": str(path), "validation": 0.25, "streaming": streamed},
+            "target": {"column": "目标 / target"},
+            "features": {ODD_NAMES[2]: "categorical", ODD_NAMES[5]: "categorical"},
+        }
+    )
+    data = TrainingData.load(config, QuietReporter())
+    assert data.schema.input_names == ODD_NAMES
+    assert data.schema.target.column == "目标 / target"
+    for column in data.schema.columns:
+        if column.type != "numeric":
+            assert sorted(map(str, column.vocabulary)) == sorted(
+                map(str, set(table.column(column.name).to_pylist()))
+            )
+    data.write_sample(tmp_path / SAMPLE)
+    assert pq.read_schema(tmp_path / SAMPLE).names == [*ODD_NAMES, "目标 / target"]
