@@ -248,7 +248,8 @@ def _rows(splits: Splits | StreamedSplits) -> dict[str, int]:
 def prepare_schema(config: Config, splits: Splits) -> FeatureSchema:
     """The feature schema of tables in memory, from the training split alone."""
     target = build_target(splits.train.column(config.target.column), config)
-    source = splits.sources["train"].describe()
+    train = splits.sources.get("train")
+    source = train.describe() if train is not None else "training split"
     specs, excluded = resolve_feature_specs(splits.train, config, source=source)
     return build_schema(
         splits.train,
