@@ -1,8 +1,11 @@
 """The metrics of each task, from label indices (or values) and a model's outputs.
 
-scikit-learn computes them, except `accuracy`, which uses the same Keras metric that training
-compiled, so that the number is the very one in the run's `metrics.json`. A metric that is
-undefined on the data (AUC on one class, MAPE where a true value is zero) is left out.
+scikit-learn computes them, except `accuracy`: a binary row is predicted positive by the one
+rule of `mlcli.inference.labels.positive` (probability >= threshold, as predict, serve and every
+export decide; training's Keras `BinaryAccuracy` says > and differs only on a probability of
+exactly the threshold), and multiclass accuracy is the Keras metric that training compiled.
+A metric that is undefined on the data (AUC on one class, MAPE where a true value is zero)
+is left out.
 
 | task | metrics |
 | --- | --- |
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mlcli.features.schema import FeatureSchema
+from mlcli.inference.labels import positive
 
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae", "mse", "mape"})
 PRIMARY_METRIC = {"binary": "auc", "multiclass": "accuracy", "regression": "rmse"}
@@ -42,18 +46,15 @@ def metric_names(schema: FeatureSchema) -> list[str]:
 
 
 def _binary_metrics(labels: np.ndarray, outputs: np.ndarray, threshold: float) -> dict[str, float]:
-    import keras
     from sklearn import metrics
 
     probability = outputs.reshape(-1).astype(np.float64)
-    predicted = (probability > threshold).astype(np.int32)
-    accuracy = keras.metrics.BinaryAccuracy(threshold=threshold)
-    accuracy.update_state(labels.reshape(-1, 1), outputs.reshape(-1, 1))
+    predicted = positive(probability, threshold=threshold).astype(np.int32)
     precision, recall, f1, _ = metrics.precision_recall_fscore_support(
         labels, predicted, average="binary", zero_division=0
     )
     values = {
-        "accuracy": float(accuracy.result()),
+        "accuracy": float(np.mean(predicted == labels.reshape(-1))) if len(predicted) else 0.0,
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),

@@ -20,6 +20,7 @@ folder = mlcli.export("runs/adult-income/latest", format="saved_model", output="
 
 from __future__ import annotations
 
+import json
 import platform
 import tempfile
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from mlcli import __version__, files
 from mlcli._tensorflow import import_tensorflow
 from mlcli.errors import ConfigError, RunError
 from mlcli.exporting.check import CheckResult, compare, run_in_runtime, sample_columns
+from mlcli.exporting.digest import DIGEST_KEY, export_digest
 from mlcli.exporting.formats import (
     FILE_NAMES,
     FORMATS,
@@ -43,6 +45,7 @@ from mlcli.exporting.formats import (
 )
 from mlcli.exporting.signature import (
     BINARY_THRESHOLD,
+    EXPORT_INFO,
     ServingSignature,
     features,
     keras_signature,
@@ -82,12 +85,15 @@ def export(
     check_supported(format, loaded.schema)
     base = Path(output) if output is not None else loaded.run.path / runs.EXPORTS / format
     final = base / loaded.config.name / str(version) if format == "saved_model" else base
-    with files.atomic_directory(final, force=force) as folder:
+    with files.atomic_directory(final, force=force, replaceable=replaceable_export) as folder:
         reporter.event("export", f"writing {format} to {final}")
         model_path = _write(format, loaded, folder, verbose=verbose)
         reporter.event("export", f"checking {format} in its own runtime")
         check = _check(format, loaded, model_path)
         info = _info(format, loaded, final, version, check)
+        info["files"] = _written(folder)
+        if format == "saved_model":
+            info[DIGEST_KEY] = export_digest(folder)
         write_export_info(folder, info)
         reporter.event(
             "export",
@@ -95,6 +101,34 @@ def export(
             max_abs_difference=check.max_abs_difference,
         )
     return final
+
+
+# What a SavedModel folder holds besides what export.json lists (older exports listed less).
+_SAVED_MODEL_NAMES = ("saved_model.pb", "fingerprint.pb", "variables/", "assets/")
+
+
+def _written(folder: Path) -> list[str]:
+    """The entries of a written export folder, as export.json lists them (folders end in /)."""
+    return sorted(entry.name + ("/" if entry.is_dir() else "") for entry in folder.iterdir())
+
+
+def replaceable_export(folder: Path) -> None:
+    """Raises `ConfigError` unless `folder` is an export mlcli wrote, which --force may replace.
+
+    That is a folder holding an `export.json` that mlcli wrote and nothing but the files it
+    lists (and a SavedModel's own files); never `/`, the home directory, the working directory
+    or a parent of it (`mlcli.files.check_replaceable`).
+    """
+    owned: list[str] = []
+    try:
+        info = json.loads((folder / EXPORT_INFO).read_text(encoding="utf-8"))
+        if isinstance(info, dict) and info.get("format") in FORMATS:
+            owned = [EXPORT_INFO, *[str(name) for name in info.get("files") or []]]
+            if info["format"] == "saved_model":
+                owned += _SAVED_MODEL_NAMES
+    except (OSError, ValueError):  # no readable export.json: only an empty folder is replaced
+        pass
+    files.check_replaceable(folder, owned=owned, what="an export that mlcli wrote")
 
 
 def _write(export_format: str, loaded: LoadedRun, folder: Path, *, verbose: bool) -> Path:
@@ -137,7 +171,8 @@ def _check(export_format: str, loaded: LoadedRun, model_path: Path) -> CheckResu
         raise RunError(
             f"--format {export_format}: {runtime} differs from the trained Keras model by up to "
             f"{difference:.3g} (row {worst} of {check.rows}: {sample}; tolerance "
-            f"{check.absolute_tolerance:g} + {check.relative_tolerance:g}*|value|), "
+            f"{check.absolute_tolerance:g}*max(1, max|value|) + "
+            f"{check.relative_tolerance:g}*|value|), "
             f"{mismatches} label(s) differ; nothing was written"
         )
     return check
@@ -166,6 +201,7 @@ def _info(
         "path": str(final),
         "files": files or [FILE_NAMES[export_format]],
         "model_name": loaded.config.name,
+        "target": schema.target.column,
         "version": version if export_format == "saved_model" else None,
         "run": str(loaded.run.path),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

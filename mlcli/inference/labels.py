@@ -22,7 +22,16 @@ import pyarrow.compute as pc
 
 from mlcli.features.schema import TargetSchema
 
-BINARY_THRESHOLD = 0.5
+BINARY_THRESHOLD = 0.5  # the one binary rule: positive when probability >= threshold
+
+
+def positive(probabilities: np.ndarray, *, threshold: float = BINARY_THRESHOLD) -> np.ndarray:
+    """Whether each binary row is the positive class: its probability is >= `threshold`.
+
+    The one rule of predict, evaluate, `mlcli serve` and every export's signature (which
+    imports `BINARY_THRESHOLD` from here), so a probability of exactly 0.5 is positive in all.
+    """
+    return np.asarray(probabilities).reshape(-1) >= threshold
 
 
 def predicted_labels(
@@ -30,14 +39,14 @@ def predicted_labels(
 ) -> pa.Array:
     """The predicted labels in the user's own values (classification), or the values.
 
-    A binary row is positive when its probability is above `threshold`, as Keras's
-    `BinaryAccuracy` (training's accuracy) decides; a multiclass row is its most probable
+    A binary row is positive when its probability is at or above `threshold` (`positive`);
+    a multiclass row is its most probable
     class; a regression row is its value (float64).
     """
     if target.task == "regression":
         return pa.array(outputs.reshape(-1).astype(np.float64))
     if target.task == "binary":
-        indices = (outputs.reshape(-1) > threshold).astype(np.int64)
+        indices = positive(outputs, threshold=threshold).astype(np.int64)
     else:
         indices = np.argmax(outputs, axis=1).astype(np.int64)
     return pc.take(pa.array(target.classes), pa.array(indices))

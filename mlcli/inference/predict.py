@@ -250,6 +250,14 @@ def predict(
         stdin=stdin,
     )
     predictor = Predictor(loaded.model, loaded.schema, batch_rows=batch_size)
+    if final is not None:  # like export, predict creates the output's missing folders
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                f"--output {final}: cannot create the folder {final.parent} "
+                f"({error.strerror or error}); expected a folder path that can be written"
+            ) from error
     temporary = _partial_path(final) if final is not None else None
     started, cpu_started = time.monotonic(), time.process_time()
     writer = open_writer(chosen, temporary or stream, compression=compression)

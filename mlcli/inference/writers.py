@@ -103,7 +103,21 @@ class JsonLinesBatchWriter(BatchWriter):
         text = table.to_pandas().to_json(orient="records", lines=True, double_precision=15)
         if text and not text.endswith("\n"):
             text += "\n"
-        self._target.write(text.encode("utf-8"))
+        _write_all(self._target, text.encode("utf-8"))
+
+
+def _write_all(target: Any, data: bytes) -> None:
+    """Writes every byte: a raw stream (stdout under PYTHONUNBUFFERED) may take only part.
+
+    A reader that closed the pipe then raises `BrokenPipeError` on the next call instead of
+    the rest being dropped silently.
+    """
+    view = memoryview(data)
+    while view:
+        written = target.write(view)
+        if written is None:  # a non-blocking stream that took nothing: try again
+            continue
+        view = view[written:]
 
 
 def open_writer(
