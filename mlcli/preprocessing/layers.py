@@ -8,6 +8,7 @@ preprocessor composed with the trained core, so it still takes raw values.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mlcli.data.columns import FLOAT32_MAX
 from mlcli.features.schema import ColumnSchema, FeatureSchema
 from mlcli.layers import QuantileTransform
 from mlcli.preprocessing.inputs import (
@@ -62,9 +64,10 @@ def _numeric(column: ColumnSchema, value: keras.KerasTensor) -> list[keras.Keras
     elif column.transform == "quantile":
         value = QuantileTransform(column.quantiles, name=layer_name("quantile", column.name))(value)
     filled = keras.ops.where(missing, keras.ops.full_like(value, column.mean), value)
-    normalised = keras.layers.Normalization(
-        mean=column.mean, variance=column.variance, name=layer_name("normalize", column.name)
-    )(filled)
+    # (value - mean) / std as `keras.layers.Normalization` computes it, but from the standard
+    # deviation: a column of magnitude 1e30 has a variance (1e60) that float32 cannot hold
+    deviation = min(max(math.sqrt(column.variance), keras.backend.epsilon()), FLOAT32_MAX)
+    normalised = keras.ops.divide(keras.ops.subtract(filled, column.mean), deviation)
     if not column.has_missing:
         return [normalised]
     return [normalised, keras.ops.cast(missing, "float32")]

@@ -3,6 +3,8 @@ composed model's save and load, and encoding in chunks."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -49,7 +51,6 @@ def test_inputs_are_keyed_by_column_and_layers_named_by_input_name():
     names = {layer.name for layer in model.layers}
     expected = {
         "quantile_" + input_name("capital-gain"),
-        "normalize_" + input_name("capital-gain"),
         "lookup_" + input_name("work class"),
         "lookup_grade",
         "vectorize_notes",
@@ -61,6 +62,21 @@ def test_inputs_are_keyed_by_column_and_layers_named_by_input_name():
         "categorical__grade",
         "text__notes",
     }
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3, 1e30, -1e38])
+def test_numeric_columns_of_any_magnitude_are_standardised(scale):
+    """A variance beyond float32 (1e30's is 1e60) made `Normalization` fail: exit 1."""
+    from mlcli.preprocessing.layers import build_preprocessor, encode
+
+    values = np.array([[-1.0], [0.0], [1.0], [np.nan]], np.float32) * np.float32(scale)
+    column = ColumnSchema(
+        name="x", type="numeric", dtype="float32", mean=0.0, variance=scale**2 * 2 / 3
+    )
+    schema = FeatureSchema(columns=[column], target=SCHEMA.target)
+    encoded = encode(build_preprocessor(schema), {"x": values}, schema)["numeric"]
+    expected = np.array([-1.0, 0.0, 1.0, 0.0]) * math.copysign(1, scale) / math.sqrt(2 / 3)
+    np.testing.assert_allclose(encoded[:, 0], expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("transform", ["none", "quantile"])

@@ -1,0 +1,224 @@
+"""Any table, the whole way: train -> predict -> export keras and saved_model -> serve.
+
+Hypothesis generates small tables (`strategies.table_specs`: column names with `/`, quotes,
+brackets, non-ASCII letters, emoji, 300 characters; numeric, categorical, binary and text
+features; missing rates up to all-missing; cardinalities from 1 to all-unique; magnitudes from
+1e-30 to 1e39 and negative; binary, multiclass and regression targets) as CSV or Parquet. Each
+table either goes through every verb with the same predictions everywhere (predict's file, the
+`.keras` export, the SavedModel export and the server answering the columns' own names), or a
+verb fails with a documented exit code (2, 3, 4, 6) and one line on stderr. Never exit 1.
+
+The default profile tries a few tables; `pytest -m slow` runs the deeper one. With
+`MLCLI_PROPERTY_REPORT=path.json` the counts of tables tried, by feature type, task and outcome,
+are written there (and printed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from e2e.strategies import TableSpec, make_table, table_specs
+from hypothesis import HealthCheck, given, settings
+from typer.testing import CliRunner
+
+from mlcli.cli.app import app
+
+DOCUMENTED_FAILURES = {2, 3, 4, 6}
+RELATIVE = 1e-4  # float32 outputs computed by different runtimes: relative to their scale
+COUNTS: Counter[str] = Counter()
+runner = CliRunner()
+
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+# A few tables by default (each trains, predicts, exports twice and serves: seconds each); the
+# slow run's deeper profile tries more, larger ones. MLCLI_PROPERTY_EXAMPLES overrides both.
+FAST = settings(
+    max_examples=int(os.environ.get("MLCLI_PROPERTY_EXAMPLES", 3)),
+    deadline=None,
+    suppress_health_check=_QUIET,
+)
+DEEP = settings(
+    max_examples=int(os.environ.get("MLCLI_PROPERTY_EXAMPLES", 40)),
+    deadline=None,
+    suppress_health_check=_QUIET,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Writes the counts to `$MLCLI_PROPERTY_REPORT` (if set) and prints them."""
+    yield
+    summary = json.dumps(dict(sorted(COUNTS.items())), indent=1, ensure_ascii=False)
+    path = os.environ.get("MLCLI_PROPERTY_REPORT")
+    if path:
+        Path(path).write_text(summary, encoding="utf-8")
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.write_line(f"\nproperty test, tables tried:\n{summary}")
+
+
+def _invoke(step: str, arguments: list[str]) -> Any:
+    """Runs one verb in process; a failure must be documented and one line."""
+    result = runner.invoke(app, [*arguments, "--quiet"])
+    if result.exit_code != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.exit_code in DOCUMENTED_FAILURES, (
+            f"{step}: exit {result.exit_code}: {result.stderr}{result.stdout}"
+        )
+        assert len(lines) == 1, f"{step}: exit {result.exit_code}, stderr:\n{result.stderr}"
+    return result
+
+
+def _write(spec: TableSpec, folder: Path) -> Path:
+    table = make_table(spec)
+    path = folder / f"data.{spec.fmt}"
+    if spec.fmt == "csv":
+        pa_csv.write_csv(table, path)
+    else:
+        pq.write_table(table, path)
+    config = {
+        "name": "property",
+        "seed": spec.seed,
+        "data": {"train": path.name, "validation": 0.25},
+        "target": {"column": spec.target, "task": spec.task},
+        "features": {f.name: f.type for f in spec.features},
+        "model": {"hidden_units": [4]},
+        "training": {"epochs": 1, "batch_size": 8},
+        "output": {"dir": str(folder / "runs")},
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), "utf-8")
+    return path
+
+
+def _record(spec: TableSpec, outcome: str) -> None:
+    COUNTS[f"tables: {outcome}"] += 1
+    COUNTS[f"task {spec.task}: {outcome}"] += 1
+    for kind in sorted({f.type for f in spec.features}):
+        COUNTS[f"feature {kind}: {outcome}"] += 1
+
+
+def _predicted(path: Path, columns: list[str]) -> np.ndarray:
+    table = pq.read_table(path)
+    return np.stack([table.column(c).to_numpy().astype(np.float64) for c in columns], axis=1)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _served(run: Path, columns: dict[str, np.ndarray], signature: Any) -> np.ndarray:
+    """The server's answer to the columns, sent by their own names (TF Serving's `inputs`)."""
+    import httpx
+
+    from mlcli.serving.batching import Batcher
+    from mlcli.serving.routes import create_app
+    from mlcli.serving.servables import load_servable
+
+    servable = load_servable(run, name="m")
+    batcher = Batcher(servable.call, max_rows=64, timeout_s=0.001)
+    transport = httpx.ASGITransport(create_app(servable, batcher=batcher, max_body_bytes=1 << 22))
+    body = {"inputs": {k: [_json_value(v) for v in a.reshape(-1)] for k, a in columns.items()}}
+
+    async def ask() -> Any:
+        await batcher.start()
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://m") as client:
+                response = await client.post("/v1/models/m:predict", json=body)
+        finally:
+            await batcher.stop()
+        assert response.status_code == 200, response.text
+        return response.json()["outputs"]
+
+    outputs = asyncio.run(ask())
+    if signature.target.task == "regression":
+        return np.asarray(outputs, np.float64).reshape(-1, 1)
+    return signature.model_outputs({"probabilities": np.asarray(outputs["probabilities"])})
+
+
+def _close(step: str, found: np.ndarray, expected: np.ndarray) -> None:
+    assert found.shape == expected.shape, f"{step}: shape {found.shape} != {expected.shape}"
+    assert np.isfinite(found).all(), f"{step}: not finite: {found}"
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    np.testing.assert_allclose(found, expected, rtol=RELATIVE, atol=RELATIVE * scale, err_msg=step)
+
+
+def _round_trip(spec: TableSpec, folder: Path) -> str:
+    """Runs every verb on the table; returns the outcome (`ok` or the failing step and code)."""
+    import keras
+
+    from mlcli._tensorflow import import_tensorflow
+    from mlcli.data.tables import read_table, resolve_source
+    from mlcli.exporting.signature import ServingSignature
+    from mlcli.inference.predict import prediction_columns
+    from mlcli.preprocessing.inputs import model_inputs
+    from mlcli.preprocessing.layers import to_tensors
+    from mlcli.runs.loading import open_run
+    from mlcli.serving.servables import load_servable
+
+    data = _write(spec, folder)
+    trained = _invoke("train", ["train", str(folder / "config.yaml")])
+    if trained.exit_code:
+        return f"train exit {trained.exit_code}"
+    run = next(path.parent for path in (folder / "runs").rglob("manifest.json"))
+    predictions = folder / "predictions.parquet"
+    predicted = _invoke(
+        "predict", ["predict", str(run), "--data", str(data), "-o", str(predictions)]
+    )
+    if predicted.exit_code:
+        return f"predict exit {predicted.exit_code}"
+    exports = {}
+    for fmt in ("keras", "saved_model"):
+        exported = _invoke(
+            fmt, ["export", str(run), "--format", fmt, "--output", str(folder / fmt)]
+        )
+        if exported.exit_code:
+            return f"export {fmt} exit {exported.exit_code}"
+        exports[fmt] = next(p.parent for p in (folder / fmt).rglob("export.json"))
+
+    import_tensorflow()
+    loaded = open_run(run)
+    schema = loaded.schema
+    signature = ServingSignature.from_schema(schema)
+    table = read_table(resolve_source(str(data), data=loaded.config.data))
+    columns = model_inputs(table, schema, source=str(data))
+    names = prediction_columns(schema)
+    wanted = names[1:] if spec.task == "binary" or spec.task == "multiclass" else names[:1]
+    expected = _predicted(predictions, wanted)
+    keras_model = keras.saving.load_model(exports["keras"] / "model.keras", safe_mode=True)
+    found = keras.ops.convert_to_numpy(keras_model(to_tensors(columns, schema), training=False))
+    _close("export keras", found.astype(np.float64), expected)
+    saved_model = load_servable(exports["saved_model"], name="m", trust_export=True)
+    _close("export saved_model", np.asarray(saved_model.call(columns), np.float64), expected)
+    _close("serve", _served(run, columns, signature), expected)
+    return "ok"
+
+
+@FAST
+@given(spec=table_specs())
+def test_any_table_goes_through_or_fails_documented(spec: TableSpec) -> None:
+    with tempfile.TemporaryDirectory(prefix="mlcli-property-") as folder:
+        outcome = _round_trip(spec, Path(folder))
+    _record(spec, outcome)
+
+
+@pytest.mark.slow
+@DEEP
+@given(spec=table_specs(max_features=6, max_rows=60))
+def test_any_table_deeper(spec: TableSpec) -> None:
+    with tempfile.TemporaryDirectory(prefix="mlcli-property-") as folder:
+        outcome = _round_trip(spec, Path(folder))
+    _record(spec, outcome)
