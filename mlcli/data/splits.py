@@ -120,7 +120,8 @@ def split_off(
     """(the rest, a seeded `fraction` of the rows), stratified by class for classification."""
     labels = table.column(config.target.column)
     classification = config.target.task != "regression" and (
-        config.target.task is not None or not pa.types.is_floating(labels.type)
+        config.target.task is not None
+        or not (pa.types.is_floating(labels.type) or pa.types.is_decimal(labels.type))
     )
     rest, part = stratified_split(
         _class_codes(labels) if classification else np.zeros(len(labels), np.int8),

@@ -46,7 +46,7 @@ def infer_feature_type(column: pa.ChunkedArray) -> str | None:
 def infer_task(column: pa.ChunkedArray) -> str:
     """binary, multiclass or regression from the target column."""
     distinct = pc.count_distinct(column.drop_null()).as_py()
-    if pa.types.is_floating(column.type):
+    if pa.types.is_floating(column.type) or pa.types.is_decimal(column.type):
         values = column.drop_null()
         whole = pc.all(pc.equal(values, pc.round(values))).as_py()
         if not (whole and distinct <= 10):

@@ -130,3 +130,14 @@ def test_dates_times_decimals_and_empty_columns_are_usable(column):
     config = _config({})
     specs, excluded = resolve_feature_specs(table, config, source="t.parquet")
     assert "c" in specs or excluded.get("c") == "every value is missing"
+
+
+@pytest.mark.parametrize(
+    ("values", "task"),
+    [(["1.5", "2.25"], "regression"), (["1", "0"], "binary"), (["1", "2", "3"], "multiclass")],
+)
+def test_a_decimal_target_is_inferred_as_a_float_one(values, task):
+    from decimal import Decimal
+
+    column = pa.chunked_array([pa.array([Decimal(v) for v in values] * 10)])
+    assert infer_task(column) == task == infer_task(pa.chunked_array([column.cast(pa.float64())]))

@@ -408,3 +408,28 @@ def test_any_column_name_is_read_typed_and_counted_as_written(tmp_path, streamed
             )
     data.write_sample(tmp_path / SAMPLE)
     assert pq.read_schema(tmp_path / SAMPLE).names == [*ODD_NAMES, "目标 / target"]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in_memory", "streamed"])
+def test_a_decimal_regression_target_splits_like_a_float_one(tmp_path, streamed):
+    from decimal import Decimal
+
+    table = make_table(200, seed=5)
+    values = [Decimal(f"{v:.4f}") for v in table.column("value").to_pylist()]
+    table = table.set_column(table.column_names.index("value"), "value", pa.array(values))
+    pq.write_table(table, tmp_path / "train.parquet")
+    config = parse_config(
+        {
+            "name": "decimal",
+            "data": {
+                "train": str(tmp_path / "train.parquet"),
+                "validation": 0.2,
+                "streaming": streamed,
+            },
+            "target": {"column": "value"},
+            "features": {"exclude": ["id", "label", "tier", "review"]},
+        }
+    )
+    data = TrainingData.load(config, QuietReporter())
+    assert data.schema.target.task == "regression"
+    assert 0 < data.rows["validation"] < 200
