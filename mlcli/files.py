@@ -72,6 +72,12 @@ def _protected(folder: Path) -> str | None:
     return None
 
 
+def _listed(entry: Path, *, plain: set[str], folders: set[str]) -> bool:
+    if entry.is_dir() and not entry.is_symlink():
+        return entry.name in folders
+    return entry.name in plain
+
+
 def check_replaceable(folder: Path, *, owned: Collection[str], what: str) -> None:
     """Raises `ConfigError` unless `folder` holds nothing but `owned` and may be replaced.
 
@@ -90,8 +96,7 @@ def check_replaceable(folder: Path, *, owned: Collection[str], what: str) -> Non
     foreign = sorted(
         entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else "")
         for entry in folder.iterdir()
-        if entry.name not in plain
-        and not (entry.name in folders and entry.is_dir() and not entry.is_symlink())
+        if not _listed(entry, plain=plain, folders=folders)
     )
     if foreign:
         shown = ", ".join(foreign[:5]) + (

@@ -45,6 +45,11 @@ def metric_names(schema: FeatureSchema) -> list[str]:
     return names
 
 
+def _float32_share(matches: np.ndarray) -> float:
+    """The share of True, divided in float32 as Keras's accuracy metrics (training's) divide."""
+    return float(np.float32(matches.sum()) / np.float32(max(len(matches), 1)))
+
+
 def _binary_metrics(labels: np.ndarray, outputs: np.ndarray, threshold: float) -> dict[str, float]:
     from sklearn import metrics
 
@@ -54,7 +59,7 @@ def _binary_metrics(labels: np.ndarray, outputs: np.ndarray, threshold: float) -
         labels, predicted, average="binary", zero_division=0
     )
     values = {
-        "accuracy": float(np.mean(predicted == labels.reshape(-1))) if len(predicted) else 0.0,
+        "accuracy": _float32_share(predicted == labels.reshape(-1)),
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),
