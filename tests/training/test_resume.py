@@ -126,6 +126,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path: Path, sig
     assert manifest["status"] == "complete" and manifest["resumed_after_epoch"] >= 2
 
 
+@pytest.mark.slow  # three trainings in two processes: about 30 s
 def test_same_seed_gives_identical_metrics_and_predictions(write_config, tmp_path: Path):
     import keras
     from conftest import make_table as table
