@@ -211,8 +211,9 @@ def compare(
     expected = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
     difference = np.abs(found - expected)
     # a NaN or infinite value on either side is a failure, never a pass (`NaN > tol` is False)
-    difference[~(np.isfinite(found) & np.isfinite(expected))] = np.inf
-    failing = (difference > tolerance(expected)).any(axis=1)
+    broken = ~(np.isfinite(found) & np.isfinite(expected))
+    difference[broken] = np.inf
+    failing = (broken | (difference > tolerance(expected))).any(axis=1)
     per_row = difference.max(axis=1, initial=0.0)
     mismatches = _label_mismatches(outputs, reference, schema)
     within = not bool(failing.any()) and mismatches == 0

@@ -147,3 +147,25 @@ def test_compare_counts_label_flips_and_nan_as_differences(trained_runs):
     broken["probabilities"][1, 1] = np.nan
     difference, row, _, passed = compare("saved_model", broken, reference, schema)
     assert (difference, row, passed) == (math.inf, 1, False)
+
+
+def test_compare_scales_the_tolerance_with_the_outputs_and_fails_on_any_non_finite(
+    trained_runs,
+):
+    from mlcli.exporting.check import ABSOLUTE_TOLERANCE, compare, tolerance
+    from mlcli.runs.loading import open_run
+
+    schema = open_run(trained_runs["regression"], with_model=False).schema
+    reference = np.array([[2500.0], [0.0], [-3.0]], dtype=np.float32)
+    # float32 rounding at 2500 is ~1e-4: a row near zero may differ by as much
+    drift = reference + np.array([[2e-3], [5e-3], [-1e-3]], dtype=np.float32)
+    assert compare("saved_model", {"prediction": drift}, reference, schema)[3] is True
+    assert tolerance(np.array([[0.2], [0.0]]))[1, 0] == ABSOLUTE_TOLERANCE  # scale >= 1
+    beyond = reference + np.array([[0.0], [0.5], [0.0]], dtype=np.float32)
+    assert compare("saved_model", {"prediction": beyond}, reference, schema)[1:] == (1, 0, False)
+    for bad in (np.nan, np.inf, -np.inf):
+        both = reference.copy()
+        both[2, 0] = bad
+        # the same NaN or inf on both sides is a failure too: a model that outputs it is broken
+        difference, row, _, passed = compare("saved_model", {"prediction": both}, both, schema)
+        assert (difference, row, passed) == (math.inf, 2, False)
