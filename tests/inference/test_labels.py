@@ -11,13 +11,14 @@ from mlcli.features.schema import TargetSchema
 from mlcli.inference.labels import BINARY_THRESHOLD, as_text, predicted_labels
 
 
-def test_binary_is_positive_only_above_the_threshold():
+def test_binary_is_positive_at_or_above_the_threshold():
     target = TargetSchema(column="y", task="binary", classes=["low", "high"])
-    outputs = np.array([[0.2], [0.5], [0.51], [0.9]], np.float32)
+    below = np.nextafter(np.float32(0.5), np.float32(0))
+    outputs = np.array([[0.2], [below], [0.5], [0.51], [0.9]], np.float32)
     assert BINARY_THRESHOLD == 0.5
-    assert predicted_labels(outputs, target).to_pylist() == ["low", "low", "high", "high"]
-    assert predicted_labels(outputs, target, threshold=0.1).to_pylist() == ["high"] * 4
-    assert predicted_labels(outputs, target, threshold=0.95).to_pylist() == ["low"] * 4
+    assert predicted_labels(outputs, target).to_pylist() == ["low", "low", "high", "high", "high"]
+    assert predicted_labels(outputs, target, threshold=0.1).to_pylist() == ["high"] * 5
+    assert predicted_labels(outputs, target, threshold=0.95).to_pylist() == ["low"] * 5
 
 
 def test_multiclass_is_the_most_probable_class_in_the_classes_order():
@@ -48,3 +49,23 @@ def test_labels_as_text_spell_the_values_as_python_does():
     labels = predicted_labels(np.array([[0.9], [0.1]], np.float32), target)
     assert as_text(labels.to_pylist()) == ["True", "False"]
     assert as_text([1, "x", 2.5]) == ["1", "x", "2.5"]
+
+
+@pytest.mark.parametrize("probability", [0.0, 0.25, 0.5, np.nextafter(0.5, 0), 0.75, 1.0])
+def test_predict_and_the_export_signature_give_the_same_label(probability):
+    """Every export but keras serves `ServingSignature`'s function: its label is predict's."""
+    import tensorflow as tf
+
+    from mlcli.exporting.signature import LABEL, ServingSignature
+
+    target = TargetSchema(column="y", task="binary", classes=["no", "yes"])
+    signature = ServingSignature(inputs={"x": "float32"}, target=target)
+    value = np.float32(probability)
+
+    def model(inputs, training=False):
+        return tf.fill([tf.shape(inputs["x"])[0], 1], value)
+
+    serve, _ = signature.serving_function(model)
+    served = serve({"x": tf.constant([1.0, 2.0])})[LABEL].numpy()
+    expected = as_text(predicted_labels(np.array([[value]] * 2), target).to_pylist())
+    assert [label.decode() for label in served] == expected
