@@ -8,6 +8,7 @@ whatever is open after an error; the caller removes the partial file.
 from __future__ import annotations
 
 import contextlib
+import io
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -30,11 +31,17 @@ class BatchWriter:
         self._stream: Any = None
         self._writer: Any = None
         self._target: Any = None
+        self._buffered: io.BufferedWriter | None = None
 
     def _open_stream(self) -> Any:
         if isinstance(self.sink, Path):
             self._stream = pa.output_stream(str(self.sink), compression=self.compression)
             return self._stream
+        if isinstance(self.sink, io.RawIOBase):
+            # stdout under PYTHONUNBUFFERED: a raw write may take part of the bytes, and neither
+            # pyarrow nor a single write() retries; a buffered writer writes all or raises
+            self._buffered = io.BufferedWriter(self.sink)
+            return self._buffered
         return self.sink
 
     def _conform(self, table: pa.Table) -> pa.Table:
@@ -62,6 +69,10 @@ class BatchWriter:
             self._stream.close()
             self._stream = None
         elif not isinstance(self.sink, Path):
+            if self._buffered is not None:
+                self._buffered.flush()
+                self._buffered.detach()  # the sink (stdout) is not ours to close
+                self._buffered = None
             self.sink.flush()
 
     def abort(self) -> None:
@@ -70,7 +81,10 @@ class BatchWriter:
             if handle is not None:
                 with contextlib.suppress(Exception):  # the partial output is removed next
                     handle.close()
-        self._writer = self._stream = None
+        if self._buffered is not None:
+            with contextlib.suppress(Exception):  # a closed pipe fails the final flush again
+                self._buffered.detach()
+        self._writer = self._stream = self._buffered = None
 
 
 class CsvBatchWriter(BatchWriter):

@@ -61,7 +61,7 @@ def test_outputs_equal_the_saved_models_own(trained_runs, tmp_path, task):
     assert len(probability) == (1 if task == "binary" else len(classes))
     got = np.stack([written.column(n).to_numpy() for n in probability], axis=1)
     np.testing.assert_allclose(got, own, atol=1e-6)
-    expected = (own[:, 0] > 0.5).astype(int) if task == "binary" else own.argmax(axis=1)
+    expected = (own[:, 0] >= 0.5).astype(int) if task == "binary" else own.argmax(axis=1)
     predicted = [str(v) for v in written.column("prediction").to_pylist()]
     assert predicted == [str(classes[i]) for i in expected]
 
@@ -166,3 +166,88 @@ def test_an_empty_table_gives_an_output_with_only_the_header(trained_runs):
     assert stdout.splitlines() == [
         '"id","prediction","probability_0","probability_1","probability_2"'
     ]
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.jsonl", "out.parquet", "out.csv.gz"])
+def test_an_output_in_missing_folders_creates_them(trained_runs, tmp_path, name):
+    output = tmp_path / "out" / "sub" / name
+    code, stdout, stderr = _predict(
+        str(trained_runs["binary"]), "--data", str(trained_runs["data"]), "-o", str(output), "-q"
+    )
+    assert code == 0, stderr
+    assert stdout.strip() == str(output)
+    assert sorted(p.name for p in output.parent.iterdir()) == [name]  # no temporary left
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_usage_error(trained_runs, tmp_path):
+    (tmp_path / "file").write_text("x")
+    output = tmp_path / "file" / "out.csv"
+    code, _, stderr = _predict(
+        str(trained_runs["binary"]), "--data", str(trained_runs["data"]), "-o", str(output)
+    )
+    assert code == 2 and "cannot create the folder" in stderr and str(output.parent) in stderr
+
+
+class _RawSink(io.RawIOBase):
+    """A raw stream, as stdout is under PYTHONUNBUFFERED: each write may take only part."""
+
+    def __init__(self, chunk: int, closes_after: int | None = None) -> None:
+        self.chunk, self.closes_after, self.data = chunk, closes_after, bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        if self.closes_after is not None and len(self.data) >= self.closes_after:
+            raise BrokenPipeError(32, "Broken pipe")
+        taken = bytes(data[: self.chunk])
+        self.data += taken
+        return len(taken)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_stream_writers_write_every_byte_of_a_partial_writing_stream(fmt, chunk):
+    from mlcli.inference.writers import open_writer
+
+    table = pa.table({"id": list(range(300)), "label": ["a", "b", "c"] * 100})
+    sink = _RawSink(chunk)
+    writer = open_writer(fmt, sink)
+    writer.write(table)
+    writer.close()
+    lines = bytes(sink.data).decode().splitlines()
+    assert len(lines) == 300 + (fmt == "csv")
+
+
+def test_a_closed_pipe_raises_rather_than_dropping_rows():
+    from mlcli.inference.writers import open_writer
+
+    writer = open_writer("jsonl", _RawSink(4096, closes_after=100))
+    with pytest.raises(BrokenPipeError):
+        writer.write(pa.table({"id": list(range(1000))}))
+        writer.close()
+
+
+def test_predict_into_a_closed_pipe_ends_quietly_with_141(trained_runs, tmp_path):
+    """`mlcli predict ... -o - | head -1`: 128 + SIGPIPE, no traceback, under PYTHONUNBUFFERED."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import make_table
+
+    data = tmp_path / "big.csv"
+    pa_csv.write_csv(make_table(20000), data)
+    command = [sys.executable, "-m", "mlcli", "predict", str(trained_runs["binary"])]
+    command += ["--data", str(data), "-o", "-", "--format", "jsonl", "--quiet"]
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
+    )
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()  # as `head -1` does
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 141, errors
+    assert json.loads(first)["prediction"] in ("high", "low")
+    assert "Traceback" not in errors and "internal error" not in errors
