@@ -156,9 +156,15 @@ def run_in_runtime(
 ) -> tuple[str, dict[str, np.ndarray]]:
     """The export's outputs on `columns`, computed by its own runtime in a fresh process."""
     script = Path(__file__).with_name("runtimes.py")
+    # SavedModel and TFLite take the signature's input names; keras and ONNX the columns' own
+    names = ServingSignature.from_schema(schema).names
+    by_signature = export_format in ("saved_model", "tflite")
     request = {
         "columns": {
-            c.name: {"dtype": c.dtype, "values": _json_values(columns[c.name])}
+            (names[c.name] if by_signature else c.name): {
+                "dtype": c.dtype,
+                "values": _json_values(columns[c.name]),
+            }
             for c in schema.columns
         }
     }

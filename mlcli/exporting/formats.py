@@ -164,7 +164,7 @@ def write_onnx(saved_model: Path, path: Path, schema: FeatureSchema) -> None:
     require_onnx()
     script = Path(__file__).with_name("onnx_ops.py")
     columns = saved_model.parent / "columns.json"
-    columns.write_text(json.dumps(schema.input_names), encoding="utf-8")
+    columns.write_text(json.dumps(ServingSignature.from_schema(schema).names), encoding="utf-8")
     command = [
         sys.executable,
         "-I",

@@ -78,16 +78,18 @@ class IntegerLookupTableFind:
         )
 
 
-def restore_input_names(path: str, columns: list[str]) -> None:
-    """Renames the ONNX inputs back to the column names.
+def restore_input_names(path: str, columns: dict[str, str]) -> None:
+    """Renames the ONNX inputs back to the column names (`columns`: column -> signature name).
 
-    tf2onnx names inputs after the SavedModel function's arguments, which TensorFlow lower-cases
-    (`housingMedianAge` -> `housingmedianage`); the SignatureDef keeps the columns' own names.
+    tf2onnx names inputs after the SavedModel function's arguments: the signature names
+    (`mlcli.preprocessing.inputs.input_name`), which TensorFlow lower-cases
+    (`housingMedianAge` -> `housingmedianage`).
     """
     import onnx
 
     model = onnx.load(path)
     by_lower = {name.lower(): name for name in columns}
+    by_lower.update({signature.lower(): name for name, signature in columns.items()})
     renamed = {}
     for tensor in model.graph.input:
         wanted = tensor.name if tensor.name in columns else by_lower.get(tensor.name.lower())
@@ -109,7 +111,7 @@ if __name__ == "__main__":
 
     from tf2onnx.convert import main
 
-    # `--columns FILE` (mlcli's own option): a JSON list of the model's column names
+    # `--columns FILE` (mlcli's own option): JSON, each column's signature input name
     position = sys.argv.index("--columns")
     with open(sys.argv[position + 1], encoding="utf-8") as stream:
         column_names = json.load(stream)

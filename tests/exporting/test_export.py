@@ -333,3 +333,51 @@ def test_usage_errors(trained_runs, portable_runs, monkeypatch):
     monkeypatch.setattr(mlcli.exporting.formats.importlib.util, "find_spec", lambda name: None)
     code, _, stderr = _export(str(portable_runs["binary"]), "--format", "onnx")
     assert code == 2 and "install mlcli[onnx]" in stderr
+
+
+def test_export_json_names_the_target_and_the_saved_models_digest(portable_runs, saved_model):
+    from mlcli.exporting.digest import DIGEST_KEY, export_digest
+
+    info = json.loads((saved_model / "export.json").read_text())
+    assert info["target"] == "label"
+    assert info[DIGEST_KEY] == export_digest(saved_model)
+    assert set(info["files"]) == {p.name + "/" * p.is_dir() for p in saved_model.iterdir()} - {
+        "export.json"
+    }
+
+
+def test_force_replaces_only_an_export_mlcli_wrote(portable_runs, saved_model, tmp_path):
+    run = str(portable_runs["binary"])
+    serving = saved_model.parents[1]  # holds <model-name>/3: not an export of its own
+    before = (saved_model / "saved_model.pb").read_bytes()
+    code, _, stderr = _export(run, "-f", "keras", "-o", str(serving), "--force")
+    assert code == 2 and f"{serving}: holds portable-binary/" in stderr
+    assert (saved_model / "saved_model.pb").read_bytes() == before
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.yaml").write_text("name: mine\n")
+    code, _, stderr = _export(run, "-f", "keras", "-o", str(project), "--force")
+    assert code == 2 and "config.yaml" in stderr
+    assert sorted(p.name for p in project.iterdir()) == ["config.yaml"]  # nothing written
+
+
+def test_force_never_replaces_the_working_directory(portable_runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "export.json").write_text('{"format": "keras", "files": ["model.keras"]}')
+    code, _, stderr = _export(str(portable_runs["binary"]), "-f", "keras", "-o", ".", "--force")
+    assert code == 2 and "is the working directory" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json"]
+
+
+@pytest.mark.slow
+def test_force_replaces_a_keras_export_in_missing_folders(portable_runs, tmp_path):
+    run, target = str(portable_runs["binary"]), tmp_path / "new" / "deeper" / "keras"
+    code, stdout, stderr = _export(run, "-f", "keras", "-o", str(target))
+    assert code == 0 and stdout.strip() == str(target), stderr
+    created = json.loads((target / "export.json").read_text())["created"]
+    (target / "model.keras").write_bytes(b"stale")
+    code, _, stderr = _export(run, "-f", "keras", "-o", str(target), "--force")
+    assert code == 0, stderr
+    assert (target / "model.keras").read_bytes() != b"stale"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["keras"]  # nothing left aside
+    assert json.loads((target / "export.json").read_text())["created"] >= created
