@@ -117,8 +117,10 @@ import tensorflow as tf
 directory, rows = json.loads(sys.argv[1])
 serving = tf.saved_model.load(directory).signatures["serving_default"]
 _, specs = serving.structured_input_signature
-# Python keywords are sanitised as TensorFlow does (house-income -> house_income)
-keyword = {"".join(c if c.isalnum() else "_" for c in name): name for name in rows[0]}
+# each column's signature input is named in export.json (house-income -> house_income__<hash>)
+with open(directory + "/export.json", encoding="utf-8") as stream:
+    inputs = json.load(stream)["signature"]["inputs"]
+keyword = {spec["signature_name"]: name for name, spec in inputs.items()}
 feed = {
     key: tf.constant([row[keyword[key]] for row in rows], spec.dtype)
     for key, spec in specs.items()
@@ -203,9 +205,9 @@ def test_saved_model_cli_lists_the_raw_column_names(portable_runs, saved_model):
         timeout=300,
         check=True,
     ).stdout
-    schema = json.loads((portable_runs["binary"] / "schema.json").read_text())
-    for column in schema["columns"]:
-        assert f"inputs['{column['name']}']" in shown
+    inputs = json.loads((saved_model / "export.json").read_text())["signature"]["inputs"]
+    for spec in inputs.values():
+        assert f"inputs['{spec['signature_name']}']" in shown
     assert "outputs['probabilities']" in shown and "outputs['label']" in shown
 
 
