@@ -195,3 +195,23 @@ def test_csv_options_come_from_the_run_or_a_detected_header(tmp_path):
         config, tmp_path / "other.csv", names=["a", "b"], csv_overrides={"skip_rows": 1}
     )
     assert overridden.csv.skip_rows == 1 and overridden.csv.columns == ["a", "b", "y"]
+
+
+def test_binary_metrics_decide_a_probability_at_the_threshold_as_predict_does():
+    import numpy as np
+
+    from mlcli.evaluation.metrics import compute_metrics
+    from mlcli.features.schema import FeatureSchema, TargetSchema
+    from mlcli.inference.labels import predicted_labels
+
+    target = TargetSchema(column="y", task="binary", classes=["no", "yes"])
+    schema = FeatureSchema(columns=[], target=target)
+    outputs = np.array([[0.5], [0.5], [0.2], [0.9]], np.float32)
+    labels = np.array([1, 1, 0, 1])
+    predicted = predicted_labels(outputs, target).to_pylist()
+    expected = np.mean(
+        [target.classes.index(p) == t for p, t in zip(predicted, labels, strict=True)]
+    )
+    metrics = compute_metrics(labels, outputs, schema, threshold=0.5)
+    assert metrics["accuracy"] == expected == 1.0
+    assert metrics["recall"] == 1.0

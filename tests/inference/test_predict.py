@@ -251,3 +251,21 @@ def test_predict_into_a_closed_pipe_ends_quietly_with_141(trained_runs, tmp_path
     assert process.wait(timeout=300) == 141, errors
     assert json.loads(first)["prediction"] in ("high", "low")
     assert "Traceback" not in errors and "internal error" not in errors
+
+
+@pytest.mark.parametrize("value", [1e39, -3.5e38, 1e300])
+def test_a_number_beyond_float32_is_a_data_error_naming_column_and_row(
+    trained_runs, tmp_path, value
+):
+    table = pa_csv.read_csv(trained_runs["data"]).slice(0, 5)
+    income = table.column("income").to_pylist()
+    income[3] = value
+    table = table.set_column(table.column_names.index("income"), "income", pa.array(income))
+    pa_csv.write_csv(table, tmp_path / "huge.csv")
+    output = tmp_path / "out.csv"
+    code, _, stderr = _predict(
+        str(trained_runs["binary"]), "--data", str(tmp_path / "huge.csv"), "-o", str(output)
+    )
+    assert code == 3, stderr
+    assert "'income'" in stderr and "row 4" in stderr and "float32" in stderr
+    assert not output.exists()
