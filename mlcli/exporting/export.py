@@ -9,7 +9,8 @@ onnx          OUTPUT/model.onnx export.json
 
 OUTPUT defaults to `<run>/exports/<format>`. The folder is written under a temporary name beside
 its final one, checked (`mlcli.exporting.check`), and renamed only when the check passes; a failed
-check leaves nothing behind and raises `RunError` with the largest difference.
+check leaves nothing behind and raises `RunError` with the largest difference. `force` replaces
+only an export mlcli wrote (`replaceable_export`), checked before anything is written.
 
 ```python
 import mlcli
