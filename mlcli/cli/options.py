@@ -54,7 +54,8 @@ HeaderOption = Annotated[
     ),
 ]
 ThresholdOption = Annotated[
-    float, typer.Option("--threshold", help="Binary: positive when the probability is above it.")
+    float,
+    typer.Option("--threshold", help="Binary: positive when the probability is at or above it."),
 ]
 
 

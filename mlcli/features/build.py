@@ -158,6 +158,12 @@ def categorical_schema(
         if encoding == "auto":
             encoding = "one_hot" if len(vocabulary) <= _ONE_HOT_MAX else "embedding"
         dim = spec.embedding_dim or min(32, round(1.6 * (len(vocabulary) + 1) ** 0.56))
+    if not vocabulary:
+        found = "no values" if not any(v != "" for v in values) else "no value frequent enough"
+        raise DataError(
+            f"column {name!r} has {found} in the training split; "
+            f"expected at least one category (exclude the column, or lower min_frequency)"
+        )
     return ColumnSchema(
         name=name,
         type=spec.type,

@@ -17,10 +17,13 @@ returns None for a schema that has any.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlcli.data.columns import FLOAT32_MAX
 from mlcli.data.tables import require_columns
 from mlcli.features.build import encode_labels
 from mlcli.features.schema import ColumnSchema, FeatureSchema
@@ -45,7 +48,8 @@ def _numeric(column: ColumnSchema, values: np.ndarray) -> list[np.ndarray]:
             values = np.log1p(np.maximum(values, np.float32(-1.0 + 1e-7)))
     mean = np.float32(column.mean)
     filled = np.where(missing, mean, values)
-    deviation = np.maximum(np.sqrt(np.float32(column.variance)), EPSILON)
+    # float64 first: a variance beyond float32 (a 1e30 column's 1e60) must not become inf
+    deviation = np.float32(min(max(math.sqrt(column.variance), float(EPSILON)), FLOAT32_MAX))
     normalised = ((filled - mean) / deviation).astype(np.float32)
     if not column.has_missing:
         return [normalised]

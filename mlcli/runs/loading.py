@@ -32,7 +32,8 @@ def open_run(reference: str | Path, *, with_model: bool = True) -> LoadedRun:
     """Finds a complete run by path or name and loads its config, schema and model."""
     run = runs.resolve_run(reference)
     try:
-        config = load_config(run.file(runs.CONFIG))
+        # a ${VAR} the run was trained with need not be set to predict, evaluate or export
+        config = load_config(run.file(runs.CONFIG), allow_unset=True)
     except Exception as error:  # a run's own config must parse; anything else is corruption
         raise RunError(
             f"{run.file(runs.CONFIG)}: the run's config does not load: {error}"

@@ -140,8 +140,6 @@ def export_description(folder: Path) -> tuple[ServingSignature, dict[str, Any]]:
 
 
 def _export_servable(folder: Path, *, name: str | None) -> Servable:
-    from mlcli.exporting.runtimes import python_keyword
-
     tf = import_tensorflow()
     signature, info = read_export_info(folder)
     try:
@@ -149,7 +147,7 @@ def _export_servable(folder: Path, *, name: str | None) -> Servable:
         function = saved_model.signatures[SIGNATURE_KEY]
     except (OSError, ValueError, KeyError) as error:
         raise RunError(f"{folder}: the SavedModel does not load: {error}") from error
-    keywords = {column: python_keyword(column) for column in signature.inputs}
+    keywords = signature.keywords()
 
     def call(columns: Columns) -> np.ndarray:
         assert saved_model is not None  # the signature's variables live as long as it does

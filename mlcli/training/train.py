@@ -190,10 +190,14 @@ def _raise_failed_checks(checks: Any, run: runs.Run, reporter: Reporter) -> None
             continue
         figure = check.get("max_relative_difference")
         shown = "NaN" if figure is None else f"{figure:.3g}"
+        found = (
+            f"it could not run ({check['error']})"
+            if check.get("error")
+            else f"max relative difference {shown} (tolerance {check.get('tolerance')})"
+        )
         message = (
-            f"{run.path}: the {name} check failed after training: max relative difference "
-            f"{shown} (tolerance {check.get('tolerance')}); the complete run is kept, its "
-            f"figures are in manifest.json `checks.{name}`"
+            f"{run.path}: the {name} check failed after training: {found}; the complete run "
+            f"is kept, its figures are in manifest.json `checks.{name}`"
         )
         reporter.warning(message)
         raise SelfCheckError(message)

@@ -53,7 +53,11 @@ def test_sections_reject_unknown_keys_and_check_values_when_set():
 
 def test_what_the_yaml_says_is_kept_as_written():
     config = Config.model_validate({**BASE, "features": {"age": "numeric", "exclude": ["id"]}})
-    assert config.model_dump()["features"] == {"exclude": ["id"], "age": "numeric"}
+    assert config.model_dump()["features"] == {
+        "exclude": ["id"],
+        "max_tokens": 10000,
+        "age": "numeric",
+    }
     assert config.features.declared() == {"age": schema.NumericSpec(type="numeric")}
 
 

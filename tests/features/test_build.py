@@ -132,3 +132,23 @@ def test_labels_become_class_indices_and_unseen_ones_are_named():
     assert encode_labels(pa.chunked_array([["3", "1"]]), numbers, source="t").tolist() == [2, 0]
     with pytest.raises(DataError, match=r"values not seen in training: \['maybe'\]"):
         encode_labels(pa.chunked_array([["maybe", "no"]]), TARGET, source="t")
+
+
+@pytest.mark.parametrize(
+    ("values", "spec"),
+    [
+        (pa.array([None, None, None], pa.string()), CategoricalSpec(type="categorical")),
+        (pa.array([None, None, None], pa.int64()), CategoricalSpec(type="categorical")),
+        (pa.array(["", None, ""], pa.string()), BinarySpec(type="binary")),
+    ],
+)
+def test_a_category_column_without_a_value_is_named(values: pa.Array, spec) -> None:
+    # Keras refuses an empty vocabulary ("Cannot set an empty vocabulary"): exit 3, not 1
+    with pytest.raises(DataError, match="column 'c' has no values in the training split"):
+        _build(pa.table({"c": values}), {"c": spec})
+
+
+def test_a_category_column_whose_values_are_all_rare_is_named() -> None:
+    spec = CategoricalSpec(type="categorical", min_frequency=5)
+    with pytest.raises(DataError, match="column 'c' has no value frequent enough"):
+        _build(pa.table({"c": ["a", "b", "a"]}), {"c": spec})

@@ -88,3 +88,29 @@ def test_quantile_points_only_where_a_layer_uses_them(write_config):
     )
     schema = prepare_schema(config, load_splits(config))
     assert all(len(c.quantiles) > 8 for c in schema.columns if c.type == "numeric")
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e20, 1e30, 1e37])
+def test_a_deviation_beyond_float32_encodes_as_the_layers_do(scale: float) -> None:
+    # a 1e30 column's variance (1e60) is inf in float32: both sides take its root in float64
+    from mlcli.config.schema import NumericSpec
+    from mlcli.features.build import build_schema
+    from mlcli.features.schema import TargetSchema
+    from mlcli.preprocessing.inputs import model_inputs
+    from mlcli.preprocessing.layers import build_preprocessor, encode
+
+    values = np.random.default_rng(0).standard_normal(64) * scale
+    table = pa.table({"x": np.clip(values, -3.4e38, 3.4e38)})
+    schema = build_schema(
+        table,
+        specs={"x": NumericSpec(type="numeric")},
+        target=TargetSchema(column="y", task="binary", classes=["0", "1"]),
+        excluded={},
+        quantiles=False,
+    )
+    arrow = encode_features(table, schema, source="t")
+    layers = encode(build_preprocessor(schema), model_inputs(table, schema, source="t"), schema)
+    [name] = arrow
+    assert np.isfinite(arrow[name]).all()
+    assert np.std(arrow[name]) > 0.5  # standardised, not flattened to zero by an inf deviation
+    np.testing.assert_allclose(arrow[name], layers[name], rtol=1e-5, atol=1e-5)

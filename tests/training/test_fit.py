@@ -215,8 +215,10 @@ def test_a_saved_model_that_differs_is_a_failed_check_not_a_lost_run(
     monkeypatch.setattr(fit, "fit_run", spy)
     config = write_config(training={"epochs": 1, "batch_size": 64})
     result = runner.invoke(app, ["train", str(config), "--quiet"])
-    # exit 4 (SelfCheckError) once training.train acts on the check; never 1, never a lost run
-    assert result.exit_code in (0, 4), result.output
+    # a failed check is exit 4 (SelfCheckError), never 1, and never a lost run
+    assert result.exit_code == 4, result.output
+    assert "the composition check failed after training" in result.output
+    assert "the complete run is kept" in result.output
 
     [details] = returned
     check = details["checks"]["composition"]
