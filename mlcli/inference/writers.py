@@ -93,6 +93,12 @@ class CsvBatchWriter(BatchWriter):
     def write(self, table: pa.Table) -> None:
         table = self._conform(table)
         if self._writer is None:
+            for field in table.schema:
+                if pa.types.is_nested(field.type):  # pyarrow's CSV writer has no cell for them
+                    raise DataError(
+                        f"column {field.name!r} has Arrow type {field.type}, which a CSV file "
+                        "cannot hold; write .parquet or .jsonl, or leave it out of --keep"
+                    )
             self._writer = pa_csv.CSVWriter(self._open_stream(), table.schema)
         self._writer.write_table(table)
 

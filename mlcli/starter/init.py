@@ -22,6 +22,7 @@ from mlcli.config.loading import parse_config
 from mlcli.config.messages import did_you_mean
 from mlcli.config.schema import CsvOptions
 from mlcli.data.dialect import DEFAULT_NA_VALUES, CsvDialect, sniff_csv
+from mlcli.data.columns import check_usable
 from mlcli.data.tables import TableSource, expand_paths, read_sample, resolve_source
 from mlcli.errors import ConfigError, DataError
 from mlcli.files import write_text
@@ -157,6 +158,9 @@ def init(
         for name in sample.column_names
         if name != target_name
     ]
+    check_usable(
+        sample.column(target_name).type, column=target_name, source=str(path), role="target"
+    )
     target_profile = profile_target(target_name, sample.column(target_name), task=task)
     report = InitReport(output, path, sample.num_rows, profiles, target_profile, csv, reasons)
     text = render_config(

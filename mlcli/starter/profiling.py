@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlcli.data.columns import is_usable_type
 from mlcli.features.types import infer_feature_type, infer_task
 
 # Integers with at most this many distinct values are codes: one-hot categories.
@@ -120,6 +121,16 @@ def _text(profile: ColumnProfile, values: pa.ChunkedArray) -> None:
 
 def profile_column(name: str, column: pa.ChunkedArray) -> ColumnProfile:
     """The feature type of one column of the sample and the reason for it."""
+    if not is_usable_type(column.type):  # lists, structs, maps, bytes: no kernel counts them
+        return ColumnProfile(
+            name=name,
+            dtype=str(column.type),
+            rows=len(column),
+            missing=column.null_count,
+            distinct=0,
+            example="",
+            reason=f"Arrow type {column.type}: mlcli cannot use it as a feature",
+        )
     values = column.drop_null()
     distinct = int(pc.count_distinct(values).as_py()) if len(values) else 0
     profile = ColumnProfile(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlcli.config.loading import load_config
 from mlcli.config.schema import Config
-from mlcli.data.columns import numeric_values
+from mlcli.data.columns import check_float32_range, numeric_values
 from mlcli.data.splits import configured_columns
 from mlcli.data.tables import TableSource, read_sample, require_columns, resolve_source
 from mlcli.errors import DataError
@@ -55,10 +55,15 @@ def validate(
             f"{sources['train'].describe()}: target column {config.target.column!r} is empty "
             f"in the first {sample.num_rows} rows"
         )
-    specs, excluded = resolve_feature_specs(sample, config)
-    for name, spec in specs.items():
-        if spec.type == "numeric":
-            numeric_values(sample.column(name), name)
+    described = sources["train"].describe()
+    specs, excluded = resolve_feature_specs(sample, config, source=described)
+    numeric = [name for name, spec in specs.items() if spec.type == "numeric"]
+    if config.target.task == "regression":
+        numeric.append(config.target.column)
+    for name in numeric:  # what training would refuse in these rows, refused here
+        check_float32_range(
+            numeric_values(sample.column(name), name), column=name, source=described
+        )
     return ValidationReport(
         config=config,
         sources=sources,

@@ -269,3 +269,34 @@ def test_a_number_beyond_float32_is_a_data_error_naming_column_and_row(
     assert code == 3, stderr
     assert "'income'" in stderr and "row 4" in stderr and "float32" in stderr
     assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "kept_type",
+    [pa.list_(pa.int64()), pa.struct([("a", pa.int64())]), pa.map_(pa.string(), pa.int64())],
+)
+def test_a_kept_nested_column_goes_to_parquet_and_jsonl_and_is_exit_3_for_csv(
+    trained_runs, tmp_path, kept_type
+):
+    table = pa_csv.read_csv(trained_runs["data"]).slice(0, 20)
+    values = {
+        "list": [[i, i + 1] for i in range(20)],
+        "struct": [{"a": i} for i in range(20)],
+        "map": [[("k", i)] for i in range(20)],
+    }[str(kept_type).split("<")[0]]
+    table = table.append_column("extra", pa.array(values, kept_type))
+    pq.write_table(table, tmp_path / "nested.parquet")
+    run, data = str(trained_runs["binary"]), str(tmp_path / "nested.parquet")
+    for name in ("out.parquet", "out.jsonl"):
+        code, _, stderr = _predict(
+            run, "--data", data, "-o", str(tmp_path / name), "--keep", "extra"
+        )
+        assert code == 0, stderr
+    assert pq.read_table(tmp_path / "out.parquet").column("extra").to_pylist() == values
+    code, _, stderr = _predict(
+        run, "--data", data, "-o", str(tmp_path / "out.csv"), "--keep", "extra"
+    )
+    assert code == 3, stderr
+    kind = str(kept_type).split("<")[0]  # Parquet renames a list's item field
+    assert "column 'extra'" in stderr and f"Arrow type {kind}<" in stderr and ".parquet" in stderr
+    assert not (tmp_path / "out.csv").exists()

@@ -198,3 +198,28 @@ def test_python_api(tiny_csv, tmp_path):
     assert {p.name: p.kind for p in report.columns}["grade"] == "categorical"
     config = load_config(tmp_path / "c.yaml")
     assert config.target.task == "multiclass"
+
+
+@pytest.mark.parametrize(
+    "nested",
+    [
+        pa.array([[i, 1] for i in range(60)], pa.list_(pa.int64())),
+        pa.array([{"a": i} for i in range(60)], pa.struct([("a", pa.int64())])),
+        pa.array([bytes([i]) for i in range(60)], pa.binary()),
+    ],
+)
+def test_init_excludes_a_column_it_cannot_use_and_refuses_it_as_target(tmp_path, nested):
+    x = np.random.default_rng(0).standard_normal(60)
+    table = pa.table({"x": x, "odd": nested, "y": np.where(x > 0, "a", "b")})
+    pq.write_table(table, tmp_path / "t.parquet")
+    output = tmp_path / "c.yaml"
+    result = runner.invoke(app, ["init", str(tmp_path / "t.parquet"), "-t", "y", "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert load_config(output).features.exclude == ["odd"]
+    kind = str(nested.type).split("<")[0]  # Parquet renames a list's item field
+    assert f"Arrow type {kind}" in output.read_text()
+    result = runner.invoke(
+        app, ["init", str(tmp_path / "t.parquet"), "-t", "odd", "-o", str(tmp_path / "d.yaml")]
+    )
+    assert result.exit_code == 3
+    assert "target column 'odd'" in result.stderr and f"Arrow type {kind}" in result.stderr
