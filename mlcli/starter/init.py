@@ -21,8 +21,8 @@ from typing import Any
 from mlcli.config.loading import parse_config
 from mlcli.config.messages import did_you_mean
 from mlcli.config.schema import CsvOptions
-from mlcli.data.dialect import DEFAULT_NA_VALUES, CsvDialect, sniff_csv
 from mlcli.data.columns import check_usable
+from mlcli.data.dialect import DEFAULT_NA_VALUES, CsvDialect, sniff_csv
 from mlcli.data.tables import TableSource, expand_paths, read_sample, resolve_source
 from mlcli.errors import ConfigError, DataError
 from mlcli.files import write_text
