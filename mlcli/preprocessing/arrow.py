@@ -10,7 +10,7 @@ strings into Python objects.
 
 The Keras layers stay the definition: the saved model holds them, and every run checks that
 the composed model (layers then core) gives the core's outputs on these encodings
-(`training.fit`, `composition_max_abs_difference` in the manifest). Columns that need a layer's
+(`training.fit`, `checks.composition` in the manifest). Columns that need a layer's
 own code (text, the quantile transform) are encoded by the layers themselves: `encode_table`
 returns None for a schema that has any.
 """
