@@ -87,7 +87,9 @@ class Counts:
     With a `capacity` the counts are a Misra-Gries summary, merged batch by batch as in Agarwal
     et al.'s mergeable summaries: after adding a batch's counts, when more than `capacity`
     values are held, the (capacity+1)-th largest count is taken off every count and the values
-    left at zero or below are dropped. At most `capacity` values are held between batches
+    left at zero or below are dropped, except that values tied at that count fill what room is
+    left, the smallest first (so that a column where every value ties, an identifier, keeps
+    `capacity` values rather than none). At most `capacity` values are held between batches
     (plus one batch's distinct values while merging), every value seen more than
     rows / (capacity + 1) times is kept, and the order of the kept values by count is the
     order of their true counts up to that error. Until a merge first overflows the counts are
@@ -117,6 +119,12 @@ class Counts:
         threshold = int(np.partition(counts, -(self.capacity + 1))[-(self.capacity + 1)])
         self.offset += threshold
         kept = table.filter(pc.greater(table.column("counts"), threshold))
+        room = self.capacity - kept.num_rows
+        if room > 0:  # fill up with values tied at the threshold, the smallest first: with every
+            # value tied (an identifier column) plain Misra-Gries would keep nothing at all
+            tied = table.filter(pc.equal(table.column("counts"), threshold))
+            tied = tied.take(pc.sort_indices(tied, sort_keys=[("values", "ascending")])[:room])
+            kept = pa.concat_tables([kept, tied])
         reduced = pc.subtract(kept.column("counts"), pa.scalar(threshold, pa.int64()))
         return kept.set_column(1, "counts", reduced)
 

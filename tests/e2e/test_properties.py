@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -79,7 +80,14 @@ def _invoke(step: str, arguments: list[str]) -> Any:
             f"{step}: exit {result.exit_code}: {result.stderr}{result.stdout}"
         )
         assert len(lines) == 1, f"{step}: exit {result.exit_code}, stderr:\n{result.stderr}"
+        COUNTS[f"why: {step} exit {result.exit_code}: {_gist(lines[0])}"] += 1
     return result
+
+
+def _gist(line: str) -> str:
+    """An error line without its names, paths and figures, so that equal reasons count once."""
+    line = re.sub(r"'[^']*'|\"[^\"]*\"|`[^`]*`|\S*/\S*|-?\d[\d.e+-]*", "_", line)
+    return line[:110]
 
 
 def _write(spec: TableSpec, folder: Path) -> Path:
