@@ -33,16 +33,21 @@ if TYPE_CHECKING:
 _MAX_ROC_CLASSES = 10
 
 
-def _folder_for(run: runs.Run, data_name: str) -> Path:
-    base = run.file(runs.EVALUATIONS) / f"{data_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+def dated_folder(parent: Path, data_name: str) -> Path:
+    """`parent/<data-name>-<time>`, numbered when one of that name exists (evaluations,
+    explanations)."""
+    base = parent / f"{data_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder, number = base, 1
-    while folder.exists():  # two evaluations in one second
+    while folder.exists():  # two in one second
         number += 1
         folder = base.with_name(f"{base.name}-{number}")
     return folder
 
 
-def _figure(path: Path, draw: Callable[[Any], None], *, size: tuple[float, float] = (5, 4.5)):
+def draw_figure(
+    path: Path, draw: Callable[[Any], None], *, size: tuple[float, float] = (5, 4.5)
+) -> None:
+    """Draws one matplotlib axis with `draw` (Agg backend, no display) and saves it as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,7 +75,7 @@ def _classification_plots(
     names = [str(c) for c in classes]
     matrix = metrics.confusion_matrix(labels, predicted, labels=list(range(len(classes))))
     display = metrics.ConfusionMatrixDisplay(matrix, display_labels=names)
-    _figure(folder / "confusion_matrix.png", lambda ax: display.plot(ax=ax, colorbar=False))
+    draw_figure(folder / "confusion_matrix.png", lambda ax: display.plot(ax=ax, colorbar=False))
     written = ["confusion_matrix.png"]
     if len(np.unique(labels)) < 2:
         return written  # curves need both classes
@@ -83,7 +88,7 @@ def _classification_plots(
             "calibration.png": lambda ax: _calibration(ax, labels, scores),
         }
         for name, draw in curves.items():
-            _figure(folder / name, draw)
+            draw_figure(folder / name, draw)
             written.append(name)
     elif len(classes) <= _MAX_ROC_CLASSES:
 
@@ -95,7 +100,7 @@ def _classification_plots(
                     )
             ax.set_title("ROC, one class against the rest")
 
-        _figure(folder / "roc.png", one_vs_rest)
+        draw_figure(folder / "roc.png", one_vs_rest)
         written.append("roc.png")
     return written
 
@@ -121,7 +126,7 @@ def _regression_plots(folder: Path, values: np.ndarray, outputs: np.ndarray) -> 
                 values, predicted, kind=kind, subsample=2000, random_state=0, ax=axis
             )
 
-        _figure(folder / name, draw)
+        draw_figure(folder / name, draw)
         written.append(name)
     return written
 
@@ -182,7 +187,7 @@ def write_evaluation(
 ) -> Path:
     """Writes the evaluation folder into the run and returns its path."""
     target = loaded.schema.target
-    final = _folder_for(loaded.run, data_name)
+    final = dated_folder(loaded.run.file(runs.EVALUATIONS), data_name)
     with files.atomic_directory(final) as folder:
         folder.chmod(0o755)  # mkdtemp's 0700 would hide the evaluation from a team's readers
         if target.task == "regression":
