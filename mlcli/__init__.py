@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _API = {
     "train": "mlcli.training.train",
     "evaluate": "mlcli.evaluation.evaluate",
+    "explain": "mlcli.evaluation.explain",
     "predict": "mlcli.inference.predict",
     "export": "mlcli.exporting.export",
     "tune": "mlcli.training.tune",

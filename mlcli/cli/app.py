@@ -16,6 +16,7 @@ from mlcli.cli import (
     boundary,
     config,
     evaluate,
+    explain,
     export,
     init,
     predict,
@@ -56,6 +57,7 @@ app.command()(train.train)
 app.command()(validate.validate)
 app.command()(evaluate.evaluate)
 app.command()(predict.predict)
+app.command()(explain.explain)
 app.command()(init.init)
 app.command()(serve.serve)
 app.command()(tune.tune)

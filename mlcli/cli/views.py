@@ -1,6 +1,7 @@
 """The rich tables that commands print, and the consoles they print on.
 
-`validation_table` (`mlcli validate`), `evaluation_table` (`mlcli evaluate`), `trials_table`
+`validation_table` (`mlcli validate`), `evaluation_table` (`mlcli evaluate`),
+`importance_table` and `importance_lines` (`mlcli explain`), `trials_table`
 (`mlcli tune`), `runs_table` (`mlcli runs`) and `details_view` (`mlcli runs show`) build
 renderables from what the library returned; the command prints them on `stdout()` or
 `table_console()`.
@@ -16,6 +17,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from mlcli.evaluation.explanation import Explanation
     from mlcli.evaluation.result import Evaluation
     from mlcli.runs.listing import RunSummary
     from mlcli.starter.profiling import InitReport
@@ -71,6 +73,34 @@ def evaluation_table(result: Evaluation) -> Table:
         rows += f", threshold {result.metrics['threshold']:g}"
     table.caption = rows
     return table
+
+
+def importance_table(result: Explanation) -> Table:
+    """`mlcli explain`: one row per raw column, most important first, with its spread."""
+    table = Table(title=f"{result.run.name} on {result.data}: {result.worse} when shuffled")
+    table.add_column("rank", justify="right")
+    table.add_column("column")
+    table.add_column("importance", justify="right")
+    table.add_column("± std", justify="right")
+    for rank, item in enumerate(result.importances, start=1):
+        table.add_row(str(rank), item.column, f"{item.mean:.4f}", f"{item.std:.4f}")
+    table.caption = (
+        f"{result.metric} {result.baseline:.4f} on {result.rows} rows, "
+        f"{result.repeats} shuffles per column, seed {result.seed}"
+    )
+    return table
+
+
+def importance_lines(result: Explanation) -> list[str]:
+    """`mlcli explain` in a pipe or cron: the same ranking, one plain line per column."""
+    lines = [
+        f"{result.metric} {result.baseline:.4f} on {result.rows} rows; importance is the "
+        f"{result.worse} when shuffled (mean ± std of {result.repeats})"
+    ]
+    width = max((len(item.column) for item in result.importances), default=0)
+    for rank, item in enumerate(result.importances, start=1):
+        lines.append(f"{rank:>3} {item.column:<{width}} {item.mean:+.4f} ± {item.std:.4f}")
+    return lines
 
 
 def trials_table(result: TuneResult) -> Table:

@@ -3,7 +3,7 @@
 ```
 runs/<name>/<run-id>/      config.yaml manifest.json schema.json model.keras history.csv
                            metrics.json sample.parquet checkpoints/ plots/ evaluations/
-                           exports/
+                           explanations/ exports/
 runs/<name>/latest         symlink to the newest complete run
 runs/<name>/.<run-id>.partial   a run in progress (or interrupted: `--resume` continues it)
 runs/<name>/.<run-id>.partial/.lock   held (`flock`) by the process that trains the run
@@ -39,6 +39,7 @@ CHECKPOINTS = "checkpoints"
 PLOTS = "plots"
 LEARNING_CURVES = "plots/learning_curves.png"
 EVALUATIONS = "evaluations"
+EXPLANATIONS = "explanations"
 EXPORTS = "exports"
 LATEST = "latest"
 PARTIAL_SUFFIX = ".partial"
