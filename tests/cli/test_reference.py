@@ -22,8 +22,8 @@ def test_the_cli_reference_is_up_to_date(tmp_path):
 
 def test_the_reference_names_every_command_and_shared_option(tmp_path):
     text = _generate(tmp_path / "cli.md")
-    for command in ("train", "validate", "evaluate", "predict", "init", "serve", "tune"):
+    for command in ("train", "validate", "evaluate", "explain", "predict", "init", "serve", "tune"):
         assert f"## `mlcli {command}`" in text
     for command in ("export", "runs list", "runs show", "config schema", "config show"):
         assert f"`mlcli {command}`" in text
-    assert text.count("* `--log-format <str>`") == 10  # every command but config schema and show
+    assert text.count("* `--log-format <str>`") == 11  # every command but config schema and show
