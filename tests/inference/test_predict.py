@@ -431,3 +431,27 @@ def test_a_negative_or_undefined_drift_bound_is_a_usage_error(trained_runs, tmp_
     )
     assert code == 2 and "--fail-on-drift" in stderr
     assert not output.exists()
+
+
+def test_drift_counted_batch_by_batch_equals_one_batch(trained_runs, tmp_path):
+    data = _drifted_data(trained_runs["data"], tmp_path)
+    reports = []
+    for size in ("7", "65536"):
+        output = tmp_path / f"scores-{size}.csv"
+        code, _, stderr = _predict(
+            str(trained_runs["binary"]),
+            "--data",
+            str(data),
+            "-o",
+            str(output),
+            "-q",
+            "--batch-size",
+            size,
+        )
+        assert code == 0, stderr
+        reports.append(json.loads((tmp_path / f"{output.name}.drift.json").read_text()))
+    small, whole = reports
+    assert small["rows"] == whole["rows"] == 400
+    for got, expected in zip(small["columns"], whole["columns"], strict=True):
+        assert got["shares"] == pytest.approx(expected["shares"]), got["name"]
+        assert got["psi"] == pytest.approx(expected["psi"]), got["name"]
