@@ -7,7 +7,7 @@ MlcliError (1, a bug unless a subclass says otherwise)
 ├── DataError (3)            missing file, unreadable table, missing or mistyped column
 ├── RunError (4)             no such run, corrupt or incompatible artifacts, failed export check
 │   └── SelfCheckError (4)   a check after training failed; the complete run is kept
-├── QualityGateError (5)     an `evaluate --fail-under/--fail-over` bound was missed
+├── QualityGateError (5)     a `--fail-under/--fail-over/--fail-on-drift` bound was missed
 ├── TrainingDivergedError (6) the loss became NaN or infinite
 └── InterruptedRunError (130)  SIGINT/SIGTERM; the last checkpoint is kept
 ```
@@ -58,7 +58,7 @@ class SelfCheckError(RunError):
 
 
 class QualityGateError(MlcliError):
-    """A metric missed a bound given to `mlcli evaluate` (exit 5)."""
+    """A metric missed an `evaluate` bound, or a column drifted past `--fail-on-drift` (exit 5)."""
 
     exit_code = 5
 

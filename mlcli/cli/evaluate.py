@@ -13,6 +13,7 @@ from mlcli.cli.boundary import run_guarded
 from mlcli.cli.options import (
     DataOption,
     DelimiterOption,
+    FailOnDriftOption,
     HeaderOption,
     LogFormatOption,
     Quiet,
@@ -56,6 +57,7 @@ def evaluate(
     baseline: Baseline = None,
     max_regression: MaxRegression = None,
     threshold: ThresholdOption = 0.5,
+    fail_on_drift: FailOnDriftOption = None,
     delimiter: DelimiterOption = None,
     skip_rows: SkipRowsOption = None,
     header: HeaderOption = None,
@@ -77,6 +79,7 @@ def evaluate(
             baseline=baseline,
             max_regression=max_regression,
             threshold=threshold,
+            fail_on_drift=fail_on_drift,
             csv_overrides=csv_overrides(delimiter, skip_rows, header),
             stdin=sys.stdin.buffer,
             reporter=progress,

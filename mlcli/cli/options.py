@@ -53,6 +53,14 @@ HeaderOption = Annotated[
         help="Whether the CSV's first row names the columns (detected when not given).",
     ),
 ]
+FailOnDriftOption = Annotated[
+    float | None,
+    typer.Option(
+        "--fail-on-drift",
+        metavar="PSI",
+        help="Exit 5 when a column's population stability index passes PSI (e.g. 0.2).",
+    ),
+]
 ThresholdOption = Annotated[
     float,
     typer.Option("--threshold", help="Binary: positive when the probability is at or above it."),

@@ -11,6 +11,7 @@ from mlcli.cli.boundary import run_guarded, stdout_closed
 from mlcli.cli.options import (
     DataOption,
     DelimiterOption,
+    FailOnDriftOption,
     HeaderOption,
     LogFormatOption,
     Quiet,
@@ -50,6 +51,7 @@ def predict(
     threshold: ThresholdOption = 0.5,
     output_format: FormatOption = None,
     force: ForceOption = False,
+    fail_on_drift: FailOnDriftOption = None,
     delimiter: DelimiterOption = None,
     skip_rows: SkipRowsOption = None,
     header: HeaderOption = None,
@@ -57,7 +59,10 @@ def predict(
     verbose: Verbose = False,
     log_format: LogFormatOption = "text",
 ) -> None:
-    """Predict every row of the data with RUN, streaming; writes OUTPUT as it goes."""
+    """Predict every row of the data with RUN, streaming; writes OUTPUT as it goes.
+
+    The drift of each input column from the training data goes to OUTPUT.drift.json.
+    """
 
     def action() -> PredictionSummary:
         from mlcli._tensorflow import import_tensorflow
@@ -77,6 +82,7 @@ def predict(
                 threshold=threshold,
                 format=output_format,
                 force=force,
+                fail_on_drift=fail_on_drift,
                 csv_overrides=csv_overrides(delimiter, skip_rows, header),
                 stdin=sys.stdin.buffer,
                 reporter=progress,

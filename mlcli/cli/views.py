@@ -71,6 +71,9 @@ def evaluation_table(result: Evaluation) -> Table:
     rows = f"{int(result.metrics['rows'])} rows"
     if "threshold" in result.metrics:
         rows += f", threshold {result.metrics['threshold']:g}"
+    largest = result.drift.largest() if result.drift is not None else None
+    if largest is not None:
+        rows += f", largest drift PSI {largest.psi:.3f} ({largest.name})"
     table.caption = rows
     return table
 

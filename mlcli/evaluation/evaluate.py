@@ -31,6 +31,7 @@ from mlcli.evaluation.metrics import (
 )
 from mlcli.evaluation.result import Evaluation
 from mlcli.features.build import encode_labels
+from mlcli.features.drift import DriftMonitor
 from mlcli.features.schema import FeatureSchema
 from mlcli.inference.labels import BINARY_THRESHOLD
 from mlcli.reporting import QuietReporter, Reporter
@@ -164,13 +165,16 @@ def run_evaluation(
     baseline: str | Path | None = None,
     max_regression: float | None = None,
     threshold: float = BINARY_THRESHOLD,
+    fail_on_drift: float | None = None,
     csv_overrides: Mapping[str, Any] | None = None,
     stdin: BinaryIO | None = None,
     reporter: Reporter | None = None,
 ) -> Evaluation:
     """Evaluates a run on a labelled table and writes `evaluations/<data>-<time>/`.
 
-    Gates are checked but not raised: see `Evaluation.raise_for_gates` and `evaluate`.
+    Gates are checked but not raised: see `Evaluation.raise_for_gates` and `evaluate`. Every
+    row read is also compared with the training distribution (`features.drift`);
+    `fail_on_drift` makes a column's PSI above it a missed gate.
     """
     from mlcli.data.sources import source_for_run
     from mlcli.data.tables import read_table
@@ -182,6 +186,10 @@ def run_evaluation(
         raise ConfigError("--max-regression needs --baseline RUN to compare against")
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"--threshold: expected a probability in [0, 1], found {threshold}")
+    if fail_on_drift is not None and not (math.isfinite(fail_on_drift) and fail_on_drift >= 0):
+        raise ConfigError(
+            f"--fail-on-drift: expected a PSI bound of 0 or more (e.g. 0.2), found {fail_on_drift}"
+        )
     bounds = [*parse_bounds(fail_under, kind="under"), *parse_bounds(fail_over, kind="over")]
     loaded = _open_for_evaluation(run, bounds)
     names = [*loaded.schema.input_names, loaded.schema.target.column]
@@ -197,6 +205,12 @@ def run_evaluation(
     task = loaded.schema.target.task
     result = Evaluation(run=loaded.run.path, data=source.describe(), task=task, metrics=metrics)
     result.failures = gate_failures(metrics, bounds)
+    monitor = DriftMonitor(loaded.schema)
+    monitor.update(table)
+    result.drift = monitor.finish()
+    reporter.event("drift", result.drift.summary(), psi=result.drift.psi())
+    drifted = result.drift.failure(fail_on_drift) if fail_on_drift is not None else None
+    result.failures += [drifted] if drifted else []
     if baseline is not None:
         result.baseline_run, result.baseline = _baseline_metrics(
             baseline, loaded, table, source=source.describe(), threshold=threshold

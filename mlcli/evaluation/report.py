@@ -29,6 +29,7 @@ from mlcli.runs.loading import LoadedRun
 
 if TYPE_CHECKING:
     from mlcli.evaluation.result import Evaluation
+    from mlcli.features.drift import DriftReport
 
 _MAX_ROC_CLASSES = 10
 
@@ -170,11 +171,39 @@ def markdown_report(result: Evaluation, plots: list[str], classes: list[Any]) ->
             lines.append(f"| {value} | " + " | ".join(cells) + " |")
     if result.baseline_run is not None:
         lines += ["", f"Baseline: `{result.baseline_run}`"]
+    if result.drift is not None:
+        lines += drift_section(result.drift)
     lines += ["", "## Quality gates", ""]
     lines += [f"- FAILED: {f}" for f in result.failures] or ["- none failed"]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.2%}"
+
+
+def drift_section(drift: DriftReport) -> list[str]:
+    """report.md's drift table: each column's PSI, missing and unseen shares against training."""
+    lines = ["", "## Drift from the training data", ""]
+    lines += [
+        "Population stability index per column: sum over buckets of (a - e) ln(a / e), shares "
+        f"floored at {drift.epsilon:g}; under 0.1 little shift, above 0.25 a large one.",
+        "",
+        "| column | PSI | missing (training → here) | not in vocabulary (training → here) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for column in drift.columns:
+        psi = "unavailable" if column.psi is None else f"{column.psi:.4f}"
+        missing = f"{_share(column.training_missing_rate)} → {_share(column.missing_rate)}"
+        unseen = ""
+        if column.unseen_rate is not None:
+            unseen = f"{_share(column.training_unseen_rate)} → {_share(column.unseen_rate)}"
+            if column.unseen_examples:
+                unseen += " (" + ", ".join(map(str, column.unseen_examples)) + ")"
+        lines.append(f"| {column.name} | {psi} | {missing} | {unseen} |")
+    return lines
 
 
 def write_evaluation(
@@ -211,6 +240,7 @@ def write_evaluation(
                 "metrics": result.flat(),
                 "baseline_run": str(result.baseline_run) if result.baseline_run else None,
                 "failed_gates": result.failures,
+                "drift": result.drift.to_dict() if result.drift is not None else None,
             },
         )
         files.write_text(folder / "report.md", markdown_report(result, plots, target.classes))

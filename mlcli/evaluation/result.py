@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mlcli.errors import QualityGateError
 from mlcli.evaluation.metrics import NOT_METRICS
+from mlcli.features.drift import DriftReport
 
 
 @dataclass
@@ -21,10 +22,16 @@ class Evaluation:
     baseline_run: Path | None = None
     baseline: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    drift: DriftReport | None = None
 
     def flat(self) -> dict[str, float]:
-        """One flat mapping of names to numbers; with a baseline, `baseline/` and `delta/`."""
+        """One flat mapping of names to numbers; with a baseline, `baseline/` and `delta/`.
+
+        Each input column's PSI against the training data is `psi/<column>` (where known).
+        """
         result = dict(self.metrics)
+        if self.drift is not None:
+            result.update({f"psi/{name}": psi for name, psi in self.drift.psi().items()})
         for name, value in self.baseline.items():
             result[f"baseline/{name}"] = value
             if name in self.metrics and name not in NOT_METRICS:

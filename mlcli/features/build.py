@@ -37,14 +37,18 @@ _ONE_HOT_MAX = 32
 # Numeric columns keep this many quantile points (probabilities 0, 1/128, ..., 1): the quantile
 # transform interpolates between them and piecewise-linear embeddings take bin edges from them.
 QUANTILE_POINTS = 129
+# Numeric columns keep the edges of this many bins of equal training share (deciles) and the
+# share of training values in each, for `features.drift`'s population stability index.
+DRIFT_BINS = 10
 
 
 def _numeric_column(
     name: str, column: pa.ChunkedArray, spec: NumericSpec, *, quantiles: bool
 ) -> ColumnSchema:
-    values = transformed_numbers(numeric_values(column, name), spec, name)
+    raw = numeric_values(column, name)
+    values = transformed_numbers(raw, spec, name)
     needed = quantiles or spec.transform == "quantile"
-    return numeric_schema(
+    schema = numeric_schema(
         name,
         spec,
         mean=pc.mean(values).as_py(),
@@ -52,6 +56,45 @@ def _numeric_column(
         quantiles=quantile_points(values) if needed else [],
         has_missing=values.null_count > 0,
     )
+    schema.bins, schema.bin_fractions = drift_bins(raw)
+    schema.missing_rate = missing_rate(raw.null_count, len(raw))
+    return schema
+
+
+def drift_bins(values: pa.ChunkedArray | pa.Array) -> tuple[list[float], list[float]]:
+    """Inner edges of `DRIFT_BINS` bins of equal share, and the share of `values` in each.
+
+    Edges are the deciles of the raw values (ties merged, so a column that is mostly zero has
+    fewer bins); bins are closed on the right: `(-inf, e1], (e1, e2], ..., (ek, inf)`, so the
+    mass at a tied edge stays in one bin. Missing values are left out; none if all are.
+    """
+    present = values.drop_null()
+    if len(present) == 0:
+        return [], []
+    probabilities = np.linspace(0.0, 1.0, DRIFT_BINS + 1)[1:-1].tolist()
+    quantiles = pc.quantile(present, q=probabilities).to_pylist()
+    edges = sorted({float(q) for q in quantiles})
+    numbers = present.to_numpy()
+    counts = np.bincount(bin_indices(numbers, edges), minlength=len(edges) + 1)
+    return edges, (counts / counts.sum()).tolist()
+
+
+def bin_indices(numbers: np.ndarray, edges: list[float]) -> np.ndarray:
+    """The bin of each number for `drift_bins`'s right-closed bins."""
+    return np.searchsorted(np.asarray(edges, dtype=np.float64), numbers, side="left")
+
+
+def missing_rate(missing: int, rows: int) -> float | None:
+    """The share of `rows` that are `missing`; None without rows."""
+    return missing / rows if rows else None
+
+
+def vocabulary_shares(
+    vocabulary: list[Any], values: list[Any], frequencies: list[int], *, present: int
+) -> list[float]:
+    """The share of the `present` (non-missing) values that each vocabulary entry holds."""
+    counts = dict(zip(values, frequencies, strict=True))
+    return [counts.get(value, 0) / present if present else 0.0 for value in vocabulary]
 
 
 def transformed_numbers(values: pa.ChunkedArray, spec: NumericSpec, name: str) -> pa.ChunkedArray:
@@ -118,14 +161,17 @@ def _categorical_column(
 ) -> ColumnSchema:
     dtype, column = categorical_values(column)
     counts = pc.value_counts(column.drop_null())
-    return categorical_schema(
+    schema = categorical_schema(
         name,
         spec,
         dtype=dtype,
         values=counts.field("values").to_pylist(),
         frequencies=counts.field("counts").to_pylist(),
         has_missing=column.null_count > 0,
+        present=len(column) - column.null_count,
     )
+    schema.missing_rate = missing_rate(column.null_count, len(column))
+    return schema
 
 
 def categorical_values(column: pa.ChunkedArray) -> tuple[str, pa.ChunkedArray]:
@@ -145,8 +191,13 @@ def categorical_schema(
     values: list[Any],
     frequencies: list[int],
     has_missing: bool,
+    present: int | None = None,
 ) -> ColumnSchema:
-    """A categorical or binary column's schema from its value counts."""
+    """A categorical or binary column's schema from its value counts.
+
+    `present`, the number of non-missing values, gives each vocabulary entry's share of them
+    (`frequencies` in the schema, for drift); without it they are left out.
+    """
     if isinstance(spec, BinarySpec):
         vocabulary = ranked_vocabulary(values, frequencies, max_tokens=None, min_frequency=1)
         encoding, dim = "one_hot", 0
@@ -172,6 +223,9 @@ def categorical_schema(
         has_missing=has_missing,
         encoding=encoding,
         embedding_dim=dim if encoding == "embedding" else 0,
+        frequencies=[]
+        if present is None
+        else vocabulary_shares(vocabulary, values, frequencies, present=present),
     )
 
 
@@ -186,13 +240,15 @@ def _text_column(name: str, column: pa.ChunkedArray, spec: TextSpec) -> ColumnSc
     if not is_text_type(column.type):
         raise DataError(f"column {name!r} is declared text but has type {column.type}")
     counts = pc.value_counts(text_tokens(column))
-    return text_schema(
+    schema = text_schema(
         name,
         spec,
         values=counts.field("values").to_pylist(),
         frequencies=counts.field("counts").to_pylist(),
         has_missing=column.null_count > 0,
     )
+    schema.missing_rate = missing_rate(column.null_count, len(column))
+    return schema
 
 
 def text_schema(

@@ -38,6 +38,12 @@ class ColumnSchema:
     embedding_dim: int = 0
     sequence_length: int = 0
     quantiles: list[float] = field(default_factory=list)  # numeric, after `log`, if any
+    # The training distribution that `features.drift` compares new tables with (runs trained
+    # before these were kept have None and empty lists; drift then says PSI is unavailable):
+    missing_rate: float | None = None  # share of training rows with no value
+    bins: list[float] = field(default_factory=list)  # numeric: inner edges, raw values
+    bin_fractions: list[float] = field(default_factory=list)  # numeric: share per bin
+    frequencies: list[float] = field(default_factory=list)  # categorical: share per vocabulary
 
 
 @dataclass

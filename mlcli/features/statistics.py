@@ -36,6 +36,8 @@ from mlcli.features.build import (
     build_target,
     categorical_schema,
     categorical_values,
+    drift_bins,
+    missing_rate,
     numeric_schema,
     quantile_points,
     text_schema,
@@ -174,6 +176,7 @@ class _Column:
     moments: Moments = field(default_factory=Moments)
     counts: Counts = field(default_factory=Counts)
     sample: UniformSample | None = None
+    raw_sample: UniformSample | None = None  # `log` columns: drift bins are in raw values
     dtype: str = ""
     nulls: int = 0
 
@@ -196,6 +199,9 @@ class SchemaStatistics:
                 sample=UniformSample(QUANTILE_SAMPLE_ROWS, rng)
                 if isinstance(spec, NumericSpec)
                 else None,
+                raw_sample=UniformSample(QUANTILE_SAMPLE_ROWS, rng)
+                if isinstance(spec, NumericSpec) and spec.transform == "log"
+                else None,
                 counts=Counts(capacity=sketch_capacity(spec)),
             )
             for name, spec in specs.items()
@@ -217,11 +223,14 @@ class SchemaStatistics:
         for name, column in self.columns.items():
             values = table.column(name)
             if isinstance(column.spec, NumericSpec):
-                numbers = transformed_numbers(numeric_values(values, name), column.spec, name)
+                raw = numeric_values(values, name)
+                numbers = transformed_numbers(raw, column.spec, name)
                 column.nulls += numbers.null_count  # NaN counts as missing
                 column.moments.update(numbers)
                 assert column.sample is not None
                 column.sample.update(numbers)
+                if column.raw_sample is not None:
+                    column.raw_sample.update(raw)
             elif isinstance(column.spec, TextSpec):
                 if not is_text_type(values.type):
                     raise DataError(f"column {name!r} is declared text but has type {values.type}")
@@ -255,7 +264,7 @@ class SchemaStatistics:
         if isinstance(spec, NumericSpec):
             assert column.sample is not None
             sample = column.sample.values
-            return numeric_schema(
+            schema = numeric_schema(
                 name,
                 spec,
                 mean=column.moments.mean if column.moments.count else None,
@@ -263,19 +272,27 @@ class SchemaStatistics:
                 quantiles=quantile_points(pa.array(sample, pa.float64())),
                 has_missing=column.nulls > 0,
             )
-        values, frequencies = column.counts.lists()
-        if isinstance(spec, TextSpec):
-            return text_schema(
-                name, spec, values=values, frequencies=frequencies, has_missing=column.nulls > 0
-            )
-        return categorical_schema(
-            name,
-            spec,
-            dtype=column.dtype or "string",
-            values=values,
-            frequencies=frequencies,
-            has_missing=column.nulls > 0,
-        )
+            raw = column.raw_sample.values if column.raw_sample is not None else sample
+            # approximate past QUANTILE_SAMPLE_ROWS values, as the quantile points are
+            schema.bins, schema.bin_fractions = drift_bins(pa.array(raw, pa.float64()))
+        else:
+            values, frequencies = column.counts.lists()
+            if isinstance(spec, TextSpec):
+                schema = text_schema(
+                    name, spec, values=values, frequencies=frequencies, has_missing=column.nulls > 0
+                )
+            else:
+                schema = categorical_schema(
+                    name,
+                    spec,
+                    dtype=column.dtype or "string",
+                    values=values,
+                    frequencies=frequencies,
+                    has_missing=column.nulls > 0,
+                    present=self.rows - column.nulls,
+                )
+        schema.missing_rate = missing_rate(column.nulls, self.rows)
+        return schema
 
     def _target(self, config: Config) -> TargetSchema:
         name = self.target_column

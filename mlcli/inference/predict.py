@@ -1,7 +1,11 @@
 """`mlcli predict`: a table streamed through a run's model into CSV, Parquet or JSON lines.
 
 The input is read in record batches (pyarrow, fixed column types), each batch goes through the
-model and is written at once, so memory stays flat whatever the file's size. The output file is
+model and is written at once, so memory stays flat whatever the file's size. The same pass counts
+each input column against the training distribution (`features.drift`): the report is written
+beside a file output as `<output>.drift.json` (for standard output it goes only into the final
+`drift` event), and `fail_on_drift` raises `QualityGateError` (exit 5) once the predictions are
+complete when a column's PSI passes it. The output file is
 written under a hidden temporary name (`.<name>.<hex>.partial`) and renamed only when complete;
 an interrupted predict removes it, and a killed one never leaves a file that looks finished.
 
@@ -12,6 +16,7 @@ mlcli.predict("runs/adult-income", data="new.csv", output="scores.parquet", keep
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import time
@@ -23,8 +28,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 import numpy as np
 import pyarrow as pa
 
+from mlcli import files
 from mlcli.data.tables import TableSource, iter_batches, require_columns
-from mlcli.errors import ConfigError
+from mlcli.errors import ConfigError, QualityGateError
+from mlcli.features.drift import DriftMonitor, DriftReport
 from mlcli.features.schema import FeatureSchema
 from mlcli.inference.labels import BINARY_THRESHOLD, predicted_labels
 from mlcli.inference.writers import FORMATS, BatchWriter, open_writer
@@ -50,6 +57,13 @@ class PredictionSummary:
     seconds: float
     output: str
     cpu_seconds: float = 0.0  # every thread of the process, from first read to last write
+    drift: DriftReport | None = None
+    drift_file: str | None = None  # where the drift report was written (None for stdout)
+
+
+def drift_path(output: Path) -> Path:
+    """Where predict writes the drift report of `output`: `<output>.drift.json` beside it."""
+    return output.with_name(f"{output.name}.drift.json")
 
 
 def output_format(output: str | Path, requested: str | None) -> tuple[str, str | None]:
@@ -137,8 +151,16 @@ def _batches(
 
 
 def _check_options(
-    loaded: LoadedRun, keep: Sequence[str], batch_size: int, threshold: float
+    loaded: LoadedRun,
+    keep: Sequence[str],
+    batch_size: int,
+    threshold: float,
+    fail_on_drift: float | None,
 ) -> None:
+    if fail_on_drift is not None and not (math.isfinite(fail_on_drift) and fail_on_drift >= 0):
+        raise ConfigError(
+            f"--fail-on-drift: expected a PSI bound of 0 or more (e.g. 0.2), found {fail_on_drift}"
+        )
     if batch_size < 1:
         raise ConfigError(f"--batch-size: expected a positive number of rows, found {batch_size}")
     if not 0.0 <= threshold <= 1.0:
@@ -174,17 +196,22 @@ def _stream(
     *,
     keep: Sequence[str],
     threshold: float,
+    monitor: DriftMonitor,
     reporter: Reporter,
 ) -> int:
-    """Reads, predicts and writes every batch; returns the number of rows."""
+    """Reads, predicts and writes every batch, counting drift; returns the number of rows."""
     from mlcli.inference.predictor import PreparedInputs
 
     schema, started, rows = predictor.schema, time.monotonic(), 0
-    batches = (
-        (table, predictor.prepare(table, source=source.describe()))
-        for table in _batches(source, schema, keep, predictor.batch_rows)
-    )
-    for table, prepared in prefetched(batches):
+
+    def batches() -> Iterator[tuple[pa.Table, PreparedInputs]]:
+        # in the reading thread: the drift counts overlap the model's work as parsing does
+        for table in _batches(source, schema, keep, predictor.batch_rows):
+            prepared = predictor.prepare(table, source=source.describe())
+            monitor.update(table)
+            yield table, prepared
+
+    for table, prepared in prefetched(batches()):
         outputs = predictor.run(prepared)
         kept = table.select(list(keep))
         writer.write(predictions_table(outputs, schema, kept=kept, threshold=threshold))
@@ -212,6 +239,7 @@ def predict(
     threshold: float = BINARY_THRESHOLD,
     format: str | None = None,
     force: bool = False,
+    fail_on_drift: float | None = None,
     csv_overrides: Mapping[str, Any] | None = None,
     stdin: BinaryIO | None = None,
     reporter: Reporter | None = None,
@@ -226,7 +254,9 @@ def predict(
         batch_size: rows per model call.
         threshold: binary tasks: the probability above which a row is the positive class.
         format: csv, parquet or jsonl, overriding the output's suffix.
-        force: replace an existing output file.
+        force: replace an existing output file (and its drift report).
+        fail_on_drift: raise `QualityGateError` (exit 5), once the predictions and the drift
+            report are written, when a column's PSI is above this bound.
         csv_overrides: CSV options from the command line (`delimiter`, `skip_rows`, `header`).
         stdin: the stream `-` reads.
         reporter: where progress goes.
@@ -238,10 +268,13 @@ def predict(
     stream = None if isinstance(output, str | Path) else output
     chosen, compression = output_format("-" if stream else str(output), format)
     final = None if stream is not None else Path(str(output))
-    if final is not None and final.exists() and not force:
-        raise ConfigError(f"--output {final}: already exists; pass --force to replace it")
+    for path in (final, drift_path(final)) if final is not None else ():
+        if path.exists() and not force:
+            raise ConfigError(
+                f"--output {final}: {path} already exists; pass --force to replace it"
+            )
     loaded = open_run(run)
-    _check_options(loaded, keep, batch_size, threshold)
+    _check_options(loaded, keep, batch_size, threshold, fail_on_drift)
     source = source_for_run(
         loaded.config,
         data,
@@ -261,9 +294,18 @@ def predict(
     temporary = _partial_path(final) if final is not None else None
     started, cpu_started = time.monotonic(), time.process_time()
     writer = open_writer(chosen, temporary or stream, compression=compression)
+    monitor = DriftMonitor(loaded.schema)
     reporter.start_progress("predicting", None)
     try:
-        rows = _stream(predictor, source, writer, keep=keep, threshold=threshold, reporter=reporter)
+        rows = _stream(
+            predictor,
+            source,
+            writer,
+            keep=keep,
+            threshold=threshold,
+            monitor=monitor,
+            reporter=reporter,
+        )
         writer.close()
         if temporary is not None and final is not None:
             os.replace(temporary, final)
@@ -281,4 +323,34 @@ def predict(
         seconds=seconds,
         cpu_seconds=cpu,
     )
-    return PredictionSummary(rows=rows, seconds=seconds, output=str(final or "-"), cpu_seconds=cpu)
+    summary = PredictionSummary(
+        rows=rows, seconds=seconds, output=str(final or "-"), cpu_seconds=cpu
+    )
+    _report_drift(summary, monitor.finish(), final=final, reporter=reporter)
+    failure = (
+        summary.drift.failure(fail_on_drift)
+        if summary.drift and fail_on_drift is not None
+        else None
+    )
+    if failure:
+        written = f"; predictions in {summary.output}" if final is not None else ""
+        where = f", drift report in {summary.drift_file}" if summary.drift_file else ""
+        raise QualityGateError(failure + written + where)
+    return summary
+
+
+def _report_drift(
+    summary: PredictionSummary, report: DriftReport, *, final: Path | None, reporter: Reporter
+) -> None:
+    """Writes the drift report beside a file output and sends the `drift` event."""
+    summary.drift = report
+    if final is not None:
+        path = drift_path(final)
+        files.write_json(path, report.to_dict())
+        summary.drift_file = str(path)
+    reporter.event(
+        "drift",
+        report.summary() + (f" ({summary.drift_file})" if summary.drift_file else ""),
+        psi=report.psi(),
+        file=summary.drift_file,
+    )

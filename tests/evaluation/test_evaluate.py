@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
@@ -215,3 +216,29 @@ def test_binary_metrics_decide_a_probability_at_the_threshold_as_predict_does():
     metrics = compute_metrics(labels, outputs, schema, threshold=0.5)
     assert metrics["accuracy"] == expected == 1.0
     assert metrics["recall"] == 1.0
+
+
+def test_drift_is_reported_in_the_json_the_folder_and_the_report_and_can_gate(
+    runs_copy, trained_runs, tmp_path
+):
+    run = str(runs_copy["binary"])
+    code, stdout, stderr = _evaluate(run, "--data", str(trained_runs["data"]), "--json")
+    assert code == 0, stderr
+    psi = {k: v for k, v in json.loads(stdout).items() if k.startswith("psi/")}
+    assert set(psi) == {f"psi/{c}" for c in ("age", "income", "color", "grade", "member")}
+    assert all(value < 0.1 for value in psi.values()), psi
+    folder = next((runs_copy["binary"] / "evaluations").iterdir())
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert [c["name"] for c in saved["drift"]["columns"]][:2] == ["age", "income"]
+    report = (folder / "report.md").read_text()
+    assert "## Drift from the training data" in report and "| review | unavailable |" in report
+
+    table = pa_csv.read_csv(trained_runs["data"])
+    older = pc.add(table.column("age"), 100.0)
+    table = table.set_column(table.column_names.index("age"), "age", older)
+    drifted = tmp_path / "older.csv"
+    pa_csv.write_csv(table, drifted)
+    code, stdout, stderr = _evaluate(run, "--data", str(drifted), "--fail-on-drift", "0.2")
+    assert code == 5
+    assert "--fail-on-drift 0.2" in stderr and "age (PSI" in stderr and "color" not in stderr
+    assert "PSI" in stdout and Path(stdout.strip().splitlines()[-1]).is_dir()

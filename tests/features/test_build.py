@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mlcli.config.schema import BinarySpec, CategoricalSpec, Config, NumericSpec, TextSpec
 from mlcli.errors import DataError
@@ -12,6 +14,7 @@ from mlcli.features.build import (
     QUANTILE_POINTS,
     build_schema,
     build_target,
+    drift_bins,
     encode_labels,
     ranked_vocabulary,
     text_tokens,
@@ -152,3 +155,37 @@ def test_a_category_column_whose_values_are_all_rare_is_named() -> None:
     spec = CategoricalSpec(type="categorical", min_frequency=5)
     with pytest.raises(DataError, match="column 'c' has no value frequent enough"):
         _build(pa.table({"c": ["a", "b", "a"]}), {"c": spec})
+
+
+@given(
+    st.lists(st.one_of(st.none(), st.floats(-1e6, 1e6), st.sampled_from([0.0, 1.0])), max_size=200)
+)
+def test_drift_bins_share_the_values_between_right_closed_bins(values):
+    edges, fractions = drift_bins(pa.array(values, pa.float64()))
+    present = np.array([v for v in values if v is not None])
+    if len(present) == 0:
+        assert (edges, fractions) == ([], [])
+        return
+    assert edges == sorted(set(edges)) and 1 <= len(edges) <= 9
+    assert len(fractions) == len(edges) + 1 and sum(fractions) == pytest.approx(1.0)
+    bounds = [-np.inf, *edges, np.inf]
+    for index, fraction in enumerate(fractions):  # (low, high]: ties stay with their edge
+        inside = (present > bounds[index]) & (present <= bounds[index + 1])
+        assert fraction == pytest.approx(inside.mean())
+
+
+def test_the_training_distribution_is_kept_in_raw_values_with_missing_rates():
+    raw = [0.0] * 6 + [None, 3.0, 10.0, 99.0]
+    table = pa.table({"g": pa.array(raw, pa.float64()), "c": ["a", "a", "b", None, "", *"aabab"]})
+    logged, color = _build(
+        table,
+        {
+            "g": NumericSpec(type="numeric", transform="log"),
+            "c": CategoricalSpec(type="categorical"),
+        },
+    ).columns
+    assert (logged.bins, logged.bin_fractions) == drift_bins(pa.array(raw, pa.float64()))
+    assert logged.bins[0] == 0.0 and logged.bin_fractions[0] == pytest.approx(6 / 9)
+    assert logged.missing_rate == pytest.approx(0.1) and color.missing_rate == pytest.approx(0.1)
+    assert color.vocabulary == ["a", "b"]  # "" is outside the vocabulary, but not missing
+    assert color.frequencies == pytest.approx([5 / 9, 3 / 9])

@@ -34,6 +34,7 @@ from mlcli.features.types import resolve_feature_specs
 SPECS: dict[str, FeatureSpec] = {
     "x": NumericSpec(type="numeric"),
     "q": NumericSpec(type="numeric", transform="quantile"),
+    "g": NumericSpec(type="numeric", transform="log"),
     "grade": CategoricalSpec(type="categorical"),
     "color": CategoricalSpec(type="categorical", max_tokens=3),
     "flag": BinarySpec(type="binary"),
@@ -62,6 +63,7 @@ def tables(draw: st.DrawFn) -> tuple[pa.Table, list[int]]:
         {
             "x": pa.array(column(numbers), pa.float64()),
             "q": pa.array(column(st.integers(-50, 50)), pa.int64()),
+            "g": pa.array(column(st.sampled_from([0.0, 0.0, 3.0, 7.5, 1e5])), pa.float64()),
             "grade": pa.array(column(st.integers(0, 4)), pa.int64()),
             "color": pa.array(column(st.sampled_from(["red", "blue", "", "green"])), pa.string()),
             "flag": pa.array(column(st.booleans()), pa.bool_()),
@@ -103,6 +105,11 @@ def _assert_same(merged: FeatureSchema, whole: FeatureSchema) -> None:
         assert got.mean == pytest.approx(expected.mean, rel=1e-9, abs=1e-6), got.name
         assert got.variance == pytest.approx(expected.variance, rel=1e-6, abs=1e-6), got.name
         assert got.quantiles == pytest.approx(expected.quantiles, rel=1e-12), got.name
+        # the training distribution that drift compares with: raw values, `log` or not
+        assert got.missing_rate == pytest.approx(expected.missing_rate), got.name
+        assert got.bins == pytest.approx(expected.bins, rel=1e-12), got.name
+        assert got.bin_fractions == pytest.approx(expected.bin_fractions), got.name
+        assert got.frequencies == pytest.approx(expected.frequencies), got.name
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
@@ -176,7 +177,8 @@ def test_an_output_in_missing_folders_creates_them(trained_runs, tmp_path, name)
     )
     assert code == 0, stderr
     assert stdout.strip() == str(output)
-    assert sorted(p.name for p in output.parent.iterdir()) == [name]  # no temporary left
+    written = sorted(p.name for p in output.parent.iterdir())
+    assert written == sorted([name, f"{name}.drift.json"])  # no temporary left
 
 
 def test_an_output_folder_that_cannot_be_made_is_a_usage_error(trained_runs, tmp_path):
@@ -300,3 +302,156 @@ def test_a_kept_nested_column_goes_to_parquet_and_jsonl_and_is_exit_3_for_csv(
     kind = str(kept_type).split("<")[0]  # Parquet renames a list's item field
     assert "column 'extra'" in stderr and f"Arrow type {kind}<" in stderr and ".parquet" in stderr
     assert not (tmp_path / "out.csv").exists()
+
+
+def _drifted_data(data: Path, folder: Path) -> Path:
+    """The fixture's table with `age` 100 years older and a colour never seen in training."""
+    table = pa_csv.read_csv(data)
+    age = pc.add(table.column("age"), 100.0)
+    colors = [
+        "violet" if i % 4 == 0 else c for i, c in enumerate(table.column("color").to_pylist())
+    ]
+    table = table.set_column(table.column_names.index("age"), "age", age)
+    table = table.set_column(table.column_names.index("color"), "color", pa.array(colors))
+    path = folder / "drifted.csv"
+    pa_csv.write_csv(table, path)
+    return path
+
+
+def test_drift_is_written_beside_the_predictions_and_small_on_the_training_data(
+    trained_runs, tmp_path
+):
+    output = tmp_path / "scores.parquet"
+    code, _, stderr = _predict(
+        str(trained_runs["binary"]),
+        "--data",
+        str(trained_runs["data"]),
+        "-o",
+        str(output),
+        "--fail-on-drift",
+        "0.2",
+    )
+    assert code == 0, stderr
+    drift = json.loads((tmp_path / "scores.parquet.drift.json").read_text())
+    assert drift["rows"] == 400
+    psi = {c["name"]: c["psi"] for c in drift["columns"]}
+    assert psi.pop("review") is None  # text: missing rates only
+    assert set(psi) == {"age", "income", "color", "grade", "member"}
+    assert all(value < 0.1 for value in psi.values()), psi
+    assert "largest PSI" in stderr and "scores.parquet.drift.json" in stderr
+
+
+def test_fail_on_drift_exits_5_naming_the_columns_after_every_prediction_is_written(
+    trained_runs, tmp_path
+):
+    data, output = _drifted_data(trained_runs["data"], tmp_path), tmp_path / "scores.csv"
+    code, _, stderr = _predict(
+        str(trained_runs["binary"]),
+        "--data",
+        str(data),
+        "-o",
+        str(output),
+        "--keep",
+        "id",
+        "--fail-on-drift",
+        "0.2",
+    )
+    assert code == 5, stderr
+    message = stderr.strip().splitlines()[-1]
+    assert "--fail-on-drift 0.2" in message and "age (PSI" in message and "color (PSI" in message
+    assert "grade" not in message and str(output) in message
+    assert pa_csv.read_csv(output).num_rows == 400  # complete, under its own name
+    drift = json.loads((tmp_path / "scores.csv.drift.json").read_text())
+    color = next(c for c in drift["columns"] if c["name"] == "color")
+    assert color["unseen_examples"] == ["violet"] and color["unseen_rate"] == pytest.approx(0.25)
+    # without the option the same drift is reported, not failed; the report is not replaced
+    code, _, stderr = _predict(str(trained_runs["binary"]), "--data", str(data), "-o", str(output))
+    assert code == 2 and "scores.csv" in stderr and "--force" in stderr
+    code, _, stderr = _predict(
+        str(trained_runs["binary"]), "--data", str(data), "-o", str(output), "--force"
+    )
+    assert code == 0, stderr
+
+
+def test_drift_of_predictions_to_stdout_goes_to_the_final_event(trained_runs, tmp_path):
+    data = _drifted_data(trained_runs["data"], tmp_path)
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(trained_runs["binary"]),
+            "--data",
+            str(data),
+            "-o",
+            "-",
+            "--log-format",
+            "json",
+            "--fail-on-drift",
+            "0.5",
+        ],
+    )
+    assert result.exit_code == 5, result.stderr
+    assert pa_csv.read_csv(io.BytesIO(result.stdout.encode())).num_rows == 400
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    drift = next(e for e in events if e.get("event") == "drift")
+    assert drift["psi"]["age"] > 0.5 and drift["file"] is None
+    assert list(tmp_path.iterdir()) == [data]  # no drift file for stdout
+
+
+def test_a_run_trained_before_drift_statistics_predicts_without_psi(trained_runs, tmp_path):
+    import shutil
+
+    run = Path(shutil.copytree(trained_runs["binary"], tmp_path / "old"))
+    schema = json.loads((run / "schema.json").read_text())
+    for column in schema["columns"]:
+        for key in ("missing_rate", "bins", "bin_fractions", "frequencies"):
+            column.pop(key)
+    (run / "schema.json").write_text(json.dumps(schema))
+    data, output = _drifted_data(trained_runs["data"], tmp_path), tmp_path / "scores.csv"
+    code, _, stderr = _predict(
+        str(run), "--data", str(data), "-o", str(output), "--fail-on-drift", "0.2"
+    )
+    assert code == 0, stderr
+    drift = json.loads((tmp_path / "scores.csv.drift.json").read_text())
+    assert all(c["psi"] is None and c["reason"] for c in drift["columns"])
+    assert "PSI unavailable" in stderr
+
+
+@pytest.mark.parametrize("bound", ["-1", "nan"])
+def test_a_negative_or_undefined_drift_bound_is_a_usage_error(trained_runs, tmp_path, bound):
+    output = tmp_path / "scores.csv"
+    code, _, stderr = _predict(
+        str(trained_runs["binary"]),
+        "--data",
+        str(trained_runs["data"]),
+        "-o",
+        str(output),
+        "--fail-on-drift",
+        bound,
+    )
+    assert code == 2 and "--fail-on-drift" in stderr
+    assert not output.exists()
+
+
+def test_drift_counted_batch_by_batch_equals_one_batch(trained_runs, tmp_path):
+    data = _drifted_data(trained_runs["data"], tmp_path)
+    reports = []
+    for size in ("7", "65536"):
+        output = tmp_path / f"scores-{size}.csv"
+        code, _, stderr = _predict(
+            str(trained_runs["binary"]),
+            "--data",
+            str(data),
+            "-o",
+            str(output),
+            "-q",
+            "--batch-size",
+            size,
+        )
+        assert code == 0, stderr
+        reports.append(json.loads((tmp_path / f"{output.name}.drift.json").read_text()))
+    small, whole = reports
+    assert small["rows"] == whole["rows"] == 400
+    for got, expected in zip(small["columns"], whole["columns"], strict=True):
+        assert got["shares"] == pytest.approx(expected["shares"]), got["name"]
+        assert got["psi"] == pytest.approx(expected["psi"]), got["name"]

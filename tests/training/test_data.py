@@ -79,6 +79,11 @@ def test_streamed_statistics_equal_the_in_memory_ones(tmp_path, fmt):
         assert got.mean == pytest.approx(expected.mean, rel=1e-9, abs=1e-12)
         assert got.variance == pytest.approx(expected.variance, rel=1e-9)
         assert got.quantiles == pytest.approx(expected.quantiles, rel=1e-12)
+        # the training distribution that drift compares with
+        assert got.missing_rate == pytest.approx(expected.missing_rate), got.name
+        assert got.bins == pytest.approx(expected.bins, rel=1e-12), got.name
+        assert got.bin_fractions == pytest.approx(expected.bin_fractions), got.name
+        assert got.frequencies == pytest.approx(expected.frequencies), got.name
     labels = train.column("label").to_pylist()
     assert splits.class_counts == [labels.count(c) for c in whole.target.classes]
 
