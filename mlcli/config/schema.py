@@ -343,12 +343,26 @@ class Config(StrictModel):
 
 
 def json_schema() -> dict[str, Any]:
-    """The config's JSON Schema (draft 2020-12), for YAML language servers and CI linting."""
+    """The config's JSON Schema (draft 2020-12), for YAML language servers and CI linting.
+
+    It adds `extends` (`mlcli.config.inheritance`), which is merged away before the config is
+    validated; a file with `extends` need not hold the required top-level keys itself (a parent
+    may), though every key it does hold is checked.
+    """
     from mlcli import __version__
+    from mlcli.config.inheritance import EXTENDS, EXTENDS_DESCRIPTION
 
     schema = Config.model_json_schema()
+    required = schema.pop("required")
+    entry = {"type": "string", "minLength": 1}
+    extends = {
+        "description": EXTENDS_DESCRIPTION,
+        "anyOf": [entry, {"type": "array", "items": entry}],
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": f"mlcli {__version__} config",
-        **{key: value for key, value in schema.items() if key != "title"},
+        **{key: value for key, value in schema.items() if key not in ("title", "properties")},
+        "properties": {EXTENDS: extends, **schema["properties"]},
+        "anyOf": [{"required": [EXTENDS]}, {"required": required}],
     }
