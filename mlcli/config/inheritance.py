@@ -30,14 +30,9 @@ from typing import Any
 
 from mlcli.config.messages import did_you_mean
 from mlcli.config.overrides import KeyPath, copy_document, walk_schema
+from mlcli.config.schema import EXTENDS
 from mlcli.errors import ConfigError
 
-EXTENDS = "extends"
-EXTENDS_DESCRIPTION = (
-    "Configs this one builds on, merged in order before its own keys: preset names "
-    "(models/resnet, training/fast, data/tsv) or YAML files relative to this one. Mappings "
-    "merge key by key; lists and other values replace."
-)
 _PRESET_NAME = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 _FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -91,10 +86,10 @@ def find_parent(entry: str, *, key: str, folder: Path, chain: Sequence[str]) -> 
     if path.is_file():
         return Parent(entry, path)
     names = preset_names()
-    hint = did_you_mean(entry, names)
+    closest = did_you_mean(entry, names)
     raise ConfigError(
         f"config key `{key}`: no preset named {entry!r}"
-        + (f" (did you mean {hint!r}?)" if hint else "")
+        + (f" (did you mean {closest!r}?)" if closest else "")
         + f"; the presets are {', '.join(names)}; chain: {shown}"
     )
 

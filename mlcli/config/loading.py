@@ -30,7 +30,6 @@ import yaml
 from pydantic import ValidationError
 
 from mlcli.config.inheritance import (
-    EXTENDS,
     check_not_circular,
     find_parent,
     merge_documents,
@@ -45,7 +44,7 @@ from mlcli.config.overrides import (
     get_path,
     set_path,
 )
-from mlcli.config.schema import Config, SourceSpec
+from mlcli.config.schema import EXTENDS, Config, SourceSpec
 from mlcli.errors import SHORTEST_SECRET, ConfigError, remember_secret
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")

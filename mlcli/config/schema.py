@@ -22,6 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mlcli.config.strict import StrictModel
 from mlcli.config.training import MlpConfig, ModelConfig, TrainingConfig
 
+# Parents merged in before a config is validated (`mlcli.config.inheritance`): no field.
+EXTENDS = "extends"
+EXTENDS_DESCRIPTION = (
+    "Configs this one builds on, merged in order before its own keys: preset names "
+    "(models/resnet, training/fast, data/tsv) or YAML files relative to this one. Mappings "
+    "merge key by key; lists and other values replace."
+)
 Task = Literal["binary", "multiclass", "regression"]
 FeatureType = Literal["numeric", "categorical", "binary", "text"]
 
@@ -350,7 +357,6 @@ def json_schema() -> dict[str, Any]:
     may), though every key it does hold is checked.
     """
     from mlcli import __version__
-    from mlcli.config.inheritance import EXTENDS, EXTENDS_DESCRIPTION
 
     schema = Config.model_json_schema()
     required = schema.pop("required")

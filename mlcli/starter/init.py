@@ -19,10 +19,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mlcli.config.inheritance import EXTENDS
 from mlcli.config.loading import extend_document, parse_config
 from mlcli.config.messages import did_you_mean
-from mlcli.config.schema import CsvOptions
+from mlcli.config.schema import EXTENDS, CsvOptions
 from mlcli.data.columns import check_usable
 from mlcli.data.dialect import DEFAULT_NA_VALUES, CsvDialect, sniff_csv
 from mlcli.data.tables import TableSource, expand_paths, read_sample, resolve_source
