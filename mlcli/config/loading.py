@@ -167,7 +167,7 @@ def parse_config(
     return config
 
 
-def absolute_path(path: str, folder: Path) -> str:
+def _absolute_path(path: str, folder: Path) -> str:
     """A data path made absolute, a relative one taken from `folder` (`~` expanded)."""
     return str((folder / Path(path).expanduser()).resolve())
 
@@ -184,7 +184,7 @@ def resolve_paths(config: Config, folder: Path) -> Config:
         if isinstance(spec, list):
             return [absolute(p) for p in spec]
         if isinstance(spec, str):
-            return absolute_path(spec, folder)
+            return _absolute_path(spec, folder)
         return spec
 
     data = config.data.model_copy(
@@ -335,7 +335,7 @@ def _absolute_data_paths(document: dict[str, Any], folder: Path) -> dict[str, An
         if isinstance(spec, list):
             return [absolute(p) for p in spec]
         if isinstance(spec, str):
-            return absolute_path(spec, folder)
+            return _absolute_path(spec, folder)
         return spec
 
     paths = {key: absolute(data[key]) for key in _DATA_PATHS if key in data}
