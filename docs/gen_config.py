@@ -39,7 +39,8 @@ Every key of an mlcli config, by its dotted path: the path `--set KEY=VALUE` tak
 closest valid name. `${VAR}` and `${VAR:-default}` in any value are filled from the environment;
 relative data paths are taken from the config file's folder. `mlcli config show CONFIG` prints
 a config with every default written out, and `mlcli config schema` prints this schema as JSON
-Schema for editors.
+Schema for editors. `extends` names presets and other configs merged in before the file's own
+keys ([presets.md](presets.md)): the keys below are those of the merged config.
 
 A default of `{}` is a section whose keys take their own defaults. `<column>` and `<key>` stand
 for a name of your choosing: a column of the table, a dotted config key."""
@@ -245,10 +246,12 @@ def _nested(
 
 def _sections() -> list[_Table]:
     """The top level's table, then a table per section, in the schema's order."""
-    from mlcli.config.schema import Config
+    from mlcli.config.schema import EXTENDS, EXTENDS_DESCRIPTION, Config
 
     top = _Table("The top level", _summary(Config), [], 2)
     tables = [top]
+    # merged away before the config is validated, so not a field of `Config`
+    top.rows.append(_Row(EXTENDS, "string \\| list of string", "`[]`", EXTENDS_DESCRIPTION))
     for name, field in Config.model_fields.items():
         top.rows.append(_field_row(Config, name, name))
         models = _models(field.annotation)

@@ -22,6 +22,15 @@ OutputOption = Annotated[Path, typer.Option("--output", "-o", help="Where the co
 ColumnsOption = Annotated[
     str | None, typer.Option("--columns", help="Comma-separated names for a headerless CSV.")
 ]
+PresetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--preset",
+        "-p",
+        help="A preset (models/resnet, training/fast, data/tsv, ...) or a YAML file, relative "
+        "to the written config, that it extends; repeatable. The keys it sets are left out.",
+    ),
+]
 ForceOption = Annotated[bool, typer.Option("--force", help="Overwrite an existing config.")]
 
 
@@ -31,6 +40,7 @@ def init(
     task: TaskOption = None,
     output: OutputOption = Path("config.yaml"),
     columns: ColumnsOption = None,
+    preset: PresetOption = None,
     force: ForceOption = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -43,7 +53,13 @@ def init(
     names = [name.strip() for name in columns.split(",")] if columns else None
     report = run_guarded(
         lambda: init_config(
-            data, target=target, task=task, output=output, columns=names, force=force
+            data,
+            target=target,
+            task=task,
+            output=output,
+            columns=names,
+            presets=preset or [],
+            force=force,
         ),
         verbose=verbose,
     )

@@ -1,5 +1,6 @@
-"""Reading a config: YAML (`yaml.safe_load`), `${VAR}` filled, `--set` applied, validated, and
-its data paths resolved, once, here; and writing a config back out as YAML.
+"""Reading a config: YAML (`yaml.safe_load`), its `extends` parents merged in
+(`mlcli.config.inheritance`), `${VAR}` filled, `--set` applied, validated, and its data paths
+resolved, once, here; and writing a config back out as YAML (resolved: no `extends`).
 
 A value filled from the environment lives in memory only: `config_to_yaml` writes the
 reference back as it was written (`${MLFLOW_TRACKING_URI}`), and the filled value is masked in
@@ -28,6 +29,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from mlcli.config.inheritance import (
+    check_not_circular,
+    find_parent,
+    merge_documents,
+    pop_extends,
+)
 from mlcli.config.messages import describe_validation_error
 from mlcli.config.overrides import (
     MISSING,
@@ -37,7 +44,7 @@ from mlcli.config.overrides import (
     get_path,
     set_path,
 )
-from mlcli.config.schema import Config, SourceSpec
+from mlcli.config.schema import EXTENDS, Config, SourceSpec
 from mlcli.errors import SHORTEST_SECRET, ConfigError, remember_secret
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -160,6 +167,11 @@ def parse_config(
     return config
 
 
+def _absolute_path(path: str, folder: Path) -> str:
+    """A data path made absolute, a relative one taken from `folder` (`~` expanded)."""
+    return str((folder / Path(path).expanduser()).resolve())
+
+
 def resolve_paths(config: Config, folder: Path) -> Config:
     """The config with its data paths made absolute, relative ones taken from `folder`.
 
@@ -172,7 +184,7 @@ def resolve_paths(config: Config, folder: Path) -> Config:
         if isinstance(spec, list):
             return [absolute(p) for p in spec]
         if isinstance(spec, str):
-            return str((folder / Path(spec).expanduser()).resolve())
+            return _absolute_path(spec, folder)
         return spec
 
     data = config.data.model_copy(
@@ -231,16 +243,103 @@ def load_config(
 def read_document(
     path: Path, *, overrides: Iterable[str] = (), allow_unset: bool = False
 ) -> tuple[dict[str, Any], References]:
-    """A config file as a raw mapping, `${VAR}` filled and overrides applied, not validated,
-    with the references it held by key path (for `parse_config`)."""
+    """A config file as a raw mapping, its `extends` merged, `${VAR}` filled and overrides
+    applied, not validated, with the references it held by key path (for `parse_config`)."""
+    document, references = _extend(
+        _read_mapping(path),
+        source=str(path),
+        folder=path.resolve().parent,
+        chain=(str(path),),
+        ancestors=(path.resolve(),),
+        allow_unset=allow_unset,
+    )
+    return apply_overrides(document, overrides), references
+
+
+def extend_document(
+    document: Mapping[str, Any],
+    *,
+    source: str,
+    folder: Path,
+    allow_unset: bool = False,
+) -> tuple[dict[str, Any], References]:
+    """A parsed config with its `extends` parents merged in (`mlcli.config.inheritance`) and
+    `${VAR}` filled, with the references it held by key path.
+
+    Each file's `${VAR}` are filled before the merge, and a parent's relative data paths are
+    made absolute from the parent's own folder; the config's own relative paths are resolved
+    from `folder` when it is parsed (`parse_config`).
+    """
+    return _extend(
+        dict(document),
+        source=source,
+        folder=folder,
+        chain=(source,),
+        ancestors=(),
+        allow_unset=allow_unset,
+    )
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
     document = read_yaml(path)
     if document is not None and not isinstance(document, Mapping):
         raise ConfigError(
             f"{path}: the config must be a YAML mapping of keys, found {type(document).__name__}"
         )
+    return dict(document or {})
+
+
+def _extend(
+    document: dict[str, Any],
+    *,
+    source: str,
+    folder: Path,
+    chain: tuple[str, ...],
+    ancestors: tuple[Path, ...],
+    allow_unset: bool,
+) -> tuple[dict[str, Any], References]:
+    """`_fill_env` of one file, its parents merged in before it (depth first, in order)."""
+    entries = pop_extends(document, source=source)
+    merged: dict[str, Any] = {}
     references: References = {}
-    document = _fill_env(dict(document or {}), (), references, allow_unset=allow_unset)
-    return apply_overrides(document, overrides), references
+    for index, entry in enumerate(entries):
+        parent = find_parent(
+            entry, key=f"{EXTENDS}[{index}]` of `{source}", folder=folder, chain=chain
+        )
+        check_not_circular(parent, ancestors, chain)
+        layer, found = _extend(
+            _read_mapping(parent.path),
+            source=str(parent.path),
+            folder=parent.path.parent,
+            chain=(*chain, parent.entry),
+            ancestors=(*ancestors, parent.path),
+            allow_unset=allow_unset,
+        )
+        merged = merge_documents(merged, _absolute_data_paths(layer, parent.path.parent))
+        references.update(found)
+    own: References = {}
+    document = _fill_env(document, (), own, allow_unset=allow_unset)
+    references.update(own)
+    return merge_documents(merged, document), references
+
+
+def _absolute_data_paths(document: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A parent's raw document with its relative data paths taken from its own folder."""
+    data = document.get("data")
+    if not isinstance(data, dict):
+        return document
+
+    def absolute(spec: Any) -> Any:
+        if isinstance(spec, dict) and "path" in spec:
+            return {**spec, "path": absolute(spec["path"])}
+        if isinstance(spec, list):
+            return [absolute(p) for p in spec]
+        if isinstance(spec, str):
+            return _absolute_path(spec, folder)
+        return spec
+
+    paths = {key: absolute(data[key]) for key in _DATA_PATHS if key in data}
+    return {**document, "data": {**data, **paths}}
 
 
 def load_document(path: Path, *, overrides: Iterable[str] = ()) -> dict[str, Any]:

@@ -22,6 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mlcli.config.strict import StrictModel
 from mlcli.config.training import MlpConfig, ModelConfig, TrainingConfig
 
+# Parents merged in before a config is validated (`mlcli.config.inheritance`): no field.
+EXTENDS = "extends"
+EXTENDS_DESCRIPTION = (
+    "Configs this one builds on, merged in order before its own keys: preset names "
+    "(models/resnet, training/fast, data/tsv) or YAML files relative to this one. Mappings "
+    "merge key by key; lists and other values replace."
+)
 Task = Literal["binary", "multiclass", "regression"]
 FeatureType = Literal["numeric", "categorical", "binary", "text"]
 
@@ -343,12 +350,25 @@ class Config(StrictModel):
 
 
 def json_schema() -> dict[str, Any]:
-    """The config's JSON Schema (draft 2020-12), for YAML language servers and CI linting."""
+    """The config's JSON Schema (draft 2020-12), for YAML language servers and CI linting.
+
+    It adds `extends` (`mlcli.config.inheritance`), which is merged away before the config is
+    validated; a file with `extends` need not hold the required top-level keys itself (a parent
+    may), though every key it does hold is checked.
+    """
     from mlcli import __version__
 
     schema = Config.model_json_schema()
+    required = schema.pop("required")
+    entry = {"type": "string", "minLength": 1}
+    extends = {
+        "description": EXTENDS_DESCRIPTION,
+        "anyOf": [entry, {"type": "array", "items": entry}],
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": f"mlcli {__version__} config",
-        **{key: value for key, value in schema.items() if key != "title"},
+        **{key: value for key, value in schema.items() if key not in ("title", "properties")},
+        "properties": {EXTENDS: extends, **schema["properties"]},
+        "anyOf": [{"required": [EXTENDS]}, {"required": required}],
     }

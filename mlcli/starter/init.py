@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mlcli.config.loading import parse_config
+from mlcli.config.loading import extend_document, parse_config
 from mlcli.config.messages import did_you_mean
-from mlcli.config.schema import CsvOptions
+from mlcli.config.schema import EXTENDS, CsvOptions
 from mlcli.data.columns import check_usable
 from mlcli.data.dialect import DEFAULT_NA_VALUES, CsvDialect, sniff_csv
 from mlcli.data.tables import TableSource, expand_paths, read_sample, resolve_source
@@ -120,6 +121,7 @@ def init(
     task: str | None = None,
     output: str | Path = "config.yaml",
     columns: list[str] | None = None,
+    presets: Sequence[str] = (),
     force: bool = False,
 ) -> InitReport:
     """Writes a commented config for `data` predicting `target`; returns what was inferred.
@@ -130,6 +132,8 @@ def init(
         task: binary, multiclass or regression; inferred from the target when None.
         output: where the config is written; an existing file is kept unless `force`.
         columns: names for the columns of a file without a header line.
+        presets: configs the written one `extends` (`models/resnet`, `training/fast`): the keys
+            they set are left out of it, and a `data/` preset's CSV settings read the sample.
         force: overwrite an existing config.
     """
     from mlcli.starter.writing import render_config
@@ -139,6 +143,7 @@ def init(
         raise ConfigError(f"{output}: already exists; pass --force to overwrite it")
     if task not in (None, "binary", "multiclass", "regression"):
         raise ConfigError(f"--task: expected binary, multiclass or regression, found {task!r}")
+    inherited = _inherited(presets, output)
     (path,) = expand_paths(str(data))[:1]
     source = _source(path, {})
     csv: dict[str, Any] = {}
@@ -146,6 +151,7 @@ def init(
     if source.format == "csv":
         dialect = sniff_csv(path)
         csv, reasons = _csv_settings(dialect, columns), dialect.reasons
+        csv.update(inherited.get("data", {}).get("csv", {}))  # the user's word over a guess
         source = _source(path, csv)
     elif columns is not None:
         raise ConfigError(
@@ -167,8 +173,11 @@ def init(
         report,
         name=_name_from(path),
         train=_data_path(path, output.parent),
-        command=f"mlcli init {path.name} --target {target}",
+        command=f"mlcli init {path.name} --target {target}"
+        + "".join(f" --preset {preset}" for preset in presets),
         written=time.strftime("%Y-%m-%d"),
+        extends=list(presets),
+        inherited=inherited,
     )
     _check(text, output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -176,11 +185,22 @@ def init(
     return report
 
 
+def _inherited(presets: Sequence[str], output: Path) -> dict[str, Any]:
+    """What the presets set, merged (a missing preset is a config error naming it)."""
+    if not presets:
+        return {}
+    folder = output.parent.resolve()
+    document, _ = extend_document({EXTENDS: list(presets)}, source="--preset", folder=folder)
+    return document
+
+
 def _check(text: str, output: Path) -> None:
     """The written text must be a valid config: a failure here is a bug in `init`."""
     import yaml
 
-    parse_config(yaml.safe_load(text), source=str(output))
+    folder = output.parent.resolve()
+    document, _ = extend_document(yaml.safe_load(text), source=str(output), folder=folder)
+    parse_config(document, source=str(output), relative_to=folder)
 
 
 def report_dict(report: InitReport) -> dict[str, Any]:

@@ -46,18 +46,30 @@ def _csv_comment(key: str, value: Any, reasons: dict[str, str]) -> str:
     return reasons.get(key, "")
 
 
-def _data_lines(report: InitReport, train: str) -> list[str]:
+def _data_lines(report: InitReport, train: str, inherited: dict[str, Any]) -> list[str]:
     stratified = "" if report.target.task == "regression" else ", in proportion to each class"
     lines = [
         "data:",
         line(2, "train", train),
         line(2, "validation", 0.2, f"a random 20% of the rows{stratified}"),
     ]
-    if report.csv:
+    preset_csv = inherited.get("data", {}).get("csv", {})
+    csv = {key: value for key, value in report.csv.items() if key not in preset_csv}
+    if csv:
         lines.append(line(2, "csv", None, "sniffed from the first megabyte of the file"))
-        for key, value in report.csv.items():
+        for key, value in csv.items():
             lines.append(line(4, key, value, _csv_comment(key, value, report.reasons)))
     return lines
+
+
+def _section(name: str, lines: list[tuple[str, Any, str]], inherited: dict[str, Any]) -> list[str]:
+    """A section's `key: value  # comment` lines but those a preset sets; none for a section
+    whose presets set its `type` (another model family takes other keys)."""
+    preset = inherited.get(name, {})
+    if "type" in preset:
+        return []
+    kept = [line(2, key, value, comment) for key, value, comment in lines if key not in preset]
+    return [f"{name}:", *kept] if kept else []
 
 
 def _target_lines(report: InitReport) -> list[str]:
@@ -101,29 +113,50 @@ def _batch_size(rows: int) -> int:
     return 32
 
 
-def render_config(report: InitReport, *, name: str, train: str, command: str, written: str) -> str:
-    """The commented YAML text of the config `init` inferred."""
+def render_config(
+    report: InitReport,
+    *,
+    name: str,
+    train: str,
+    command: str,
+    written: str,
+    extends: list[str] | None = None,
+    inherited: dict[str, Any] | None = None,
+) -> str:
+    """The commented YAML text of the config `init` inferred.
+
+    With `extends`, the config names those presets first and leaves out the keys they set
+    (`inherited`: the presets merged).
+    """
+    inherited = inherited or {}
+    preset_lines = (
+        [line(0, "extends", extends, "merged first; the keys below win over them")]
+        if extends
+        else []
+    )
     header = [
         f"# Written by `{command}` on {written}, from the first {report.sample_rows} rows.",
         "# Each guess carries its reason: check them, then run `mlcli train <this file>`.",
         "# Every key is described in mlcli's docs/config.md and by `mlcli config schema`.",
     ]
     rows = report.sample_rows
+    model = [("hidden_units", [128, 64], "the classic MLP"), ("dropout", 0.1, "")]
+    training = [
+        ("epochs", 50, "at most; early stopping ends training sooner"),
+        ("batch_size", _batch_size(rows), f"for about {rows} rows"),
+        ("learning_rate", 0.001, ""),
+        ("early_stopping", {"monitor": "val_loss", "patience": 5}, ""),
+    ]
     lines = [
         *header,
+        *preset_lines,
         line(0, "name", name, "runs are written to runs/<name>/<run id>"),
         line(0, "seed", 42),
-        *_data_lines(report, train),
+        *_data_lines(report, train, inherited),
         *_target_lines(report),
         *_feature_lines(report),
-        "model:",
-        line(2, "hidden_units", [128, 64], "the classic MLP"),
-        line(2, "dropout", 0.1),
-        "training:",
-        line(2, "epochs", 50, "at most; early stopping ends training sooner"),
-        line(2, "batch_size", _batch_size(rows), f"for about {rows} rows"),
-        line(2, "learning_rate", 0.001),
-        line(2, "early_stopping", {"monitor": "val_loss", "patience": 5}),
+        *_section("model", model, inherited),
+        *_section("training", training, inherited),
         "output:",
         line(2, "dir", "runs", "relative to the folder mlcli train runs in"),
     ]

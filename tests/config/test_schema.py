@@ -70,9 +70,16 @@ def test_the_json_schema_is_the_models_with_a_draft_and_a_versioned_title():
     found = json_schema()
     assert found["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert found["title"] == f"mlcli {mlcli.__version__} config"
-    assert {k: v for k, v in found.items() if k not in ("$schema", "title")} == {
-        k: v for k, v in Config.model_json_schema().items() if k != "title"
+    models = Config.model_json_schema()
+    kept = ("$schema", "title", "properties", "anyOf")
+    assert {k: v for k, v in found.items() if k not in kept} == {
+        k: v for k, v in models.items() if k not in ("title", "required", "properties")
     }
+    assert found["properties"] == {
+        "extends": found["properties"]["extends"],
+        **models["properties"],
+    }
+    assert found["anyOf"] == [{"required": ["extends"]}, {"required": models["required"]}]
     assert found["additionalProperties"] is False
 
 

@@ -16,6 +16,7 @@ from conftest import uci_like as _uci_like
 from typer.testing import CliRunner
 
 from mlcli.cli.app import app
+from mlcli.config.inheritance import presets_folder
 from mlcli.config.loading import load_config
 from mlcli.starter.profiling import profile_column, profile_target
 from mlcli.training.validate import validate
@@ -223,3 +224,45 @@ def test_init_excludes_a_column_it_cannot_use_and_refuses_it_as_target(tmp_path,
     )
     assert result.exit_code == 3
     assert "target column 'odd'" in result.stderr and f"Arrow type {kind}" in result.stderr
+
+
+def test_init_with_presets_extends_them_and_leaves_their_keys_to_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = _uci_like(tmp_path)
+    presets = ["--preset", "models/resnet", "-p", "training/fast", "-p", "data/uci"]
+    result = runner.invoke(app, ["init", str(data), "--target", "3", "-q", *presets])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "config.yaml").read_text()
+    written = yaml.safe_load(text)
+    assert written["extends"] == ["models/resnet", "training/fast", "data/uci"]
+    assert "model" not in written and "training" not in written  # the presets set them
+    # the dialect the preset names is not repeated; what the file needs beyond it is written
+    assert set(written["data"]["csv"]) == {"columns", "skip_rows"}
+    assert "--preset models/resnet --preset training/fast" in text.splitlines()[0]
+    config = load_config(tmp_path / "config.yaml")
+    assert config.model.type == "resnet"
+    assert config.data.csv.header is False and config.data.csv.na_values == ["?"]
+    fast = yaml.safe_load((presets_folder() / "training" / "fast.yaml").read_text())
+    assert config.training.batch_size == fast["training"]["batch_size"]
+
+
+def test_init_keeps_the_keys_a_preset_file_leaves_unset(tmp_path, monkeypatch, tiny_csv):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cfg").mkdir()
+    _write(tmp_path / "cfg" / "mine.yaml", "training: {epochs: 3}\n")
+    arguments = ["init", str(tiny_csv), "--target", "label", "-o", "cfg/config.yaml"]
+    result = runner.invoke(app, [*arguments, "--preset", "./mine.yaml", "-q"])
+    assert result.exit_code == 0, result.output
+    written = yaml.safe_load((tmp_path / "cfg" / "config.yaml").read_text())
+    assert "epochs" not in written["training"] and "batch_size" in written["training"]
+    assert written["model"]["hidden_units"] == [128, 64]  # no preset sets the model
+    assert load_config(tmp_path / "cfg" / "config.yaml").training.epochs == 3
+
+
+def test_init_with_a_missing_preset_is_exit_2_and_writes_nothing(tmp_path, tiny_csv):
+    output = tmp_path / "config.yaml"
+    arguments = ["init", str(tiny_csv), "--target", "label", "-o", str(output)]
+    result = runner.invoke(app, [*arguments, "--preset", "models/resnett"])
+    assert result.exit_code == 2, result.output
+    assert "no preset named 'models/resnett' (did you mean 'models/resnet'?)" in result.stderr
+    assert not output.exists()

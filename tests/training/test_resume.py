@@ -20,6 +20,7 @@ from conftest import make_table
 from typer.testing import CliRunner
 
 from mlcli.cli.app import app
+from mlcli.config.inheritance import presets_folder
 from mlcli.errors import ConfigError, DataError, InterruptedRunError, RunError
 from mlcli.reporting import QuietReporter
 from mlcli.training.train import train
@@ -346,4 +347,21 @@ def test_resume_accepts_the_runs_own_config_and_a_set_that_changes_nothing(
     monkeypatch.chdir(tmp_path / "configs")
     arguments = [str(relative), "--set", "training.epochs=3", "--resume", str(partial)]
     finished = runner.invoke(app, ["train", *arguments, "--quiet"])
+    assert finished.exit_code == 0, finished.output
+
+
+def test_a_config_that_extends_others_resumes_and_its_run_keeps_the_merged_config(
+    write_config, tmp_path
+):
+    write_config("base.yaml", training={"epochs": 3, "batch_size": 32, "steps_per_execution": 1})
+    config = tmp_path / "config.yaml"
+    config.write_text("extends: [base.yaml, models/mlp]\nmodel: {hidden_units: [16]}\n")
+    partial = _interrupted_run(config)
+    saved = yaml.safe_load((partial / "config.yaml").read_text())
+    preset = yaml.safe_load((presets_folder() / "models" / "mlp.yaml").read_text())["model"]
+    assert "extends" not in saved  # the run records the config as merged
+    assert saved["model"]["hidden_units"] == [16]
+    assert saved["model"]["dropout"] == preset["dropout"]
+    assert saved["training"]["epochs"] == 3
+    finished = runner.invoke(app, ["train", str(config), "--resume", str(partial), "--quiet"])
     assert finished.exit_code == 0, finished.output
