@@ -16,6 +16,8 @@ from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 
+from mlcli.reporting import duration, kept_epoch_text
+
 if TYPE_CHECKING:
     from mlcli.evaluation.explanation import Explanation
     from mlcli.evaluation.result import Evaluation
@@ -133,17 +135,6 @@ def trials_table(result: TuneResult) -> Table:
 _STATUS_STYLE = {"complete": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
 
 
-def duration(seconds: float | None) -> str:
-    """`1h02m`, `3m05s` or `12.3s`."""
-    if seconds is None:
-        return ""
-    if seconds >= 3600:
-        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
-    if seconds >= 60:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{seconds:.1f}s"
-
-
 def _started(text: str | None) -> str:
     return (text or "")[:16].replace("T", " ")
 
@@ -183,6 +174,9 @@ def details_view(details: dict[str, Any]) -> Group:
     for key in ("path", "status", "started", "finished", "epochs_run", "device", "git_commit"):
         if details.get(key) is not None:
             summary.add_row(key, _value(details[key]))
+    kept = details.get("kept_epoch")
+    if isinstance(kept, dict):
+        summary.add_row("kept", kept_epoch_text(kept))
     summary.add_row("duration", duration(details.get("seconds")))
     parts: list[Any] = [summary]
     metrics = Table(title="metrics")

@@ -240,6 +240,7 @@ def run_details(
         **summarize(path).to_dict(),
         "finished": manifest.get("finished"),
         "epochs_run": manifest.get("epochs_run"),
+        "kept_epoch": manifest.get("kept_epoch"),
         "rows": manifest.get("rows"),
         "device": (manifest.get("device") or {}).get("type"),
         "git_commit": manifest.get("git_commit"),

@@ -22,7 +22,7 @@ from mlcli import __version__, files
 from mlcli.config.loading import config_document
 from mlcli.config.schema import Config, MlflowConfig
 from mlcli.errors import ConfigError, mask_secrets
-from mlcli.reporting import Reporter
+from mlcli.reporting import Reporter, TrainingSummary
 from mlcli.runs import directory as runs
 
 MODEL_NAME = "model"
@@ -57,6 +57,9 @@ class TrackingReporter(Reporter):
         self.inner.epoch(epoch, epochs, seconds, logs)
         metrics = {**logs, "epoch_seconds": seconds}
         self.client.log_batch(self.run_id, metrics=_metrics(metrics, step=epoch))
+
+    def summary(self, summary: TrainingSummary) -> None:
+        self.inner.summary(summary)  # the final metrics reach MLflow with the run's files
 
 
 def _metrics(values: dict[str, Any], *, step: int) -> list[Any]:

@@ -78,6 +78,43 @@ def run_callbacks(
     ]
 
 
+def kept_epoch(
+    callbacks: list[keras.callbacks.Callback], *, epochs_run: int, epochs: int
+) -> dict[str, Any]:
+    """Which epoch's weights the model ended with, and why, after `fit` (manifest `kept_epoch`).
+
+    Keras's `EarlyStopping` with `restore_best_weights` puts back the weights of its best epoch
+    when training ends, whether it stopped training or not (Keras 3); a resumed run's callback
+    holds the best epoch and weights that `RunCheckpoint` restored. Otherwise the weights are
+    the last epoch's. Epochs count from 1, over the whole run (resumed sessions included).
+
+    Returns:
+        `epoch` (the kept one), `epochs_run`, `epochs` (configured), `reason` (`best_epoch` or
+        `last_epoch`), `monitor` and `best` (early stopping's), and `why`, a sentence.
+    """
+    stopping = next((c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
+    ran = (
+        f"it stopped training after epoch {epochs_run} of {epochs}"
+        if epochs_run < epochs
+        else f"all {epochs} epochs ran"
+    )
+    last = {"epoch": epochs_run, "epochs_run": epochs_run, "epochs": epochs}
+    if stopping is None:
+        return {**last, "reason": "last_epoch", "why": "the last epoch (no early stopping)"}
+    monitor, best = stopping.monitor, _jsonable(stopping.best)
+    watched = {"monitor": monitor, "best": best}
+    if not stopping.restore_best_weights:
+        why = f"the last epoch, as early stopping keeps it (restore_best_weights: false); {ran}"
+        return {**last, **watched, "reason": "last_epoch", "why": why}
+    if stopping.best_weights is None:
+        why = f"the last epoch: early stopping saw no {monitor} to choose by"
+        return {**last, **watched, "reason": "last_epoch", "why": why}
+    epoch = int(stopping.best_epoch) + 1
+    shown = "" if best is None else f" ({best:.4f})"
+    why = f"early stopping restored the epoch of the best {monitor}{shown}; {ran}"
+    return {**last, "epoch": epoch, **watched, "reason": "best_epoch", "why": why}
+
+
 class EpochSeeding(keras.callbacks.Callback):
     """The training data shuffled, and dropout's random streams seeded, by (seed, epoch).
 

@@ -32,7 +32,12 @@ import keras  # noqa: E402
 from mlcli.models.core import build_core, compose  # noqa: E402
 from mlcli.preprocessing.layers import build_preprocessor  # noqa: E402
 from mlcli.training import distributed  # noqa: E402
-from mlcli.training.callbacks import EpochSeeding, completed_epochs, run_callbacks  # noqa: E402
+from mlcli.training.callbacks import (  # noqa: E402
+    EpochSeeding,
+    completed_epochs,
+    kept_epoch,
+    run_callbacks,
+)
 from mlcli.training.compile import compile_core, epoch_auc  # noqa: E402
 from mlcli.training.data import TrainingData  # noqa: E402
 from mlcli.training.devices import Placement, place, precision  # noqa: E402
@@ -99,20 +104,21 @@ def fit_run(
     _truncate_history(run.file(runs.HISTORY), first_epoch)
     if first_epoch:
         reporter.event("resume", f"continuing after epoch {first_epoch} of {run.path}")
-    history = _fit(config, data, run, fitting, reporter=reporter, first_epoch=first_epoch)
+    kept = _fit(config, data, run, fitting, reporter=reporter, first_epoch=first_epoch)
     fitted_at = time.monotonic()
-    composition = _save_and_evaluate(config, data, run, fitting)
+    seconds = {
+        "prepare": encoded_at - started,  # devices, and the layers' encoding if needed
+        "fit": fitted_at - encoded_at,
+    }
+    composition = _save_and_evaluate(config, data, run, fitting, kept=kept, seconds=seconds)
     return {
         "device": fitting.placement.describe(config.training),
-        "epochs_run": first_epoch + len(history.get("loss", [])),
+        "epochs_run": kept["epochs_run"],
+        "kept_epoch": kept,
         "resumed_after_epoch": first_epoch or None,
         "composition_max_abs_difference": composition["max_abs_difference"],
         "checks": {"composition": composition},
-        "seconds": {
-            "prepare": encoded_at - started,  # devices, and the layers' encoding if needed
-            "fit": fitted_at - encoded_at,
-            "save_and_evaluate": time.monotonic() - fitted_at,
-        },
+        "seconds": seconds,
     }
 
 
@@ -147,8 +153,8 @@ def _fit(
     *,
     reporter: Reporter,
     first_epoch: int,
-) -> dict[str, list[float]]:
-    """`model.fit` (or the multi-worker loop) from the checkpoint's epoch; the history."""
+) -> dict[str, Any]:
+    """`model.fit` (or the multi-worker loop) from the checkpoint's epoch; the kept epoch."""
     shuffle = EpochSeeding(fitting.train, batch_size=fitting.batch_size, seed=config.seed)
     validation_rows = max(fitting.batch_size, EVALUATION_BATCH_ROWS)
     callbacks = run_callbacks(config, run, reporter, steps_per_epoch=fitting.steps)
@@ -164,18 +170,27 @@ def _fit(
     else:
         history = fitting.core.fit(**arguments, verbose=0)
     check_finite_history(history.history, first_epoch=first_epoch, run=run)
-    return history.history
+    epochs_run = first_epoch + len(history.history.get("loss", []))
+    return kept_epoch(callbacks, epochs_run=epochs_run, epochs=config.training.epochs)
 
 
 def _save_and_evaluate(
-    config: Config, data: TrainingData, run: runs.Run, fitting: _Fitting
+    config: Config,
+    data: TrainingData,
+    run: runs.Run,
+    fitting: _Fitting,
+    *,
+    kept: dict[str, Any],
+    seconds: dict[str, float],
 ) -> dict[str, Any]:
     """Saves model.keras and metrics.json, draws the learning curves; the composition check.
 
     Under MultiWorkerMirroredStrategy the replicated core is evaluated by the multi-worker loop
     on every worker, and an unreplicated copy is saved (only the chief's run folder is kept).
+    Adds the seconds of `save`, `evaluate` and `check` to `seconds`.
     """
-    plotted = _plot_in_background(run)
+    started = time.monotonic()
+    plotted = _plot_in_background(run, kept_epoch=kept["epoch"])
     core, schema, strategy = fitting.core, data.schema, fitting.placement.strategy
     if schema.target.task == "binary" and not epoch_auc(config.training):
         with strategy.scope():  # the final metrics include AUC
@@ -183,6 +198,7 @@ def _save_and_evaluate(
     saved = distributed.local_copy(core) if fitting.placement.multi_worker else core
     model = compose(fitting.preprocessor, saved, schema)
     model.save(run.file(runs.MODEL))
+    saved_at = time.monotonic()
     splits = {"train": fitting.train, "validation": fitting.validation, "test": fitting.test}
     metrics = evaluate_splits(
         core, splits, strategy=strategy if fitting.placement.multi_worker else None
@@ -191,16 +207,24 @@ def _save_and_evaluate(
     metrics["threshold"] = 0.5 if schema.target.task == "binary" else None
     files.write_json(run.file(runs.METRICS), metrics)
     plotted.result()  # re-raises what the plotting raised
-    return _verify_composition(model, saved, data, fitting.validation)
+    evaluated_at = time.monotonic()
+    composition = _verify_composition(model, saved, data, fitting.validation)
+    seconds["save"] = saved_at - started
+    seconds["evaluate"] = evaluated_at - saved_at
+    seconds["check"] = time.monotonic() - evaluated_at
+    return composition
 
 
-def _plot_in_background(run: runs.Run) -> Future[None]:
+def _plot_in_background(run: runs.Run, *, kept_epoch: int | None) -> Future[None]:
     """The learning curves, drawn by matplotlib on a thread while TensorFlow evaluates."""
     from mlcli.training.plots import plot_learning_curves
 
     plotting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcli-plot")
     plotted = plotting.submit(
-        plot_learning_curves, run.file(runs.HISTORY), run.file(runs.LEARNING_CURVES)
+        plot_learning_curves,
+        run.file(runs.HISTORY),
+        run.file(runs.LEARNING_CURVES),
+        kept_epoch=kept_epoch,
     )
     plotting.shutdown(wait=False)
     return plotted

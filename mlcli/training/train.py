@@ -9,6 +9,7 @@ Everything is written into a partial run folder that is renamed only when comple
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -33,7 +34,7 @@ from mlcli.errors import (
     TrainingDivergedError,
 )
 from mlcli.features.schema import FeatureSchema
-from mlcli.reporting import QuietReporter, Reporter
+from mlcli.reporting import QuietReporter, Reporter, TrainingSummary
 from mlcli.runs import directory as runs
 from mlcli.tracking.tracker import start_tracking, tracks_failures
 from mlcli.training.cluster import cluster_role, worker_scratch_run
@@ -178,9 +179,42 @@ def train(
             return Path(output_dir or config.output.dir) / config.name  # where the chief's run is
         final = runs.complete_run(run)
     tracker.finish(final.path)
+    tracker.reporter.summary(training_summary(final, manifest))
     tracker.reporter.event("complete", str(final.path))
     _raise_failed_checks(manifest.get("checks"), final, tracker.reporter)
     return final.path
+
+
+def training_summary(run: runs.Run, manifest: dict[str, Any]) -> TrainingSummary:
+    """The end-of-training summary of a complete run: metrics.json, the kept epoch, the time.
+
+    The manifest's `seconds` are grouped into phases: `data` (reading, checking, statistics
+    and Arrow encoding), `prepare` (devices, the layers' encoding if Arrow did not, the
+    model), `fit`, `evaluate` (the final metrics of every split), `save_and_check`
+    (model.keras and the composition self-check) and `other` (the rest of `total`: waiting
+    for TensorFlow to load, the manifest, tracking).
+    """
+    written = json.loads(run.file(runs.METRICS).read_text(encoding="utf-8"))
+    metrics = {split: values for split, values in written.items() if isinstance(values, dict)}
+    recorded = manifest.get("seconds", {})
+    phases = {
+        "data": ("read_and_check", "encode"),
+        "prepare": ("prepare",),
+        "fit": ("fit",),
+        "evaluate": ("evaluate",),
+        "save_and_check": ("save", "check"),
+    }
+    seconds = {name: sum(recorded.get(key, 0.0) for key in keys) for name, keys in phases.items()}
+    total = recorded.get("total", sum(seconds.values()))
+    seconds["other"] = max(0.0, total - sum(seconds.values()))
+    seconds["total"] = total
+    return TrainingSummary(
+        run=str(run.path),
+        metrics=metrics,
+        kept_epoch=manifest.get("kept_epoch", {}),
+        seconds=seconds,
+        threshold=written.get("threshold"),
+    )
 
 
 def _raise_failed_checks(checks: Any, run: runs.Run, reporter: Reporter) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -214,6 +215,15 @@ def test_show_a_real_trained_run(trained_runs):
     assert {"model.keras", "schema.json", "history.csv"} <= {
         a["path"] for a in details["artifacts"]
     }
+    history = (run / runs.HISTORY).read_text().splitlines()
+    column = history[0].split(",").index("val_loss")
+    val_loss = [float(row.split(",")[column]) for row in history[1:]]
+    kept = details["kept_epoch"]  # early stopping restored the best val_loss's epoch
+    assert (kept["epoch"], kept["reason"]) == (val_loss.index(min(val_loss)) + 1, "best_epoch")
+    text = runner.invoke(app, ["runs", "show", str(run)])
+    assert text.exit_code == 0, text.output
+    shown = f"kept +epoch {kept['epoch']} of {kept['epochs_run']}: early stopping restored"
+    assert re.search(shown, text.stdout), text.stdout
     listed = _listed("--dir", str(run.parent.parent))
     assert {r["name"] for r in listed} >= {"tiny-binary", "tiny-regression"}
     assert next(r for r in listed if r["name"] == "tiny-regression")["metrics"].keys() >= {"rmse"}

@@ -253,3 +253,39 @@ def test_the_loop_matches_model_fit_and_resumes_from_a_checkpoint(tmp_path):
     )
     assert resumed.epoch == [2]
     np.testing.assert_allclose(resumed.history["loss"], expected.history["loss"][2:], rtol=1e-5)
+
+
+def test_the_loop_restores_early_stoppings_best_epoch_and_kept_epoch_names_it():
+    """The multi-worker loop drives Keras's EarlyStopping as `model.fit` does: the model ends
+    with the best epoch's weights, and `kept_epoch` names that epoch."""
+    import keras
+    import tensorflow as tf
+
+    from mlcli.training import distributed
+    from mlcli.training.callbacks import kept_epoch
+
+    train, _ = _tiny_data()
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(30, 3)).astype("float32")
+    flipped = (x[:, 0] + x[:, 1] <= 0).astype("float32")  # validation loss grows as it learns
+    validation = tf.data.Dataset.from_tensor_slices((x, flipped)).batch(16)
+    model = _tiny_model(1)
+    weights: list[list[np.ndarray]] = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: weights.append(model.get_weights())
+    )
+    stopping = keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True)
+    history = distributed.fit(
+        model,
+        tf.distribute.get_strategy(),
+        x=train,
+        validation_data=validation,
+        epochs=8,
+        callbacks=[stopping, record],
+    )
+    val_loss = history.history["val_loss"]
+    kept = kept_epoch([record, stopping], epochs_run=len(val_loss), epochs=8)
+    assert kept["epoch"] == int(np.argmin(val_loss)) + 1 and kept["reason"] == "best_epoch"
+    assert kept["epoch"] < len(val_loss) < 8  # it stopped early, and the weights went back
+    for final, best in zip(model.get_weights(), weights[kept["epoch"] - 1], strict=True):
+        np.testing.assert_array_equal(final, best)

@@ -365,3 +365,25 @@ def test_a_config_that_extends_others_resumes_and_its_run_keeps_the_merged_confi
     assert saved["training"]["epochs"] == 3
     finished = runner.invoke(app, ["train", str(config), "--resume", str(partial), "--quiet"])
     assert finished.exit_code == 0, finished.output
+
+
+def test_a_resumed_run_keeps_the_best_epoch_of_both_sessions(interrupted):
+    """Early stopping's best epoch and weights come back from the checkpoint; the summary says
+    which epoch of the whole run was kept, and shows metrics.json."""
+    _, partial = interrupted
+    result = runner.invoke(app, ["train", "--resume", str(partial), "--log-format", "json"])
+    assert result.exit_code == 0, result.output
+    run = Path(result.stdout.strip().splitlines()[-1])
+    (summary,) = [
+        event
+        for event in map(json.loads, result.stderr.splitlines())
+        if event["event"] == "summary"
+    ]
+    rows = (run / "history.csv").read_text().splitlines()
+    column = rows[0].split(",").index("val_loss")
+    val_loss = [float(row.split(",")[column]) for row in rows[1:]]
+    kept = json.loads((run / "manifest.json").read_text())["kept_epoch"]
+    assert summary["kept_epoch"] == kept
+    assert (kept["epoch"], kept["epochs_run"]) == (val_loss.index(min(val_loss)) + 1, 3)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert summary["metrics"]["validation"] == metrics["validation"]

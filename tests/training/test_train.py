@@ -155,10 +155,76 @@ def test_stdout_last_line_is_the_run_and_plain_epoch_lines(write_config):
     result = runner.invoke(app, ["train", str(write_config())])
     assert result.exit_code == 0, result.output
     assert "[epoch] 1/2" in result.stderr
-    assert Path(result.stdout.strip().splitlines()[-1]).is_dir()
+    run = Path(result.stdout.strip().splitlines()[-1])
+    assert run.is_dir()
+    # the summary in plain lines, before the complete event: one per split, kept, time
+    lines = result.stderr.strip().splitlines()
+    summary = [line for line in lines if line.startswith("[summary] ")]
+    assert lines[-len(summary) - 1 : -1] == summary and lines[-1].startswith("[complete] ")
+    assert [line.split(":")[0] for line in summary[:2]] == [
+        "[summary] train",
+        "[summary] validation",
+    ]
+    kept = json.loads((run / MANIFEST).read_text())["kept_epoch"]
+    assert f"[summary] kept epoch {kept['epoch']} of 2: " in result.stderr
+    assert summary[-1].startswith("[summary] time ") and "fit " in summary[-1]
     json_result = runner.invoke(app, ["train", str(write_config()), "--log-format", "json"])
     events = [json.loads(line) for line in json_result.stderr.splitlines() if line.startswith("{")]
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+    assert [e["event"] for e in events][-2:] == ["summary", "complete"]
+    quiet = runner.invoke(app, ["train", str(write_config()), "--quiet"])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == "" and Path(quiet.stdout.strip()).is_dir()  # the result alone
+
+
+def test_the_summary_holds_metrics_json_and_the_epoch_of_the_lowest_val_loss(
+    write_config, monkeypatch
+):
+    """Early stopping restores its best epoch: the summary, the manifest and the plot say which."""
+    from mlcli.training import plots
+
+    drawn: list[int | None] = []
+    real_plot = plots.plot_learning_curves
+
+    def plot(history: Path, output: Path, *, kept_epoch: int | None = None) -> None:
+        drawn.append(kept_epoch)
+        real_plot(history, output, kept_epoch=kept_epoch)
+
+    monkeypatch.setattr(plots, "plot_learning_curves", plot)
+    training = {"epochs": 10, "batch_size": 32, "steps_per_execution": 4, "learning_rate": 0.1}
+    config = write_config(
+        data={"test": "data.csv"}, training={**training, "early_stopping": {"patience": 3}}
+    )
+    result = runner.invoke(app, ["train", str(config), "--log-format", "json"])
+    assert result.exit_code == 0, result.output
+    run = Path(result.stdout.strip().splitlines()[-1])
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    (summary,) = [event for event in events if event["event"] == "summary"]
+    metrics = json.loads((run / METRICS).read_text())
+    assert summary["metrics"] == {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    assert set(summary["metrics"]) == {"train", "validation", "test"}
+    assert summary["threshold"] == metrics["threshold"]
+    history = (run / HISTORY).read_text().splitlines()
+    column = history[0].split(",").index("val_loss")
+    val_loss = [float(row.split(",")[column]) for row in history[1:]]
+    manifest = json.loads((run / MANIFEST).read_text())
+    kept = manifest["kept_epoch"]
+    assert kept["epoch"] == int(np.argmin(val_loss)) + 1
+    assert (kept["epochs_run"], kept["reason"]) == (len(val_loss), "best_epoch")
+    assert summary["kept_epoch"] == kept and drawn == [kept["epoch"]]
+    assert summary["run"] == str(run)
+    seconds = summary["seconds"]
+    assert list(seconds) == [
+        "data",
+        "prepare",
+        "fit",
+        "evaluate",
+        "save_and_check",
+        "other",
+        "total",
+    ]
+    assert seconds["total"] == pytest.approx(manifest["seconds"]["total"])
+    assert sum(v for k, v in seconds.items() if k != "total") == pytest.approx(seconds["total"])
 
 
 def _train_process(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
