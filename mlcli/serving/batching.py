@@ -6,7 +6,9 @@ being parsed) up to `max_rows` rows, runs the model once on the concatenated col
 worker thread, and hands each request its own slice of the outputs. While the model runs,
 new requests queue up, so batches grow with the load without any waiting at low load. When a
 call on several requests fails, each of them runs again alone, so that only a request the
-model cannot take gets the error.
+model cannot take gets the error. Two optional callbacks watch it: `on_batch` gets the rows
+of each model call that succeeded, `on_queue` the queue's depth whenever it changes (the server's
+metrics, `serving.metrics`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 
 Columns = Mapping[str, np.ndarray]
 ModelCall = Callable[[Columns], np.ndarray]
+Observer = Callable[[int], None]
 
 
 class QueueFullError(Exception):
@@ -48,12 +51,21 @@ class Batcher:
     """
 
     def __init__(
-        self, call: ModelCall, *, max_rows: int, timeout_s: float, max_queue: int = 4096
+        self,
+        call: ModelCall,
+        *,
+        max_rows: int,
+        timeout_s: float,
+        max_queue: int = 4096,
+        on_batch: Observer | None = None,
+        on_queue: Observer | None = None,
     ) -> None:
         self.call = call
         self.max_rows = max_rows
         self.timeout_s = timeout_s
         self.max_queue = max_queue
+        self.on_batch = on_batch
+        self.on_queue = on_queue
         self.batches = 0
         self.batched_rows = 0
         self._arriving = 0
@@ -98,7 +110,24 @@ class Batcher:
             self._queue.put_nowait(_Pending(columns, rows, future))
         except asyncio.QueueFull:
             raise QueueFullError(f"{self.max_queue} requests are waiting already") from None
+        self._queue_changed()
         return await future
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting for a model call (queued, or carried over to the next batch)."""
+        queued = self._queue.qsize() if self._queue is not None else 0
+        return queued + (self._carry is not None)
+
+    def _queue_changed(self) -> None:
+        if self.on_queue is not None:
+            self.on_queue(self.depth)
+
+    def _called(self, rows: int) -> None:
+        self.batches += 1
+        self.batched_rows += rows
+        if self.on_batch is not None:
+            self.on_batch(rows)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -114,13 +143,12 @@ class Batcher:
                     for pending in batch:
                         await self._run_alone(loop, pending)
                 continue
-            self.batches += 1
+            self._called(sum(pending.rows for pending in batch))
             start = 0
             for pending in batch:
                 stop = start + pending.rows
                 _settle(pending, outputs=outputs[start:stop])
                 start = stop
-            self.batched_rows += start
 
     async def _run_alone(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> None:
         if pending.future.done():  # the client has gone
@@ -130,8 +158,7 @@ class Batcher:
         except Exception as error:
             _settle(pending, error=error)
             return
-        self.batches += 1
-        self.batched_rows += pending.rows
+        self._called(pending.rows)
         _settle(pending, outputs=outputs)
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[_Pending]:
@@ -157,6 +184,7 @@ class Batcher:
                 break
             batch.append(pending)
             rows += pending.rows
+        self._queue_changed()
         return batch
 
 

@@ -5,6 +5,8 @@ GET  /healthz                                       {"status": "ok"}
 GET  /v1/models/<name>[/versions/<n>]               the model's status, as TF Serving reports it
 GET  /v1/models/<name>[/versions/<n>]/metadata      the signature: inputs, outputs, classes
 POST /v1/models/<name>[/versions/<n>]:predict       {"instances": [...]} or {"inputs": {...}}
+GET  /metrics                                       Prometheus' text format (`serving.metrics`)
+GET  /openapi.json, /docs                           OpenAPI 3.1, and a page to try requests
 ```
 
 Errors are `{"error": "..."}`: 400 for a bad request (naming the column), 404 for an unknown
@@ -28,6 +30,7 @@ from urllib.parse import quote
 
 from mlcli.reporting import Reporter
 from mlcli.serving.batching import Batcher, QueueFullError
+from mlcli.serving.metrics import REST, UNMATCHED, ServerMetrics
 from mlcli.serving.payloads import (
     DEFAULT_MAX_ROWS,
     BadRequestError,
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
 
 DEFAULT_BODY_TIMEOUT_S = 30.0
 _REQUEST_ID = "mlcli.request_id"  # the scope key AccessLog sets and the error answers read
+_ROUTE = "mlcli.route"  # the scope key of the matched route's template, for the metrics
 # a path is logged percent-encoded: no control character, space or quote reaches the log
 _LOGGED_PATH_SAFE = "/:@!$&'()*+,;=~"
 
@@ -106,15 +110,17 @@ async def read_body(request: Any, limit: int, timeout_s: float) -> bytes:
 
 
 class AccessLog:
-    """ASGI middleware: one `request` event per HTTP request through the reporter.
+    """ASGI middleware: one `request` event per HTTP request through the reporter, and (given
+    `metrics`) the request counted by route, protocol and status with its latency.
 
     It gives each request its id, and turns an error no handler answered into one warning line
     naming that id (uvicorn would print a traceback): the server goes on.
     """
 
-    def __init__(self, app: Any, reporter: Reporter) -> None:
+    def __init__(self, app: Any, reporter: Reporter, metrics: ServerMetrics | None = None) -> None:
         self.app = app
         self.reporter = reporter
+        self.metrics = metrics
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -140,6 +146,7 @@ class AccessLog:
             if not started:
                 await _internal_error(identifier)(scope, receive, send_status)
         finally:
+            seconds = time.perf_counter() - start
             client = scope.get("client") or ("-", 0)
             self.reporter.event(
                 "request",
@@ -147,9 +154,12 @@ class AccessLog:
                 method=scope["method"],
                 path=logged_path(scope["path"]),
                 status=status,
-                ms=round((time.perf_counter() - start) * 1000, 2),
+                ms=round(seconds * 1000, 2),
                 **({"request_id": identifier} if status >= 500 else {}),
             )
+            if self.metrics is not None:
+                route = scope.get(_ROUTE, UNMATCHED)
+                self.metrics.observe_request(route, REST, status, seconds)
 
 
 def _internal_error(identifier: str, what: str = "the server failed") -> Any:
@@ -158,6 +168,21 @@ def _internal_error(identifier: str, what: str = "the server failed") -> Any:
         500,
         headers={"x-request-id": identifier},
     )
+
+
+def _labelled_route() -> Any:
+    """Starlette's `Route`, leaving its template in the scope of each request it takes (also
+    those it answers 405), where `AccessLog` reads it for the metrics."""
+    from starlette.routing import Match, Route
+
+    class LabelledRoute(Route):
+        def matches(self, scope: Any) -> tuple[Match, Any]:
+            match, child_scope = super().matches(scope)
+            if match is not Match.NONE:
+                child_scope[_ROUTE] = self.path_format
+            return match, child_scope
+
+    return LabelledRoute
 
 
 class ModelNotFoundError(BadRequestError):
@@ -186,6 +211,7 @@ def create_app(
     max_rows: int = DEFAULT_MAX_ROWS,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     reporter: Reporter | None = None,
+    metrics: ServerMetrics | None = None,
 ) -> Any:
     """The ASGI app serving `servable`; its lifespan starts and stops `batcher`.
 
@@ -196,15 +222,23 @@ def create_app(
         max_rows: the most rows in one predict request (413 above).
         body_timeout_s: how long after its headers a body may take to arrive (408 after).
         reporter: where a failed model call is logged, under the request's id.
+        metrics: what `GET /metrics` shows (that route is there only with them); the app
+            records the rows predicted and the load and warm-up times.
     """
     from starlette.applications import Starlette
     from starlette.convertors import register_url_convertor
     from starlette.exceptions import HTTPException
-    from starlette.routing import Route
+    from starlette.responses import HTMLResponse, Response
+
+    from mlcli.serving.openapi import docs_page, openapi_document
 
     register_url_convertor("model", _ModelName())  # type: ignore[arg-type]
     signature = servable.signature
     log = reporter or Reporter()
+    description = json.dumps(
+        openapi_document(servable, max_rows=max_rows, with_metrics=metrics is not None)
+    ).encode()
+    page = docs_page(servable.name)
 
     def check_model(request: Any) -> None:
         name = request.path_params["name"]
@@ -244,7 +278,20 @@ def create_app(
             identifier = request_id(request.scope)
             log.warning(f"request {identifier}: the model failed: {type(error).__name__}: {error}")
             return _internal_error(identifier, "the model failed")
+        if metrics is not None:
+            metrics.observe_predicted(servable.name, servable.version, parsed.rows)
         return _json(predict_response(outputs, signature, columnar=parsed.columnar))
+
+    async def scrape(request: Any) -> Any:
+        assert metrics is not None
+        body, content_type = metrics.exposition(request.headers.get("accept", ""))
+        return Response(body, media_type=content_type)
+
+    async def openapi(request: Any) -> Any:
+        return Response(description, media_type="application/json")
+
+    async def docs(request: Any) -> Any:
+        return HTMLResponse(page)
 
     async def bad_request(request: Any, error: Exception) -> Any:
         code = getattr(error, "status", 400)
@@ -263,10 +310,19 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         await batcher.start()
+        start = time.perf_counter()
         await batcher.submit(servable.example(), rows=1)  # warms the model call's thread up
+        if metrics is not None:
+            warmup = time.perf_counter() - start
+            metrics.set_load_seconds(servable.name, servable.version, "warmup", warmup)
         yield
         await batcher.stop()
+        if metrics is not None:
+            metrics.close()
 
+    if metrics is not None:
+        metrics.set_load_seconds(servable.name, servable.version, "load", servable.load_seconds)
+    Route = _labelled_route()
     model = "/v1/models/{name:model}"
     versioned = model + "/versions/{version:model}"
     routes = [Route("/healthz", healthz, methods=["GET"])]
@@ -276,6 +332,12 @@ def create_app(
             Route(prefix + "/metadata", metadata, methods=["GET"]),
             Route(prefix + ":predict", predict, methods=["POST"]),
         ]
+    routes += [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+    ]
+    if metrics is not None:
+        routes.append(Route("/metrics", scrape, methods=["GET"]))
     app = Starlette(
         routes=routes,
         exception_handlers={

@@ -11,7 +11,8 @@ it accepts connections, in the thread that runs every later call. The signature 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from mlcli.exporting.signature import (
     ServingSignature,
     read_export_info,
 )
+from mlcli.features.schema import ColumnSchema
 from mlcli.preprocessing.inputs import MISSING_VALUES
 from mlcli.runs import directory as runs
 from mlcli.serving.batching import Columns, ModelCall
@@ -37,13 +39,19 @@ SAVED_MODEL_FILE = "saved_model.pb"
 
 @dataclass
 class Servable:
-    """A loaded model behind the REST API: its name, signature and compiled call."""
+    """A loaded model behind the REST API: its name, signature and compiled call.
+
+    `columns` are the run's column schemas (feature types, vocabularies: what the OpenAPI
+    description shows), empty for an export; `load_seconds` is how long `load_servable` took.
+    """
 
     name: str
     version: str
     signature: ServingSignature
     call: ModelCall
     source: Path
+    columns: tuple[ColumnSchema, ...] = ()
+    load_seconds: float = 0.0
 
     def example(self) -> dict[str, np.ndarray]:
         """One row with every value missing: what a warm-up call sends."""
@@ -70,11 +78,18 @@ def load_servable(
     Raises:
         RunError: no such run, or an export that is not mlcli's, changed, or does not load.
     """
+    start = time.perf_counter()
     export = saved_model_folder(Path(reference))
     if export is not None:
         if not trust_export:
             check_export(export)
-        return _export_servable(export, name=name)
+        servable = _export_servable(export, name=name)
+    else:
+        servable = _run_servable(reference, name=name)
+    return replace(servable, load_seconds=time.perf_counter() - start)
+
+
+def _run_servable(reference: str | Path, *, name: str | None) -> Servable:
     from mlcli.inference.predictor import Predictor
     from mlcli.runs.loading import open_run
 
@@ -85,6 +100,7 @@ def load_servable(
         signature=ServingSignature.from_schema(loaded.schema),
         call=Predictor(loaded.model, loaded.schema).column_call(),
         source=loaded.run.path,
+        columns=tuple(loaded.schema.columns),
     )
 
 

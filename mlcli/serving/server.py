@@ -8,7 +8,9 @@ row limit), and SIGTERM or SIGINT stops accepting connections, answers the reque
 within `graceful_timeout_s` and returns normally (exit 0, where uvicorn alone re-raises the
 signal for 143).
 With `workers` above 1, uvicorn's supervisor runs that many processes on the one socket,
-each with its own model and batcher. Starlette and uvicorn come with `mlcli[serve]`.
+each with its own model and batcher, and their metrics add up in prometheus_client's
+multiprocess mode (`serving.metrics`). Starlette, uvicorn and prometheus_client come with
+`mlcli[serve]`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from mlcli.errors import ConfigError, MlcliError, RunError
 from mlcli.reporting import JsonReporter, QuietReporter, Reporter, make_reporter
 from mlcli.serving.batching import Batcher
+from mlcli.serving.metrics import MULTIPROCESS_ENV, ServerMetrics, multiprocess_dir
 from mlcli.serving.payloads import DEFAULT_MAX_ROWS
 from mlcli.serving.routes import DEFAULT_BODY_TIMEOUT_S, AccessLog, create_app
 
@@ -86,23 +91,31 @@ class ServeOptions:
 
 
 def require_server_packages() -> None:
-    """Raises `ConfigError` unless the `serve` extra (Starlette, uvicorn) is installed."""
+    """Raises `ConfigError` unless the `serve` extra (Starlette, uvicorn, prometheus_client)
+    is installed."""
     try:
+        import prometheus_client  # noqa: F401
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as error:
         raise ConfigError(
-            f"mlcli serve needs Starlette and uvicorn ({error.name} is missing): "
+            f"mlcli serve needs Starlette, uvicorn and prometheus_client "
+            f"({error.name} is missing): "
             'install mlcli[serve] (pip install "mlcli[serve]")'
         ) from None
 
 
 def _app(servable: Servable, options: ServeOptions, reporter: Reporter) -> Any:
+    # the workers of one server share a folder; a lone process counts in its own registry
+    shared = multiprocess_dir() if options.workers > 1 else None
+    metrics = ServerMetrics(max_batch_size=options.max_batch_size, multiprocess_dir=shared)
     batcher = Batcher(
         servable.call,
         max_rows=options.max_batch_size,
         timeout_s=options.batch_timeout_ms / 1000,
         max_queue=options.max_queue,
+        on_batch=metrics.observe_batch,
+        on_queue=metrics.set_queue_depth,
     )
     app = create_app(
         servable,
@@ -111,8 +124,9 @@ def _app(servable: Servable, options: ServeOptions, reporter: Reporter) -> Any:
         max_rows=options.max_rows,
         body_timeout_s=options.body_timeout_s,
         reporter=reporter,
+        metrics=metrics,
     )
-    return AccessLog(app, reporter)
+    return AccessLog(app, reporter, metrics)
 
 
 def _single_threaded_ops() -> None:
@@ -287,11 +301,30 @@ def _serve_workers(
     sock = _bind(options.host, options.port)
     _listening(reporter, name, sock, options)
     supervisor = Multiprocess(config, sockets=[sock])
-    supervisor.run()
+    with _shared_metrics_folder():
+        supervisor.run()
     # uvicorn ends a worker whose startup failed with STARTUP_FAILURE, and then the others
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         raise RunError(f"{source}: a worker could not load the model; run with --workers 1")
     reporter.event("stopped", f"model {name}: stopped")
+
+
+@contextlib.contextmanager
+def _shared_metrics_folder() -> Iterator[None]:
+    """A fresh folder for the workers' metrics (prometheus_client's multiprocess mode), named
+    by `PROMETHEUS_MULTIPROC_DIR` for the workers to come, and removed once they have ended:
+    a folder left from an earlier server would add its counts to this one's."""
+    folder = tempfile.mkdtemp(prefix="mlcli-metrics-")
+    previous = os.environ.get(MULTIPROCESS_ENV)
+    os.environ[MULTIPROCESS_ENV] = folder
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROCESS_ENV, None)
+        else:
+            os.environ[MULTIPROCESS_ENV] = previous
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class FailedStartup:
