@@ -346,16 +346,38 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(server, table):
     assert "Traceback" not in log and "Exception" not in log, log
 
 
+def _requests_counted(text: str) -> dict[tuple[str, str], float]:
+    """(route, status) -> requests, from a /metrics scrape, by prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.labels["route"], sample.labels["status"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "mlcli_requests_total"
+    }
+
+
 @pytest.mark.slow
 def test_several_workers_answer_alike_and_stop_with_exit_0(trained_runs, table, tmp_path):
     server = _start(trained_runs["binary"], tmp_path, "--name", "tiny", "--workers", "2")
     try:
         answers = [_post(server, {"instances": [_row(table)]}).json() for _ in range(8)]
+        assert _post(server, b"{").status_code == 400
+        assert _post(server, {"instances": [_row(table)]}, model="other").status_code == 404
+        # each scrape is answered by either worker, and counts the requests of both
+        scrapes = [httpx.get(f"{server.url}/metrics", timeout=30) for _ in range(4)]
     finally:
         server.process.send_signal(signal.SIGTERM)
     assert all(answer == answers[0] for answer in answers)
     assert "predictions" in answers[0]
     assert server.process.wait(timeout=120) == 0
+    predict = "/v1/models/{name}:predict"
+    for earlier, scrape in enumerate(scrapes):
+        counted = _requests_counted(scrape.text)
+        assert counted[(predict, "200")] == 8
+        assert counted[(predict, "400")] == counted[(predict, "404")] == 1
+        assert counted.get(("/metrics", "200"), 0) == earlier
 
 
 def _broken_copy(run: Path, folder: Path) -> Path:
