@@ -200,3 +200,14 @@ def test_the_warm_up_is_one_batch_and_the_load_times_are_there(trained_runs):
         seconds = _value(samples, "mlcli_model_load_seconds", model="r", version="1", phase=phase)
         assert seconds > 0, phase
     assert not any(name == "mlcli_requests_total" for name, _ in samples)
+
+
+def test_a_scraper_asking_for_openmetrics_gets_it(client):
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse
+
+    accept = "application/openmetrics-text; version=1.0.0"
+    response = client.get("/metrics", headers={"accept": accept})
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+    names = {family.name for family in parse(response.text)}
+    assert {"mlcli_requests", "mlcli_rows_predicted", "mlcli_queue_depth"} <= names
