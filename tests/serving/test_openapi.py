@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,6 +150,7 @@ def test_the_servers_answers_fit_the_description(client):
     page = client.get("/docs")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
     assert "mlcli serve: m" in page.text
 
 
@@ -157,31 +161,62 @@ def _chromium() -> str | None:
     return None
 
 
+@pytest.fixture
+def live_url(trained_runs) -> Iterator[str]:
+    """The app of `mlcli serve` for the multiclass run (as `m`) on a free loopback port."""
+    import uvicorn
+
+    from mlcli._tensorflow import import_tensorflow
+
+    import_tensorflow()
+    from mlcli.serving.servables import load_servable
+    from mlcli.serving.server import ServeOptions, _app
+
+    app = _app(load_servable(trained_runs["multiclass"], name="m"), ServeOptions(), QuietReporter())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        if server.started:
+            break
+        time.sleep(0.1)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
 @pytest.mark.slow
-def test_headless_chromium_renders_the_page_with_its_routes(client, tmp_path):
-    """A screenshot of /docs, and its DOM once the script has run (the routes listed)."""
+def test_headless_chromium_renders_the_page_and_sends_the_example(live_url, tmp_path):
+    """A screenshot of /docs, and its DOM once its script has read openapi.json and listed
+    the routes, with the predict examples' buttons."""
     browser = _chromium()
     if browser is None:
         pytest.skip("no Chromium on this machine")
-    page = tmp_path / "docs.html"
-    document = client.get("/openapi.json").text
-    # the page as served, with openapi.json beside it: Chromium reads both from the folder
-    page.write_text(client.get("/docs").text)
-    (tmp_path / "openapi.json").write_text(document)
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"]
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}/profile"]
     screenshot = tmp_path / "docs.png"
     subprocess.run(
-        [browser, *flags, f"--screenshot={screenshot}", "--window-size=1200,1600", page.as_uri()],
+        [
+            browser,
+            *flags,
+            f"--screenshot={screenshot}",
+            "--window-size=1200,1600",
+            f"{live_url}/docs",
+        ],
         check=True,
         capture_output=True,
         timeout=120,
     )
-    assert screenshot.stat().st_size > 0
+    assert screenshot.stat().st_size > 10_000  # a page, not a blank image
     dom = subprocess.run(
-        [browser, *flags, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        [browser, *flags, "--virtual-time-budget=10000", "--dump-dom", f"{live_url}/docs"],
         check=True,
         capture_output=True,
         text=True,
         timeout=120,
     ).stdout
     assert "/v1/models/m:predict" in dom
+    assert "example: rows (instances)" in dom  # the buttons that fill the body in
