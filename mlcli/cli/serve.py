@@ -90,7 +90,7 @@ def serve(
     verbose: Verbose = False,
     log_format: LogFormatOption = "text",
 ) -> None:
-    """Serve MODEL on TensorFlow Serving's REST API until SIGTERM; one log line per request."""
+    """Serve MODEL on TF Serving's REST API (+ /metrics, /docs) until SIGTERM; logs each request."""
 
     def action() -> None:
         from mlcli.serving.server import ServeOptions
