@@ -9,7 +9,7 @@ each also as a one-element list, as TF Serving clients send a `[batch, 1]` input
 TF Serving's predict request are described (`instances`: rows, `inputs`: columns) with their
 answers, the status and metadata bodies, and the `{"error": ...}` body of every error status.
 A run's model adds each column's feature type, its categories and an example row from the
-training statistics; an export's model has only the types of its signature.
+training statistics; an export's model, the feature types that its export.json records.
 
 The paths are this server's own (its model's name and version), so that the description is
 what a client of this server may call.

@@ -41,8 +41,9 @@ SAVED_MODEL_FILE = "saved_model.pb"
 class Servable:
     """A loaded model behind the REST API: its name, signature and compiled call.
 
-    `columns` are the run's column schemas (feature types, vocabularies: what the OpenAPI
-    description shows), empty for an export; `load_seconds` is how long `load_servable` took.
+    `columns` are the column schemas that the OpenAPI description shows: a run's in full
+    (feature types, vocabularies, statistics), an export's feature types only (export.json's);
+    `load_seconds` is how long `load_servable` took.
     """
 
     name: str
@@ -181,4 +182,15 @@ def _export_servable(folder: Path, *, name: str | None) -> Servable:
         signature=signature,
         call=call,
         source=folder,
+        columns=_export_columns(info),
+    )
+
+
+def _export_columns(info: dict[str, Any]) -> tuple[ColumnSchema, ...]:
+    """The columns' feature types that export.json records (no training statistics)."""
+    features = info.get("features") or []
+    return tuple(
+        ColumnSchema(name=str(f["name"]), type=str(f["type"]), dtype=str(f["dtype"]))
+        for f in features
+        if isinstance(f, dict) and {"name", "type", "dtype"} <= f.keys()
     )

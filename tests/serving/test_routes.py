@@ -145,6 +145,7 @@ def test_a_saved_model_export_serves_the_runs_answers(trained_runs, table, tmp_p
     requests = [
         ("POST", "/v1/models/m:predict", {"instances": table.to_pylist()}),
         ("GET", "/v1/models/m/metadata", None),
+        ("GET", "/openapi.json", None),
     ]
     from_run = _ask(trained_runs["binary"], requests)
     from_export = _ask(tmp_path / "exports", requests)  # the version folder is found
@@ -153,6 +154,15 @@ def test_a_saved_model_export_serves_the_runs_answers(trained_runs, table, tmp_p
     for ours, theirs in zip(from_run[0]["predictions"], from_export[0]["predictions"], strict=True):
         assert ours["probabilities"] == pytest.approx(theirs["probabilities"], abs=1e-5)
     assert from_export[1]["metadata"]["signature_def"] == from_run[1]["metadata"]["signature_def"]
+    # the export's description has the run's columns, types and feature types
+    rows = [
+        answer[2]["components"]["schemas"]["Row"]["properties"]
+        for answer in (from_run, from_export)
+    ]
+    assert list(rows[0]) == list(rows[1])
+    for column, value in rows[1].items():
+        assert value["anyOf"] == rows[0][column]["anyOf"]
+        assert value["description"].split(":")[0] == rows[0][column]["description"].split(":")[0]
 
 
 class Recorder:
