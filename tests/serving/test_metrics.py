@@ -38,6 +38,7 @@ def _value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+@settings(deadline=None)
 @given(st.integers(min_value=1, max_value=1 << 20))
 def test_batch_buckets_are_powers_of_two_up_to_the_largest_batch(max_batch_size):
     buckets = batch_buckets(max_batch_size)
@@ -46,6 +47,7 @@ def test_batch_buckets_are_powers_of_two_up_to_the_largest_batch(max_batch_size)
     assert all(bound == 2 ** int(bound).bit_length() / 2 for bound in buckets[:-1])
 
 
+@settings(max_examples=50, deadline=None)
 @given(
     st.lists(
         st.tuples(

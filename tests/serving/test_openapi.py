@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
@@ -84,6 +84,7 @@ def test_each_example_fits_the_request_schema(trained_runs, task):
         validator.validate(example["value"])
 
 
+@settings(max_examples=25, deadline=None)  # validating a document takes ~0.1 s
 @given(name=st.text(min_size=1, max_size=20))
 def test_any_model_name_gives_a_valid_description_and_an_escaped_page(name):
     signature = ServingSignature(
