@@ -58,6 +58,8 @@ def evaluation_table(result: Evaluation) -> Table:
     if result.baseline:
         table.add_column("baseline", justify="right")
         table.add_column("change", justify="right")
+    if result.uncalibrated:
+        table.add_column("before calibration", justify="right")
     for name, value in result.metrics.items():
         if "/" in name or name in ("rows", "threshold"):
             continue
@@ -65,11 +67,30 @@ def evaluation_table(result: Evaluation) -> Table:
         if result.baseline:
             old = result.baseline.get(name)
             row += ["", ""] if old is None else [f"{old:.4f}", f"{value - old:+.4f}"]
+        if result.uncalibrated:
+            before = result.uncalibrated.get(name)
+            row += ["" if before is None else f"{before:.4f}"]
         table.add_row(*row)
     rows = f"{int(result.metrics['rows'])} rows"
     if "threshold" in result.metrics:
         rows += f", threshold {result.metrics['threshold']:g}"
+    if result.calibration:
+        rows += f", {result.calibration} calibration"
     table.caption = rows
+    return table
+
+
+def threshold_table(result: Evaluation) -> Table:
+    """`mlcli evaluate --choose-threshold`: the threshold chosen and the metrics at it."""
+    chosen = result.chosen_threshold
+    table = Table(title=f"threshold chosen for {chosen['criterion']}")
+    names = ("threshold", "precision", "recall", "f1", "accuracy", "positives")
+    for name in names:
+        table.add_column(name, justify="right")
+    metrics = chosen["metrics"]
+    table.add_row(*(str(metrics[n]) if n == "positives" else f"{metrics[n]:.4g}" for n in names))
+    if result.threshold_saved is not None:
+        table.caption = f"saved in {result.threshold_saved}"
     return table
 
 

@@ -26,7 +26,12 @@ import pyarrow as pa
 from mlcli.data.tables import TableSource, iter_batches, require_columns
 from mlcli.errors import ConfigError
 from mlcli.features.schema import FeatureSchema
-from mlcli.inference.labels import BINARY_THRESHOLD, predicted_labels
+from mlcli.inference.labels import (
+    BINARY_THRESHOLD,
+    decision_threshold,
+    predicted_labels,
+    threshold_origin,
+)
 from mlcli.inference.writers import FORMATS, BatchWriter, open_writer
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs.loading import LoadedRun, open_run
@@ -137,15 +142,16 @@ def _batches(
 
 
 def _check_options(
-    loaded: LoadedRun, keep: Sequence[str], batch_size: int, threshold: float
-) -> None:
+    loaded: LoadedRun, keep: Sequence[str], batch_size: int, threshold: float | None
+) -> float:
+    """Checks the options; returns the decision threshold in force (`decision_threshold`)."""
     if batch_size < 1:
         raise ConfigError(f"--batch-size: expected a positive number of rows, found {batch_size}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"--threshold: expected a probability in [0, 1], found {threshold}")
+    chosen = decision_threshold(threshold, loaded.threshold)
     clash = sorted(set(keep) & set(prediction_columns(loaded.schema)))
     if clash:
         raise ConfigError(f"--keep {clash[0]}: predict writes a column of that name itself")
+    return chosen
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:
@@ -209,7 +215,7 @@ def predict(
     output: str | Path | BinaryIO,
     keep: Sequence[str] = (),
     batch_size: int = DEFAULT_BATCH_SIZE,
-    threshold: float = BINARY_THRESHOLD,
+    threshold: float | None = None,
     format: str | None = None,
     force: bool = False,
     csv_overrides: Mapping[str, Any] | None = None,
@@ -224,7 +230,9 @@ def predict(
         output: a file path (format from its suffix or `format`), or a binary stream.
         keep: input columns copied to the output unchanged (an id).
         batch_size: rows per model call.
-        threshold: binary tasks: the probability above which a row is the positive class.
+        threshold: binary tasks: a row is the positive class when its probability is at or
+            above it; None: the threshold saved in the run (`evaluate --choose-threshold
+            --save`), else 0.5.
         format: csv, parquet or jsonl, overriding the output's suffix.
         force: replace an existing output file.
         csv_overrides: CSV options from the command line (`delimiter`, `skip_rows`, `header`).
@@ -241,7 +249,10 @@ def predict(
     if final is not None and final.exists() and not force:
         raise ConfigError(f"--output {final}: already exists; pass --force to replace it")
     loaded = open_run(run)
-    _check_options(loaded, keep, batch_size, threshold)
+    given, threshold = threshold, _check_options(loaded, keep, batch_size, threshold)
+    if loaded.schema.target.task == "binary":
+        origin = threshold_origin(given, loaded.threshold)
+        reporter.event("threshold", f"positive at probability >= {threshold:g} ({origin})")
     source = source_for_run(
         loaded.config,
         data,

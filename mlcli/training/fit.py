@@ -29,9 +29,10 @@ tf = import_tensorflow(
 )  # devices are chosen first: mlcli.training.devices.place starts it
 import keras  # noqa: E402
 
-from mlcli.models.core import build_core, compose  # noqa: E402
+from mlcli.models.core import build_core, calibrated_core, compose  # noqa: E402
 from mlcli.preprocessing.layers import build_preprocessor  # noqa: E402
 from mlcli.training import distributed  # noqa: E402
+from mlcli.training.calibration import fit_calibration  # noqa: E402
 from mlcli.training.callbacks import EpochSeeding, completed_epochs, run_callbacks  # noqa: E402
 from mlcli.training.compile import compile_core, epoch_auc  # noqa: E402
 from mlcli.training.data import TrainingData  # noqa: E402
@@ -101,13 +102,14 @@ def fit_run(
         reporter.event("resume", f"continuing after epoch {first_epoch} of {run.path}")
     history = _fit(config, data, run, fitting, reporter=reporter, first_epoch=first_epoch)
     fitted_at = time.monotonic()
-    composition = _save_and_evaluate(config, data, run, fitting)
+    composition, calibration = _save_and_evaluate(config, data, run, fitting)
     return {
         "device": fitting.placement.describe(config.training),
         "epochs_run": first_epoch + len(history.get("loss", [])),
         "resumed_after_epoch": first_epoch or None,
         "composition_max_abs_difference": composition["max_abs_difference"],
         "checks": {"composition": composition},
+        "calibration": calibration,
         "seconds": {
             "prepare": encoded_at - started,  # devices, and the layers' encoding if needed
             "fit": fitted_at - encoded_at,
@@ -169,11 +171,14 @@ def _fit(
 
 def _save_and_evaluate(
     config: Config, data: TrainingData, run: runs.Run, fitting: _Fitting
-) -> dict[str, Any]:
-    """Saves model.keras and metrics.json, draws the learning curves; the composition check.
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Saves model.keras and metrics.json, draws the learning curves; the composition check,
+    and the calibration's record (None without `training.calibration`).
 
     Under MultiWorkerMirroredStrategy the replicated core is evaluated by the multi-worker loop
     on every worker, and an unreplicated copy is saved (only the chief's run folder is kept).
+    With `training.calibration` the layer is fitted on the validation split and the metrics,
+    like the saved model, are those of the calibrated probabilities.
     """
     plotted = _plot_in_background(run)
     core, schema, strategy = fitting.core, data.schema, fitting.placement.strategy
@@ -181,7 +186,20 @@ def _save_and_evaluate(
         with strategy.scope():  # the final metrics include AUC
             compile_core(core, schema.target.task, config.training, for_evaluation=True)
     saved = distributed.local_copy(core) if fitting.placement.multi_worker else core
-    model = compose(fitting.preprocessor, saved, schema)
+    layer, calibration, checked = None, None, saved
+    if config.training.calibration != "none":
+        layer, calibration = fit_calibration(
+            config.training.calibration,
+            saved,
+            fitting.validation,
+            task=schema.target.task,
+            batch_size=EVALUATION_BATCH_ROWS,
+        )
+        checked = calibrated_core(saved, layer)
+        with strategy.scope():
+            core = calibrated_core(core, layer) if fitting.placement.multi_worker else checked
+            compile_core(core, schema.target.task, config.training, for_evaluation=True)
+    model = compose(fitting.preprocessor, saved, schema, calibration=layer)
     model.save(run.file(runs.MODEL))
     splits = {"train": fitting.train, "validation": fitting.validation, "test": fitting.test}
     metrics = evaluate_splits(
@@ -191,7 +209,7 @@ def _save_and_evaluate(
     metrics["threshold"] = 0.5 if schema.target.task == "binary" else None
     files.write_json(run.file(runs.METRICS), metrics)
     plotted.result()  # re-raises what the plotting raised
-    return _verify_composition(model, saved, data, fitting.validation)
+    return _verify_composition(model, checked, data, fitting.validation), calibration
 
 
 def _plot_in_background(run: runs.Run) -> Future[None]:
