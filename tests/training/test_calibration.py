@@ -94,7 +94,10 @@ def test_methods_that_suit_the_task_pass(task, calibration):
 
 @pytest.mark.parametrize(
     ("target", "task", "calibration"),
-    [("label", "binary", "isotonic"), ("tier", "multiclass", "temperature")],
+    [
+        ("label", "binary", "isotonic"),
+        pytest.param("tier", "multiclass", "temperature", marks=pytest.mark.slow),
+    ],
 )
 def test_a_calibrated_run_keeps_the_layer_and_evaluate_reports_before_and_after(
     write_config, tiny_csv, tmp_path, target, task, calibration
