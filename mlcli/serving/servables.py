@@ -26,6 +26,7 @@ from mlcli.exporting.signature import (
     ServingSignature,
     read_export_info,
 )
+from mlcli.inference.labels import decision_threshold
 from mlcli.preprocessing.inputs import MISSING_VALUES
 from mlcli.runs import directory as runs
 from mlcli.serving.batching import Columns, ModelCall
@@ -82,7 +83,9 @@ def load_servable(
     return Servable(
         name=name or loaded.config.name,
         version=VERSION,
-        signature=ServingSignature.from_schema(loaded.schema),
+        signature=ServingSignature.from_schema(
+            loaded.schema, threshold=decision_threshold(saved=loaded.threshold)
+        ),
         call=Predictor(loaded.model, loaded.schema).column_call(),
         source=loaded.run.path,
     )
