@@ -261,3 +261,83 @@ class TakeColumns(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "indices": self.indices}
+
+
+# Probabilities are kept this far from 0 and 1 before a logarithm: float32 holds 1 - 1e-7.
+CALIBRATION_EPSILON = 1e-7
+
+
+@keras.saving.register_keras_serializable(package="mlcli")
+class TemperatureScaling(keras.layers.Layer):
+    """Calibrates probabilities by dividing the model's logits by one fitted `temperature`.
+
+    Binary, (rows, 1): `sigmoid(logit(p) / T)`; multiclass, (rows, classes):
+    `softmax(log(p) / T)` (the softmax of the logits, up to a constant per row). A temperature
+    above 1 softens an over-confident model; the most probable class never changes.
+
+    Args:
+        temperature: the fitted temperature (> 0).
+    """
+
+    def __init__(self, temperature: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.temperature = float(temperature)
+
+    def call(self, inputs: Any) -> Any:
+        ops = keras.ops
+        p = ops.clip(inputs, CALIBRATION_EPSILON, 1.0 - CALIBRATION_EPSILON)
+        if inputs.shape[-1] == 1:
+            return ops.sigmoid((ops.log(p) - ops.log(1.0 - p)) / self.temperature)
+        return ops.softmax(ops.log(p) / self.temperature, axis=-1)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[Any, ...]:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package="mlcli")
+class PiecewiseLinearCalibration(keras.layers.Layer):
+    """Maps a binary model's probability through a fitted increasing piecewise-linear curve.
+
+    The curve passes through the points (`x[i]`, `y[i]`) (an isotonic regression's
+    breakpoints) and is flat outside them, as scikit-learn's `IsotonicRegression.predict`
+    with `out_of_bounds="clip"`. It is computed as `y[0] + sum_i slope_i * clip(p - x[i], 0,
+    x[i+1] - x[i])`: elementwise operations only, which every export format runs.
+
+    Args:
+        x: the breakpoints' probabilities, strictly increasing.
+        y: the calibrated probability at each breakpoint, non-decreasing.
+    """
+
+    def __init__(self, x: list[float], y: list[float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.x = [float(value) for value in x]
+        self.y = [float(value) for value in y]
+        if len(self.x) != len(self.y) or not self.x:
+            raise ValueError(f"x and y must be of one non-zero length, found {len(x)}, {len(y)}")
+        widths = np.diff(self.x)
+        if np.any(widths <= 0):
+            raise ValueError("x must be strictly increasing")
+        slopes = np.diff(self.y) / np.where(widths > 0, widths, 1.0)
+        self._constants = {
+            "left": np.asarray(self.x[:-1], "float32"),
+            "width": widths.astype("float32"),
+            "slope": slopes.astype("float32"),
+        }
+
+    def call(self, inputs: Any) -> Any:
+        ops = keras.ops
+        if not self._constants["left"].size:  # one breakpoint: a constant
+            return ops.zeros_like(inputs) + self.y[0]
+        c = {name: ops.convert_to_tensor(value) for name, value in self._constants.items()}
+        into = ops.minimum(ops.maximum(inputs - c["left"], 0.0), c["width"])  # (rows, segments)
+        rise = into * c["slope"]
+        return self.y[0] + ops.sum(rise, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[Any, ...]:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "x": self.x, "y": self.y}

@@ -42,6 +42,20 @@ JsonMetrics = Annotated[
 Baseline = Annotated[
     str | None, typer.Option("--baseline", help="Another run to compare on the same data.")
 ]
+ChooseThreshold = Annotated[
+    str | None,
+    typer.Option(
+        "--choose-threshold",
+        help="Binary: choose the threshold on this data: precision=P, recall=R, f1 or "
+        "cost=FP:FN (exit 5 when none reaches P or R).",
+    ),
+]
+SaveThreshold = Annotated[
+    bool,
+    typer.Option(
+        "--save", help="Keep the chosen threshold in the run for predict, export and serve."
+    ),
+]
 MaxRegression = Annotated[
     float | None,
     typer.Option("--max-regression", help="Exit 5 when the primary metric is this much worse."),
@@ -56,8 +70,10 @@ def evaluate(
     as_json: JsonMetrics = False,
     baseline: Baseline = None,
     max_regression: MaxRegression = None,
-    threshold: ThresholdOption = 0.5,
     fail_on_drift: FailOnDriftOption = None,
+    threshold: ThresholdOption = None,
+    choose_threshold: ChooseThreshold = None,
+    save: SaveThreshold = False,
     delimiter: DelimiterOption = None,
     skip_rows: SkipRowsOption = None,
     header: HeaderOption = None,
@@ -80,6 +96,8 @@ def evaluate(
             max_regression=max_regression,
             threshold=threshold,
             fail_on_drift=fail_on_drift,
+            choose_threshold=choose_threshold,
+            save_threshold=save,
             csv_overrides=csv_overrides(delimiter, skip_rows, header),
             stdin=sys.stdin.buffer,
             reporter=progress,
@@ -93,5 +111,7 @@ def evaluate(
             from mlcli.cli import views
 
             views.stdout().print(views.evaluation_table(result))
+            if result.chosen_threshold:
+                views.stdout().print(views.threshold_table(result))
         print(result.folder)
     run_guarded(result.raise_for_gates, verbose=verbose)

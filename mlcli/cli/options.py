@@ -62,8 +62,13 @@ FailOnDriftOption = Annotated[
     ),
 ]
 ThresholdOption = Annotated[
-    float,
-    typer.Option("--threshold", help="Binary: positive when the probability is at or above it."),
+    float | None,
+    typer.Option(
+        "--threshold",
+        help="Binary: positive when the probability is at or above it "
+        "[default: the run's saved threshold, else 0.5].",
+        show_default=False,
+    ),
 ]
 
 

@@ -48,7 +48,7 @@ def predict(
     output: OutputOption,
     keep: KeepOption = None,
     batch_size: BatchSizeOption = 65536,
-    threshold: ThresholdOption = 0.5,
+    threshold: ThresholdOption = None,
     output_format: FormatOption = None,
     force: ForceOption = False,
     fail_on_drift: FailOnDriftOption = None,

@@ -62,6 +62,8 @@ def evaluation_table(result: Evaluation) -> Table:
     if result.baseline:
         table.add_column("baseline", justify="right")
         table.add_column("change", justify="right")
+    if result.uncalibrated:
+        table.add_column("before calibration", justify="right")
     for name, value in result.metrics.items():
         if "/" in name or name in ("rows", "threshold"):
             continue
@@ -69,6 +71,9 @@ def evaluation_table(result: Evaluation) -> Table:
         if result.baseline:
             old = result.baseline.get(name)
             row += ["", ""] if old is None else [f"{old:.4f}", f"{value - old:+.4f}"]
+        if result.uncalibrated:
+            before = result.uncalibrated.get(name)
+            row += ["" if before is None else f"{before:.4f}"]
         table.add_row(*row)
     rows = f"{int(result.metrics['rows'])} rows"
     if "threshold" in result.metrics:
@@ -76,6 +81,8 @@ def evaluation_table(result: Evaluation) -> Table:
     largest = result.drift.largest() if result.drift is not None else None
     if largest is not None:
         rows += f", largest drift PSI {largest.psi:.3f} ({largest.name})"
+    if result.calibration:
+        rows += f", {result.calibration} calibration"
     table.caption = rows
     return table
 
@@ -106,6 +113,20 @@ def importance_lines(result: Explanation) -> list[str]:
     for rank, item in enumerate(result.importances, start=1):
         lines.append(f"{rank:>3} {item.column:<{width}} {item.mean:+.4f} ± {item.std:.4f}")
     return lines
+
+
+def threshold_table(result: Evaluation) -> Table:
+    """`mlcli evaluate --choose-threshold`: the threshold chosen and the metrics at it."""
+    chosen = result.chosen_threshold
+    table = Table(title=f"threshold chosen for {chosen['criterion']}")
+    names = ("threshold", "precision", "recall", "f1", "accuracy", "positives")
+    for name in names:
+        table.add_column(name, justify="right")
+    metrics = chosen["metrics"]
+    table.add_row(*(str(metrics[n]) if n == "positives" else f"{metrics[n]:.4g}" for n in names))
+    if result.threshold_saved is not None:
+        table.caption = f"saved in {result.threshold_saved}"
+    return table
 
 
 def trials_table(result: TuneResult) -> Table:

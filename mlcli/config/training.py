@@ -189,3 +189,9 @@ class TrainingConfig(StrictModel):
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
         "float32", description="Mixed precision computes in 16 bits; the output stays float32."
     )
+    calibration: Literal["none", "temperature", "isotonic"] = Field(
+        "none",
+        description="Calibrate the probabilities on the validation split after training, inside "
+        "the saved model: temperature (one fitted temperature; binary and multiclass) or "
+        "isotonic (a fitted increasing curve; binary only).",
+    )

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,7 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlcli.data.columns import label_values
-from mlcli.errors import ConfigError, DataError, RunError
+from mlcli.data.tables import TableSource
+from mlcli.errors import ConfigError, DataError, QualityGateError, RunError
+from mlcli.evaluation import thresholds
 from mlcli.evaluation.metrics import (
     LOWER_IS_BETTER,
     PRIMARY_METRIC,
@@ -30,10 +33,11 @@ from mlcli.evaluation.metrics import (
     metric_names,
 )
 from mlcli.evaluation.result import Evaluation
+from mlcli.evaluation.thresholds import Criterion, parse_criterion
 from mlcli.features.build import encode_labels
 from mlcli.features.drift import DriftMonitor
 from mlcli.features.schema import FeatureSchema
-from mlcli.inference.labels import BINARY_THRESHOLD
+from mlcli.inference.labels import BINARY_THRESHOLD, decision_threshold
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs.loading import LoadedRun, load_model, open_run
 
@@ -130,11 +134,18 @@ def regression_failure(
     return None
 
 
-def _open_for_evaluation(reference: str | Path, bounds: Sequence[Bound]) -> LoadedRun:
+def _open_for_evaluation(
+    reference: str | Path, bounds: Sequence[Bound], criterion: Criterion | None
+) -> LoadedRun:
     from mlcli.runs import directory as runs
 
     loaded = open_run(reference, with_model=False)
     check_bound_names(bounds, loaded.schema)
+    if criterion is not None and loaded.schema.target.task != "binary":
+        raise ConfigError(
+            f"--choose-threshold {criterion}: a {loaded.schema.target.task} run decides by its "
+            "most probable class or its value; a threshold applies to a binary run only"
+        )
     loaded.model = load_model(loaded.run.file(runs.MODEL))
     return loaded
 
@@ -164,17 +175,26 @@ def run_evaluation(
     fail_over: Iterable[str] = (),
     baseline: str | Path | None = None,
     max_regression: float | None = None,
-    threshold: float = BINARY_THRESHOLD,
     fail_on_drift: float | None = None,
+    threshold: float | None = None,
+    choose_threshold: str | None = None,
+    save_threshold: bool = False,
     csv_overrides: Mapping[str, Any] | None = None,
     stdin: BinaryIO | None = None,
     reporter: Reporter | None = None,
 ) -> Evaluation:
     """Evaluates a run on a labelled table and writes `evaluations/<data>-<time>/`.
 
-    Gates are checked but not raised: see `Evaluation.raise_for_gates` and `evaluate`. Every
-    row read is also compared with the training distribution (`features.drift`);
-    `fail_on_drift` makes a column's PSI above it a missed gate.
+    Binary metrics are at `threshold`, else the run's saved threshold, else 0.5.
+    `choose_threshold` (`precision=0.9`, `recall=0.8`, `f1`, `cost=1:5`:
+    `mlcli.evaluation.thresholds`) chooses a threshold on this data and reports the metrics at
+    it; `save_threshold` stores it in the run's `threshold.json`, with the data's SHA-256, for
+    predict, export and serve. A calibrated run also reports `uncalibrated` figures. Every row
+    read is also compared with the training distribution (`features.drift`); `fail_on_drift`
+    makes a column's PSI above it a missed gate.
+
+    Gates are checked but not raised: see `Evaluation.raise_for_gates` and `evaluate`; a
+    criterion that no threshold reaches is such a failure, and then nothing is saved.
     """
     from mlcli.data.sources import source_for_run
     from mlcli.data.tables import read_table
@@ -184,14 +204,21 @@ def run_evaluation(
     reporter = reporter or QuietReporter()
     if max_regression is not None and baseline is None:
         raise ConfigError("--max-regression needs --baseline RUN to compare against")
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"--threshold: expected a probability in [0, 1], found {threshold}")
     if fail_on_drift is not None and not (math.isfinite(fail_on_drift) and fail_on_drift >= 0):
         raise ConfigError(
             f"--fail-on-drift: expected a PSI bound of 0 or more (e.g. 0.2), found {fail_on_drift}"
         )
+    criterion = parse_criterion(choose_threshold) if choose_threshold is not None else None
+    if save_threshold and criterion is None:
+        raise ConfigError("--save stores a chosen threshold: add --choose-threshold, e.g. f1")
+    if save_threshold and str(data) == "-":
+        raise ConfigError(
+            "--save records the data's SHA-256 with the threshold; --data - (stdin) cannot be "
+            "read twice: pass a file"
+        )
     bounds = [*parse_bounds(fail_under, kind="under"), *parse_bounds(fail_over, kind="over")]
-    loaded = _open_for_evaluation(run, bounds)
+    loaded = _open_for_evaluation(run, bounds, criterion)
+    threshold = decision_threshold(threshold, loaded.threshold)
     names = [*loaded.schema.input_names, loaded.schema.target.column]
     source = source_for_run(
         loaded.config, data, names=names, csv_overrides=csv_overrides, stdin=stdin
@@ -211,6 +238,12 @@ def run_evaluation(
     reporter.event("drift", result.drift.summary(), psi=result.drift.psi())
     drifted = result.drift.failure(fail_on_drift) if fail_on_drift is not None else None
     result.failures += [drifted] if drifted else []
+    before = _uncalibrated_outputs(loaded, rows, source=source.describe())
+    if before is not None:
+        result.calibration = loaded.config.training.calibration
+        result.uncalibrated = _calibration_figures(labels, before, loaded.schema)
+    if criterion is not None:
+        _choose(result, criterion, labels, outputs, loaded, source, save=save_threshold)
     if baseline is not None:
         result.baseline_run, result.baseline = _baseline_metrics(
             baseline, loaded, table, source=source.describe(), threshold=threshold
@@ -219,10 +252,63 @@ def run_evaluation(
             failure = regression_failure(metrics, result.baseline, task=task, limit=max_regression)
             result.failures += [failure] if failure else []
     result.folder = write_evaluation(
-        loaded, result, labels=labels, outputs=outputs, data_name=source.name
+        loaded, result, labels=labels, outputs=outputs, data_name=source.name, before=before
     )
     reporter.event("evaluated", f"{rows.num_rows} rows in {time.monotonic() - started:.1f}s")
     return result
+
+
+def _uncalibrated_outputs(loaded: LoadedRun, rows: pa.Table, *, source: str) -> Any:
+    """The outputs before the model's calibration layer (None for a model without one)."""
+    from mlcli.inference.predictor import Predictor
+    from mlcli.models.core import uncalibrated
+
+    model = uncalibrated(loaded.model)
+    return None if model is None else Predictor(model, loaded.schema).outputs(rows, source=source)
+
+
+def _calibration_figures(labels: Any, outputs: Any, schema: FeatureSchema) -> dict[str, float]:
+    """log_loss, ece and brier of outputs (a calibrated model's, before its calibration)."""
+    every = compute_metrics(labels, outputs, schema, threshold=BINARY_THRESHOLD)
+    return {name: every[name] for name in ("log_loss", "ece", "brier") if name in every}
+
+
+def _choose(
+    result: Evaluation,
+    criterion: Criterion,
+    labels: Any,
+    outputs: Any,
+    loaded: LoadedRun,
+    source: TableSource,
+    *,
+    save: bool,
+) -> None:
+    """Chooses the threshold into `result` (or a failure into its gates) and saves it."""
+    try:
+        choice = thresholds.choose_threshold(labels, outputs, criterion)
+    except QualityGateError as error:
+        result.failures.append(str(error))
+        return
+    result.chosen_threshold = {"criterion": str(criterion), "metrics": choice.metrics}
+    if save:
+        from mlcli import __version__
+        from mlcli.data.tables import fingerprint
+        from mlcli.runs import directory as runs
+        from mlcli.runs.threshold import write_threshold_record
+
+        write_threshold_record(
+            loaded.run,
+            {
+                "threshold": choice.threshold,
+                "criterion": str(criterion),
+                "data": [fingerprint(path) for path in source.paths],
+                "rows": int(choice.metrics["rows"]),
+                "metrics": choice.metrics,
+                "chosen": datetime.now(UTC).isoformat(timespec="seconds"),
+                "mlcli": __version__,
+            },
+        )
+        result.threshold_saved = loaded.run.file(runs.THRESHOLD)
 
 
 def evaluate(run: str | Path, **options: Any) -> Evaluation:

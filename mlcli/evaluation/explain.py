@@ -31,7 +31,7 @@ from mlcli.evaluation.explanation import Explanation, write_explanation
 from mlcli.evaluation.importance import permutation_importances
 from mlcli.evaluation.metrics import LOWER_IS_BETTER, compute_metrics, metric_names
 from mlcli.features.schema import FeatureSchema
-from mlcli.inference.labels import BINARY_THRESHOLD
+from mlcli.inference.labels import decision_threshold
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs import directory as runs
 from mlcli.runs.loading import LoadedRun, load_model, open_run
@@ -134,10 +134,11 @@ def explain(
     reporter.event("data", f"{inputs.num_rows} labelled rows of {table.num_rows} used")
     predictor = Predictor(loaded.model, schema)
     sign = -1.0 if chosen in LOWER_IS_BETTER else 1.0
+    threshold = decision_threshold(None, loaded.threshold)  # the run's saved one, else 0.5
 
     def score(permuted: pa.Table) -> float:
         outputs = predictor.outputs(permuted, source=described)
-        found = compute_metrics(labels, outputs, schema, threshold=BINARY_THRESHOLD).get(chosen)
+        found = compute_metrics(labels, outputs, schema, threshold=threshold).get(chosen)
         if found is None:
             raise DataError(
                 f"{described}: {chosen} is undefined on these {inputs.num_rows} rows "

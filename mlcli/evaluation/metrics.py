@@ -9,10 +9,18 @@ is left out.
 
 | task | metrics |
 | --- | --- |
-| binary | accuracy precision recall f1 auc pr_auc (average precision) log_loss |
-| multiclass | accuracy precision_macro recall_macro f1_macro f1_weighted log_loss, |
+| binary | accuracy precision recall f1 auc pr_auc (average precision) log_loss ece brier |
+| multiclass | accuracy precision_macro recall_macro f1_macro f1_weighted log_loss ece brier, |
 | | and per class `precision/<class>` `recall/<class>` `f1/<class>` |
 | regression | rmse mae mse r2 mape |
+
+`ece`, the expected calibration error, puts the rows in `CALIBRATION_BINS` bins of equal width
+over [0, 1] by their probability (binary: of the positive class; multiclass: of the predicted
+class, the top-label ECE of Guo et al. 2017) and sums, over the bins, the bin's share of the
+rows times |observed frequency - mean probability| in it (a probability of exactly 1 falls in
+the last bin). `brier` is the mean squared difference between the probabilities and the
+one-hot truth: binary, (p - y)^2 over the positive class (scikit-learn's `brier_score_loss`);
+multiclass, the sum over the classes, per row (Brier's original score, from 0 to 2).
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import numpy as np
 from mlcli.features.schema import FeatureSchema
 from mlcli.inference.labels import positive
 
-LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae", "mse", "mape"})
+LOWER_IS_BETTER = frozenset({"log_loss", "ece", "brier", "rmse", "mae", "mse", "mape"})
+CALIBRATION_BINS = 10
 PRIMARY_METRIC = {"binary": "auc", "multiclass": "accuracy", "regression": "rmse"}
 # Numbers in the results that describe the evaluation rather than measure the model.
 NOT_METRICS = ("rows", "threshold")
@@ -36,13 +45,61 @@ def metric_names(schema: FeatureSchema) -> list[str]:
     """Every metric a run's task reports (the names `--fail-under` accepts)."""
     task = schema.target.task
     if task == "binary":
-        return ["accuracy", "precision", "recall", "f1", "auc", "pr_auc", "log_loss"]
+        return [
+            "accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "auc",
+            "pr_auc",
+            "log_loss",
+            "ece",
+            "brier",
+        ]
     if task == "regression":
         return ["rmse", "mae", "mse", "r2", "mape"]
     names = ["accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted", "log_loss"]
+    names += ["ece", "brier"]
     for kind in ("precision", "recall", "f1"):
         names += [f"{kind}/{value}" for value in schema.target.classes]
     return names
+
+
+def _binned_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS
+) -> float:
+    """Sum over equal-width bins of (rows in bin / rows) * |mean(correct) - mean(confidence)|."""
+    confidence = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    correct = np.asarray(correct, dtype=np.float64).reshape(-1)
+    if len(confidence) == 0:
+        return math.nan
+    index = np.clip((confidence * bins).astype(np.int64), 0, bins - 1)
+    gap = np.abs(
+        np.bincount(index, weights=correct, minlength=bins)
+        - np.bincount(index, weights=confidence, minlength=bins)
+    )
+    return float(gap.sum() / len(confidence))  # sum_b n_b/N * |sum_b(y - p)| / n_b
+
+
+def calibration_metrics(labels: np.ndarray, outputs: np.ndarray, task: str) -> dict[str, float]:
+    """`ece` and `brier` of a classifier's outputs (see the module's docstring)."""
+    truth = np.asarray(labels).reshape(-1).astype(np.int64)
+    if task == "binary":
+        probability = np.asarray(outputs, dtype=np.float64).reshape(-1)
+        return {
+            "ece": _binned_calibration_error(probability, truth),
+            "brier": float(np.mean((probability - truth) ** 2)) if len(truth) else math.nan,
+        }
+    probabilities = np.asarray(outputs, dtype=np.float64)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    predicted = np.argmax(probabilities, axis=1)
+    onehot = np.eye(probabilities.shape[1])[truth]
+    return {
+        "ece": _binned_calibration_error(probabilities.max(axis=1), predicted == truth),
+        "brier": float(np.mean(np.sum((probabilities - onehot) ** 2, axis=1)))
+        if len(truth)
+        else math.nan,
+    }
 
 
 def _float32_share(matches: np.ndarray) -> float:
@@ -125,9 +182,11 @@ def compute_metrics(
     task = schema.target.task
     if task == "binary":
         values = _binary_metrics(labels, outputs, threshold)
+        values.update(calibration_metrics(labels, outputs, task))
         values["threshold"] = threshold
     elif task == "multiclass":
         values = _multiclass_metrics(labels, outputs, schema.target.classes)
+        values.update(calibration_metrics(labels, outputs, task))
     else:
         values = _regression_metrics(labels, outputs)
     values = {name: value for name, value in values.items() if math.isfinite(value)}

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlcli import files
-from mlcli.inference.labels import BINARY_THRESHOLD
+from mlcli.evaluation.metrics import CALIBRATION_BINS
+from mlcli.inference.labels import BINARY_THRESHOLD, positive
 from mlcli.runs import directory as runs
 from mlcli.runs.loading import LoadedRun
 
@@ -64,13 +65,19 @@ def draw_figure(
 
 
 def _classification_plots(
-    folder: Path, labels: np.ndarray, outputs: np.ndarray, classes: list[Any], task: str, cut: float
+    folder: Path,
+    labels: np.ndarray,
+    outputs: np.ndarray,
+    classes: list[Any],
+    task: str,
+    cut: float,
+    before: np.ndarray | None = None,
 ) -> list[str]:
     from sklearn import metrics
 
     if task == "binary":
         scores = outputs.reshape(-1)
-        predicted = (scores > cut).astype(int)
+        predicted = positive(scores, threshold=cut).astype(int)
     else:
         predicted = np.argmax(outputs, axis=1)
     names = [str(c) for c in classes]
@@ -81,12 +88,16 @@ def _classification_plots(
     if len(np.unique(labels)) < 2:
         return written  # curves need both classes
     if task == "binary":
+        # the user's labels, so the axes say "Positive class: >50K", not 1
+        named = np.asarray(names, dtype=object)[labels.reshape(-1).astype(int)]
         curves = {
-            "roc.png": lambda ax: metrics.RocCurveDisplay.from_predictions(labels, scores, ax=ax),
-            "pr.png": lambda ax: metrics.PrecisionRecallDisplay.from_predictions(
-                labels, scores, ax=ax
+            "roc.png": lambda ax: metrics.RocCurveDisplay.from_predictions(
+                named, scores, pos_label=names[1], ax=ax
             ),
-            "calibration.png": lambda ax: _calibration(ax, labels, scores),
+            "pr.png": lambda ax: metrics.PrecisionRecallDisplay.from_predictions(
+                named, scores, pos_label=names[1], ax=ax
+            ),
+            "calibration.png": lambda ax: _calibration(ax, named, scores, names[1], before),
         }
         for name, draw in curves.items():
             draw_figure(folder / name, draw)
@@ -106,10 +117,32 @@ def _classification_plots(
     return written
 
 
-def _calibration(axis: Any, labels: np.ndarray, scores: np.ndarray) -> None:
+def _calibration(
+    axis: Any, named: np.ndarray, scores: np.ndarray, positive_label: str, before: Any
+) -> None:
+    """The reliability diagram, in the user's labels; a calibrated run's before and after."""
     from sklearn.calibration import CalibrationDisplay
 
-    CalibrationDisplay.from_predictions(labels, scores, n_bins=10, strategy="quantile", ax=axis)
+    if before is not None:
+        CalibrationDisplay.from_predictions(
+            named,
+            before.reshape(-1),
+            n_bins=10,
+            strategy="quantile",
+            pos_label=positive_label,
+            name="before calibration",
+            ax=axis,
+        )
+    CalibrationDisplay.from_predictions(
+        named,
+        scores,
+        n_bins=10,
+        strategy="quantile",
+        pos_label=positive_label,
+        name="model" if before is None else "calibrated",
+        ax=axis,
+    )
+    axis.set_title(f"Reliability of P({positive_label})")
 
 
 def _regression_plots(folder: Path, values: np.ndarray, outputs: np.ndarray) -> list[str]:
@@ -147,7 +180,11 @@ def markdown_report(result: Evaluation, plots: list[str], classes: list[Any]) ->
         f"- rows: {int(result.metrics['rows'])}",
     ]
     if "threshold" in result.metrics:
-        lines.append(f"- decision threshold: {result.metrics['threshold']:g} (positive above it)")
+        lines.append(
+            f"- decision threshold: {result.metrics['threshold']:g} (positive at or above it)"
+        )
+    if result.calibration:
+        lines.append(f"- calibration: {result.calibration} (fitted on the validation split)")
     lines += ["", "## Metrics", ""]
     headers = ["metric", "value"] + (["baseline", "change"] if result.baseline else [])
     lines += ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
@@ -173,6 +210,21 @@ def markdown_report(result: Evaluation, plots: list[str], classes: list[Any]) ->
         lines += ["", f"Baseline: `{result.baseline_run}`"]
     if result.drift is not None:
         lines += drift_section(result.drift)
+    if result.uncalibrated:
+        lines += ["", "## Calibration", "", "| metric | before calibration | after |"]
+        lines.append("| --- | --- | --- |")
+        for name, value in result.uncalibrated.items():
+            lines.append(f"| {name} | {_number(value)} | {_number(result.metrics[name])} |")
+        lines += ["", f"ECE: {CALIBRATION_BINS} equal-width bins of the probability."]
+    if result.chosen_threshold:
+        chosen = result.chosen_threshold["metrics"]
+        lines += ["", f"## Threshold chosen for {result.chosen_threshold['criterion']}", ""]
+        lines += ["| threshold | precision | recall | f1 | accuracy | positives |"]
+        lines.append("| --- | --- | --- | --- | --- | --- |")
+        shown = ("threshold", "precision", "recall", "f1", "accuracy", "positives")
+        lines.append("| " + " | ".join(_number(chosen[name]) for name in shown) + " |")
+        if result.threshold_saved is not None:
+            lines += ["", f"Saved in `{result.threshold_saved}`."]
     lines += ["", "## Quality gates", ""]
     lines += [f"- FAILED: {f}" for f in result.failures] or ["- none failed"]
     if plots:
@@ -213,8 +265,13 @@ def write_evaluation(
     labels: np.ndarray,
     outputs: np.ndarray,
     data_name: str,
+    before: np.ndarray | None = None,
 ) -> Path:
-    """Writes the evaluation folder into the run and returns its path."""
+    """Writes the evaluation folder into the run and returns its path.
+
+    `before`: a calibrated model's outputs before its calibration, drawn beside the outputs on
+    the reliability diagram.
+    """
     target = loaded.schema.target
     final = dated_folder(loaded.run.file(runs.EVALUATIONS), data_name)
     with files.atomic_directory(final) as folder:
@@ -229,6 +286,7 @@ def write_evaluation(
                 target.classes,
                 target.task,
                 float(result.metrics.get("threshold", BINARY_THRESHOLD)),
+                before,
             )
         files.write_json(
             folder / runs.METRICS,

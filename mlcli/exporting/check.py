@@ -207,8 +207,13 @@ def compare(
     outputs: dict[str, np.ndarray],
     reference: np.ndarray,
     schema: FeatureSchema,
+    *,
+    threshold: float = BINARY_THRESHOLD,
 ) -> tuple[float, int, int, bool]:
-    """Largest difference, its row, label mismatches, and whether all is within tolerance."""
+    """Largest difference, its row, label mismatches, and whether all is within tolerance.
+
+    A binary export's labels are positive at probability >= `threshold` (the run's).
+    """
     if export_format == "keras":
         found = outputs[KERAS_OUTPUT]
     else:
@@ -221,7 +226,7 @@ def compare(
     difference[broken] = np.inf
     failing = (broken | (difference > tolerance(expected))).any(axis=1)
     per_row = difference.max(axis=1, initial=0.0)
-    mismatches = _label_mismatches(outputs, reference, schema)
+    mismatches = _label_mismatches(outputs, reference, schema, threshold)
     within = not bool(failing.any()) and mismatches == 0
     if len(per_row) == 0:
         return 0.0, 0, mismatches, within
@@ -242,13 +247,14 @@ def tolerance(expected: np.ndarray) -> np.ndarray:
 
 
 def _label_mismatches(
-    outputs: dict[str, np.ndarray], reference: np.ndarray, schema: FeatureSchema
+    outputs: dict[str, np.ndarray], reference: np.ndarray, schema: FeatureSchema, threshold: float
 ) -> int:
     if LABEL not in outputs:
         return 0
-    expected = np.asarray(as_text(predicted_labels(reference, schema.target).to_pylist()))
+    labels = predicted_labels(reference, schema.target, threshold=threshold)
+    expected = np.asarray(as_text(labels.to_pylist()))
     if schema.target.task == "binary":
-        margin = np.abs(reference.reshape(-1) - BINARY_THRESHOLD)
+        margin = np.abs(reference.reshape(-1) - threshold)
     else:
         top = np.sort(reference, axis=1)
         margin = top[:, -1] - top[:, -2]

@@ -45,7 +45,6 @@ from mlcli.exporting.formats import (
     write_tflite,
 )
 from mlcli.exporting.signature import (
-    BINARY_THRESHOLD,
     EXPORT_INFO,
     ServingSignature,
     features,
@@ -53,9 +52,11 @@ from mlcli.exporting.signature import (
     write_export_info,
 )
 from mlcli.features.schema import FeatureSchema
+from mlcli.inference.labels import decision_threshold
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs import directory as runs
 from mlcli.runs.loading import LoadedRun, open_run
+from mlcli.runs.threshold import read_threshold_record
 
 
 def export(
@@ -84,14 +85,15 @@ def export(
     import_tensorflow(verbose=verbose)
     loaded = open_run(run)
     check_supported(format, loaded.schema)
+    threshold = decision_threshold(saved=loaded.threshold)
     base = Path(output) if output is not None else loaded.run.path / runs.EXPORTS / format
     final = base / loaded.config.name / str(version) if format == "saved_model" else base
     with files.atomic_directory(final, force=force, replaceable=replaceable_export) as folder:
         reporter.event("export", f"writing {format} to {final}")
-        model_path = _write(format, loaded, folder, verbose=verbose)
+        model_path = _write(format, loaded, folder, threshold=threshold, verbose=verbose)
         reporter.event("export", f"checking {format} in its own runtime")
-        check = _check(format, loaded, model_path)
-        info = _info(format, loaded, final, version, check)
+        check = _check(format, loaded, model_path, threshold=threshold)
+        info = _info(format, loaded, final, version, check, threshold=threshold)
         info["files"] = _written(folder)
         if format == "saved_model":
             info[DIGEST_KEY] = export_digest(folder)
@@ -132,9 +134,11 @@ def replaceable_export(folder: Path) -> None:
     files.check_replaceable(folder, owned=owned, what="an export that mlcli wrote")
 
 
-def _write(export_format: str, loaded: LoadedRun, folder: Path, *, verbose: bool) -> Path:
+def _write(
+    export_format: str, loaded: LoadedRun, folder: Path, *, threshold: float, verbose: bool
+) -> Path:
     if export_format == "saved_model":
-        write_saved_model(loaded.model, loaded.schema, folder, verbose=verbose)
+        write_saved_model(loaded.model, loaded.schema, folder, threshold=threshold, verbose=verbose)
         return folder
     path = folder / FILE_NAMES[export_format]
     if export_format == "keras":
@@ -142,7 +146,9 @@ def _write(export_format: str, loaded: LoadedRun, folder: Path, *, verbose: bool
         return path
     with tempfile.TemporaryDirectory(prefix="mlcli-saved-model-") as scratch:
         saved_model = Path(scratch) / "saved_model"
-        write_saved_model(loaded.model, loaded.schema, saved_model, verbose=verbose)
+        write_saved_model(
+            loaded.model, loaded.schema, saved_model, threshold=threshold, verbose=verbose
+        )
         if export_format == "tflite":
             write_tflite(saved_model, path, verbose=verbose)
         else:
@@ -150,14 +156,16 @@ def _write(export_format: str, loaded: LoadedRun, folder: Path, *, verbose: bool
     return path
 
 
-def _check(export_format: str, loaded: LoadedRun, model_path: Path) -> CheckResult:
+def _check(
+    export_format: str, loaded: LoadedRun, model_path: Path, *, threshold: float
+) -> CheckResult:
     from mlcli.inference.predictor import Predictor
 
     columns, sample = sample_columns(loaded)
     reference = Predictor(loaded.model, loaded.schema).eager_outputs(columns)
     runtime, outputs = run_in_runtime(export_format, model_path, columns, loaded.schema)
     difference, worst, mismatches, passed = compare(
-        export_format, outputs, reference, loaded.schema
+        export_format, outputs, reference, loaded.schema, threshold=threshold
     )
     check = CheckResult(
         runtime=runtime,
@@ -193,7 +201,13 @@ def _versions(export_format: str) -> dict[str, str]:
 
 
 def _info(
-    export_format: str, loaded: LoadedRun, final: Path, version: int, check: CheckResult
+    export_format: str,
+    loaded: LoadedRun,
+    final: Path,
+    version: int,
+    check: CheckResult,
+    *,
+    threshold: float,
 ) -> dict[str, Any]:
     schema = loaded.schema
     files = ["saved_model.pb", "variables/"] if export_format == "saved_model" else []
@@ -206,17 +220,27 @@ def _info(
         "version": version if export_format == "saved_model" else None,
         "run": str(loaded.run.path),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "signature": _signature_for(export_format, schema),
+        "signature": _signature_for(export_format, schema, threshold),
         "task": schema.target.task,
         "label_classes": schema.target.classes,
-        "binary_threshold": BINARY_THRESHOLD if schema.target.task == "binary" else None,
+        "binary_threshold": threshold if schema.target.task == "binary" else None,
+        # where a saved threshold came from (`mlcli evaluate --choose-threshold --save`)
+        "binary_threshold_source": _threshold_source(loaded),
         "features": features(schema),
         "check": check.to_dict(),
         "versions": _versions(export_format),
     }
 
 
-def _signature_for(export_format: str, schema: FeatureSchema) -> dict[str, Any]:
+def _signature_for(export_format: str, schema: FeatureSchema, threshold: float) -> dict[str, Any]:
     if export_format == "keras":
         return keras_signature(schema)
-    return ServingSignature.from_schema(schema).describe()
+    return ServingSignature.from_schema(schema, threshold=threshold).describe()
+
+
+def _threshold_source(loaded: LoadedRun) -> dict[str, Any] | None:
+    """The saved threshold's provenance (criterion, data and its SHA-256, date), if any."""
+    if loaded.threshold is None or loaded.schema.target.task != "binary":
+        return None
+    record = read_threshold_record(loaded.run) or {}
+    return {key: record.get(key) for key in ("criterion", "data", "rows", "chosen")}

@@ -24,7 +24,7 @@ from typing import Any
 
 from mlcli._tensorflow import _stderr_silenced
 from mlcli.errors import ConfigError, RunError
-from mlcli.exporting.signature import SIGNATURE_KEY, ServingSignature
+from mlcli.exporting.signature import BINARY_THRESHOLD, SIGNATURE_KEY, ServingSignature
 from mlcli.features.schema import ColumnSchema, FeatureSchema
 from mlcli.runs import directory as runs
 
@@ -35,13 +35,19 @@ CONVERSION_TIMEOUT_SECONDS = 900
 
 
 def write_saved_model(
-    model: Any, schema: FeatureSchema, directory: Path, *, verbose: bool = False
+    model: Any,
+    schema: FeatureSchema,
+    directory: Path,
+    *,
+    threshold: float = BINARY_THRESHOLD,
+    verbose: bool = False,
 ) -> None:
-    """The SavedModel with the `serving_default` signature over raw columns."""
+    """The SavedModel with the `serving_default` signature over raw columns; a binary model's
+    `label` is positive at probability >= `threshold`."""
     import keras
     from absl import logging as absl_logging
 
-    signature = ServingSignature.from_schema(schema)
+    signature = ServingSignature.from_schema(schema, threshold=threshold)
     signature.check_keywords()
     serve, specs = signature.serving_function(model)
     archive = keras.export.ExportArchive()

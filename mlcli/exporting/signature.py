@@ -12,7 +12,9 @@ all see:
   missing values are `mlcli.preprocessing.inputs.MISSING_VALUES`;
 - outputs, classification: `probabilities` `[None, K]` float32 in the order of the label
   classes, and `label` `[None]` string, the predicted class in the user's own values (binary:
-  the second class when its probability is >= `BINARY_THRESHOLD`);
+  the second class when its probability is >= the signature's `threshold`: the one the run
+  keeps from `mlcli evaluate --choose-threshold --save`, else `BINARY_THRESHOLD`; export.json
+  records it as `binary_threshold`);
 - outputs, regression: `prediction` `[None]` float32 in the target's units.
 
 `mlcli serve` answers with the same signature for a run (`ServingSignature.from_schema`) as for
@@ -84,15 +86,22 @@ class ServingSignature:
     inputs: dict[str, str]
     target: TargetSchema
     names: dict[str, str] = field(default_factory=dict)
+    threshold: float = BINARY_THRESHOLD  # binary: positive at probability >= threshold
 
     def __post_init__(self) -> None:
         if not self.names:  # a signature made from columns: their input names by the rule
             self.names.update(input_names(self.inputs))
 
     @classmethod
-    def from_schema(cls, schema: FeatureSchema) -> ServingSignature:
-        """The signature of a run's model, from its `schema.json`."""
-        return cls(inputs={c.name: c.dtype for c in schema.columns}, target=schema.target)
+    def from_schema(
+        cls, schema: FeatureSchema, *, threshold: float = BINARY_THRESHOLD
+    ) -> ServingSignature:
+        """The signature of a run's model, from its `schema.json` and decision threshold."""
+        return cls(
+            inputs={c.name: c.dtype for c in schema.columns},
+            target=schema.target,
+            threshold=threshold,
+        )
 
     def keywords(self) -> dict[str, str]:
         """Column -> the keyword a loaded SavedModel's Python function takes for it."""
@@ -141,7 +150,7 @@ class ServingSignature:
             names[column]: tf.TensorSpec([None], dtype, name=names[column])
             for column, dtype in self.inputs.items()
         }
-        task = self.target.task
+        task, threshold = self.target.task, self.threshold
         classes = tf.constant(as_text(self.target.classes) or [""])
 
         def serve(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +161,7 @@ class ServingSignature:
             if task == "binary":
                 positive = tf.reshape(outputs, [-1])
                 probabilities = tf.stack([1.0 - positive, positive], axis=1)
-                index = tf.cast(positive >= BINARY_THRESHOLD, tf.int64)
+                index = tf.cast(positive >= threshold, tf.int64)
             else:
                 probabilities = outputs
                 index = tf.argmax(outputs, axis=1)
@@ -222,10 +231,15 @@ def read_export_info(folder: Path) -> tuple[ServingSignature, dict[str, Any]]:
         inputs = {feature["name"]: feature["dtype"] for feature in info["features"]}
         # exports written before `input_name` named each input as its column
         names = {f["name"]: str(f.get("signature_name", f["name"])) for f in info["features"]}
+        saved = info.get("binary_threshold")
+        threshold = BINARY_THRESHOLD if saved is None else float(saved)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"binary_threshold {saved!r} is not a probability")
     except FileNotFoundError:
         raise RunError(
             f"{path}: missing; mlcli serves the SavedModels that `mlcli export` writes"
         ) from None
     except (ValueError, KeyError, TypeError) as error:
         raise RunError(f"{path}: not an mlcli export description ({error!r})") from None
-    return ServingSignature(inputs=inputs, target=target, names=names), info
+    signature = ServingSignature(inputs=inputs, target=target, names=names, threshold=threshold)
+    return signature, info

@@ -1,6 +1,8 @@
 """A model's outputs as the user's own labels: the one place that decides a class.
 
-A binary model outputs the positive class's probability, (rows, 1); a multiclass model one
+A binary model outputs the positive class's probability, (rows, 1), and a row is positive when
+that probability is at or above the decision threshold (`decision_threshold`: `--threshold`,
+else the run's saved one, else 0.5); a multiclass model one
 probability per class, (rows, classes), in the order of `TargetSchema.classes`; a regression
 model the value itself. `predict`, `mlcli serve`, the export check and the MLflow model all
 decode outputs here, so every one of them names the same class for the same row.
@@ -20,16 +22,38 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlcli.errors import ConfigError
 from mlcli.features.schema import TargetSchema
 
 BINARY_THRESHOLD = 0.5  # the one binary rule: positive when probability >= threshold
+
+
+def decision_threshold(explicit: float | None = None, saved: float | None = None) -> float:
+    """The binary decision threshold in force: `explicit` (`--threshold`) wins, then the one
+    `mlcli evaluate --choose-threshold ... --save` stored in the run, then `BINARY_THRESHOLD`.
+
+    Raises `ConfigError` (exit 2) for an explicit threshold outside [0, 1].
+    """
+    if explicit is not None:
+        if not 0.0 <= explicit <= 1.0:
+            raise ConfigError(f"--threshold: expected a probability in [0, 1], found {explicit}")
+        return float(explicit)
+    return BINARY_THRESHOLD if saved is None else float(saved)
+
+
+def threshold_origin(explicit: float | None, saved: float | None) -> str:
+    """Where `decision_threshold(explicit, saved)` came from, for messages."""
+    if explicit is not None:
+        return "--threshold"
+    return "the default" if saved is None else "saved in the run"
 
 
 def positive(probabilities: np.ndarray, *, threshold: float = BINARY_THRESHOLD) -> np.ndarray:
     """Whether each binary row is the positive class: its probability is >= `threshold`.
 
     The one rule of predict, evaluate, `mlcli serve` and every export's signature (which
-    imports `BINARY_THRESHOLD` from here), so a probability of exactly 0.5 is positive in all.
+    takes its threshold from `decision_threshold`), so a probability of exactly the threshold
+    is positive in all.
     """
     return np.asarray(probabilities).reshape(-1) >= threshold
 

@@ -33,7 +33,12 @@ from mlcli.data.tables import TableSource, iter_batches, require_columns
 from mlcli.errors import ConfigError, QualityGateError
 from mlcli.features.drift import DriftMonitor, DriftReport
 from mlcli.features.schema import FeatureSchema
-from mlcli.inference.labels import BINARY_THRESHOLD, predicted_labels
+from mlcli.inference.labels import (
+    BINARY_THRESHOLD,
+    decision_threshold,
+    predicted_labels,
+    threshold_origin,
+)
 from mlcli.inference.writers import FORMATS, BatchWriter, open_writer
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs.loading import LoadedRun, open_run
@@ -154,20 +159,21 @@ def _check_options(
     loaded: LoadedRun,
     keep: Sequence[str],
     batch_size: int,
-    threshold: float,
+    threshold: float | None,
     fail_on_drift: float | None,
-) -> None:
+) -> float:
+    """Checks the options; returns the decision threshold in force (`decision_threshold`)."""
     if fail_on_drift is not None and not (math.isfinite(fail_on_drift) and fail_on_drift >= 0):
         raise ConfigError(
             f"--fail-on-drift: expected a PSI bound of 0 or more (e.g. 0.2), found {fail_on_drift}"
         )
     if batch_size < 1:
         raise ConfigError(f"--batch-size: expected a positive number of rows, found {batch_size}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"--threshold: expected a probability in [0, 1], found {threshold}")
+    chosen = decision_threshold(threshold, loaded.threshold)
     clash = sorted(set(keep) & set(prediction_columns(loaded.schema)))
     if clash:
         raise ConfigError(f"--keep {clash[0]}: predict writes a column of that name itself")
+    return chosen
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:
@@ -236,7 +242,7 @@ def predict(
     output: str | Path | BinaryIO,
     keep: Sequence[str] = (),
     batch_size: int = DEFAULT_BATCH_SIZE,
-    threshold: float = BINARY_THRESHOLD,
+    threshold: float | None = None,
     format: str | None = None,
     force: bool = False,
     fail_on_drift: float | None = None,
@@ -252,7 +258,9 @@ def predict(
         output: a file path (format from its suffix or `format`), or a binary stream.
         keep: input columns copied to the output unchanged (an id).
         batch_size: rows per model call.
-        threshold: binary tasks: the probability above which a row is the positive class.
+        threshold: binary tasks: a row is the positive class when its probability is at or
+            above it; None: the threshold saved in the run (`evaluate --choose-threshold
+            --save`), else 0.5.
         format: csv, parquet or jsonl, overriding the output's suffix.
         force: replace an existing output file (and its drift report).
         fail_on_drift: raise `QualityGateError` (exit 5), once the predictions and the drift
@@ -274,7 +282,10 @@ def predict(
                 f"--output {final}: {path} already exists; pass --force to replace it"
             )
     loaded = open_run(run)
-    _check_options(loaded, keep, batch_size, threshold, fail_on_drift)
+    given, threshold = threshold, _check_options(loaded, keep, batch_size, threshold, fail_on_drift)
+    if loaded.schema.target.task == "binary":
+        origin = threshold_origin(given, loaded.threshold)
+        reporter.event("threshold", f"positive at probability >= {threshold:g} ({origin})")
     source = source_for_run(
         loaded.config,
         data,

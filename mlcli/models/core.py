@@ -3,7 +3,8 @@
 `build_core` takes the preprocessor's encoded outputs; `compose` puts the preprocessor in
 front so that the saved model takes raw column values and returns the head's output:
 the positive class's probability (binary), class probabilities (multiclass) or the value
-(regression).
+(regression); with `training.calibration`, through a calibration layer fitted on the
+validation split (`mlcli.layers.TemperatureScaling`, `PiecewiseLinearCalibration`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from mlcli.features.schema import FeatureSchema
 from mlcli.models.architectures import build_body
 from mlcli.preprocessing.inputs import NUMERIC, encoded_input_name
 from mlcli.preprocessing.layers import keyed_model, raw_inputs
+
+CALIBRATION_LAYER = "calibration"  # the name of the saved model's calibration layer
 
 
 def core_inputs(encoded_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, keras.KerasTensor]:
@@ -57,8 +60,33 @@ def build_core(
     return keyed_model(inputs, output, name="core")
 
 
-def compose(preprocessor: keras.Model, core: keras.Model, schema: FeatureSchema) -> keras.Model:
-    """The saved model: raw columns through the preprocessor into the trained core."""
+def compose(
+    preprocessor: keras.Model,
+    core: keras.Model,
+    schema: FeatureSchema,
+    *,
+    calibration: keras.layers.Layer | None = None,
+) -> keras.Model:
+    """The saved model: raw columns through the preprocessor into the trained core, and its
+    output through the fitted `calibration` layer (named `calibration`) when there is one."""
     inputs = raw_inputs(schema)
     outputs = core(preprocessor(inputs))
+    if calibration is not None:
+        outputs = calibration(outputs)
     return keyed_model(inputs, outputs, name="mlcli_model")
+
+
+def calibrated_core(core: keras.Model, calibration: keras.layers.Layer) -> keras.Model:
+    """The core with `calibration` on its output, over the core's own encoded inputs: what
+    training evaluates and checks the saved model against when `training.calibration` is set."""
+    return keyed_model(core.input, calibration(core.output), name="calibrated_core")
+
+
+def uncalibrated(model: keras.Model) -> keras.Model | None:
+    """The saved model without its calibration layer (the probabilities before calibration),
+    or None when the model has none."""
+    try:
+        layer = model.get_layer(CALIBRATION_LAYER)
+    except ValueError:
+        return None
+    return keyed_model(model.input, layer.input, name="uncalibrated")

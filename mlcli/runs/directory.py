@@ -3,7 +3,7 @@
 ```
 runs/<name>/<run-id>/      config.yaml manifest.json schema.json model.keras history.csv
                            metrics.json sample.parquet checkpoints/ plots/ evaluations/
-                           explanations/ exports/
+                           explanations/ exports/ [threshold.json]
 runs/<name>/latest         symlink to the newest complete run
 runs/<name>/.<run-id>.partial   a run in progress (or interrupted: `--resume` continues it)
 runs/<name>/.<run-id>.partial/.lock   held (`flock`) by the process that trains the run
@@ -34,6 +34,7 @@ SCHEMA = "schema.json"
 MODEL = "model.keras"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
+THRESHOLD = "threshold.json"  # the decision threshold that `evaluate --choose-threshold --save` keeps
 SAMPLE = "sample.parquet"  # validation rows, raw, that export checks use (runs before 0.2 lack it)
 CHECKPOINTS = "checkpoints"
 PLOTS = "plots"

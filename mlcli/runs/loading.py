@@ -16,16 +16,19 @@ from mlcli.config.schema import Config
 from mlcli.errors import RunError
 from mlcli.features.schema import FeatureSchema
 from mlcli.runs import directory as runs
+from mlcli.runs.threshold import saved_threshold
 
 
 @dataclass
 class LoadedRun:
-    """A complete run: its folder, config, schema and (once loaded) Keras model."""
+    """A complete run: its folder, config, schema, the decision threshold it keeps (None: it
+    keeps none) and (once loaded) Keras model."""
 
     run: runs.Run
     config: Config
     schema: FeatureSchema
     model: Any = None
+    threshold: float | None = None
 
 
 def open_run(reference: str | Path, *, with_model: bool = True) -> LoadedRun:
@@ -39,7 +42,7 @@ def open_run(reference: str | Path, *, with_model: bool = True) -> LoadedRun:
             f"{run.file(runs.CONFIG)}: the run's config does not load: {error}"
         ) from error
     schema = FeatureSchema.load(run.file(runs.SCHEMA))
-    loaded = LoadedRun(run=run, config=config, schema=schema)
+    loaded = LoadedRun(run=run, config=config, schema=schema, threshold=saved_threshold(run))
     if with_model:
         loaded.model = load_model(run.file(runs.MODEL))
     return loaded

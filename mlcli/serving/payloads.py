@@ -253,7 +253,7 @@ def predict_response(outputs: np.ndarray, signature: ServingSignature, *, column
         values = outputs.reshape(-1).tolist()
         return {"outputs": values} if columnar else {"predictions": values}
     # as strings, as the exported SavedModel's `label` output (and so TF Serving) gives them
-    labels = as_text(predicted_labels(outputs, target).to_pylist())
+    labels = as_text(predicted_labels(outputs, target, threshold=signature.threshold).to_pylist())
     if target.task == "binary":
         outputs = np.concatenate([1.0 - outputs, outputs], axis=1)
     probabilities = outputs.tolist()
@@ -299,7 +299,12 @@ def model_metadata(name: str, version: str, signature: ServingSignature) -> dict
         "model_spec": {"name": name, "signature_name": "", "version": version},
         "metadata": {
             "signature_def": {"signature_def": {SIGNATURE_KEY: signature_def}},
-            "mlcli": {"task": target.task, "target": target.column, "classes": target.classes},
+            "mlcli": {
+                "task": target.task,
+                "target": target.column,
+                "classes": target.classes,
+                **({"threshold": signature.threshold} if target.task == "binary" else {}),
+            },
         },
     }
 

@@ -28,6 +28,7 @@ from mlcli.exporting.signature import (
     read_export_info,
 )
 from mlcli.features.schema import ColumnSchema
+from mlcli.inference.labels import decision_threshold
 from mlcli.preprocessing.inputs import MISSING_VALUES
 from mlcli.runs import directory as runs
 from mlcli.serving.batching import Columns, ModelCall
@@ -98,7 +99,9 @@ def _run_servable(reference: str | Path, *, name: str | None) -> Servable:
     return Servable(
         name=name or loaded.config.name,
         version=VERSION,
-        signature=ServingSignature.from_schema(loaded.schema),
+        signature=ServingSignature.from_schema(
+            loaded.schema, threshold=decision_threshold(saved=loaded.threshold)
+        ),
         call=Predictor(loaded.model, loaded.schema).column_call(),
         source=loaded.run.path,
         columns=tuple(loaded.schema.columns),

@@ -108,10 +108,10 @@ def compile_core(
     optimizer fit trained with.
     """
     loss, metrics = loss_and_metrics(task, auc=for_evaluation or epoch_auc(config))
+    trained = getattr(core, "optimizer", None) if for_evaluation else None
     core.compile(
-        optimizer=core.optimizer
-        if for_evaluation
-        else make_optimizer(config, steps_per_epoch=steps_per_epoch),
+        # a calibrated core, never fitted, has no optimizer: it gets an unused one
+        optimizer=trained or make_optimizer(config, steps_per_epoch=steps_per_epoch),
         loss=loss,
         metrics=metrics,
         steps_per_execution=config.steps_per_execution,

@@ -29,9 +29,10 @@ tf = import_tensorflow(
 )  # devices are chosen first: mlcli.training.devices.place starts it
 import keras  # noqa: E402
 
-from mlcli.models.core import build_core, compose  # noqa: E402
+from mlcli.models.core import build_core, calibrated_core, compose  # noqa: E402
 from mlcli.preprocessing.layers import build_preprocessor  # noqa: E402
 from mlcli.training import distributed  # noqa: E402
+from mlcli.training.calibration import fit_calibration  # noqa: E402
 from mlcli.training.callbacks import (  # noqa: E402
     EpochSeeding,
     completed_epochs,
@@ -110,7 +111,9 @@ def fit_run(
         "prepare": encoded_at - started,  # devices, and the layers' encoding if needed
         "fit": fitted_at - encoded_at,
     }
-    composition = _save_and_evaluate(config, data, run, fitting, kept=kept, seconds=seconds)
+    composition, calibration = _save_and_evaluate(
+        config, data, run, fitting, kept=kept, seconds=seconds
+    )
     return {
         "device": fitting.placement.describe(config.training),
         "epochs_run": kept["epochs_run"],
@@ -118,6 +121,7 @@ def fit_run(
         "resumed_after_epoch": first_epoch or None,
         "composition_max_abs_difference": composition["max_abs_difference"],
         "checks": {"composition": composition},
+        "calibration": calibration,
         "seconds": seconds,
     }
 
@@ -182,12 +186,15 @@ def _save_and_evaluate(
     *,
     kept: dict[str, Any],
     seconds: dict[str, float],
-) -> dict[str, Any]:
-    """Saves model.keras and metrics.json, draws the learning curves; the composition check.
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Saves model.keras and metrics.json, draws the learning curves; the composition check,
+    and the calibration's record (None without `training.calibration`).
 
     Under MultiWorkerMirroredStrategy the replicated core is evaluated by the multi-worker loop
     on every worker, and an unreplicated copy is saved (only the chief's run folder is kept).
-    Adds the seconds of `save`, `evaluate` and `check` to `seconds`.
+    With `training.calibration` the layer is fitted on the validation split and the metrics,
+    like the saved model, are those of the calibrated probabilities. Adds the seconds of
+    `save`, `evaluate` and `check` to `seconds`.
     """
     started = time.monotonic()
     plotted = _plot_in_background(run, kept_epoch=kept["epoch"])
@@ -196,7 +203,20 @@ def _save_and_evaluate(
         with strategy.scope():  # the final metrics include AUC
             compile_core(core, schema.target.task, config.training, for_evaluation=True)
     saved = distributed.local_copy(core) if fitting.placement.multi_worker else core
-    model = compose(fitting.preprocessor, saved, schema)
+    layer, calibration, checked = None, None, saved
+    if config.training.calibration != "none":
+        layer, calibration = fit_calibration(
+            config.training.calibration,
+            saved,
+            fitting.validation,
+            task=schema.target.task,
+            batch_size=EVALUATION_BATCH_ROWS,
+        )
+        checked = calibrated_core(saved, layer)
+        with strategy.scope():
+            core = calibrated_core(core, layer) if fitting.placement.multi_worker else checked
+            compile_core(core, schema.target.task, config.training, for_evaluation=True)
+    model = compose(fitting.preprocessor, saved, schema, calibration=layer)
     model.save(run.file(runs.MODEL))
     saved_at = time.monotonic()
     splits = {"train": fitting.train, "validation": fitting.validation, "test": fitting.test}
@@ -208,11 +228,11 @@ def _save_and_evaluate(
     files.write_json(run.file(runs.METRICS), metrics)
     plotted.result()  # re-raises what the plotting raised
     evaluated_at = time.monotonic()
-    composition = _verify_composition(model, saved, data, fitting.validation)
+    composition = _verify_composition(model, checked, data, fitting.validation)
     seconds["save"] = saved_at - started
     seconds["evaluate"] = evaluated_at - saved_at
     seconds["check"] = time.monotonic() - evaluated_at
-    return composition
+    return composition, calibration
 
 
 def _plot_in_background(run: runs.Run, *, kept_epoch: int | None) -> Future[None]:

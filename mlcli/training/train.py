@@ -37,6 +37,7 @@ from mlcli.features.schema import FeatureSchema
 from mlcli.reporting import QuietReporter, Reporter, TrainingSummary
 from mlcli.runs import directory as runs
 from mlcli.tracking.tracker import start_tracking, tracks_failures
+from mlcli.training.calibration import check_calibration
 from mlcli.training.cluster import cluster_role, worker_scratch_run
 from mlcli.training.compile import check_monitor
 from mlcli.training.data import TrainingData
@@ -142,6 +143,7 @@ def train(
         started = time.monotonic()
         data = TrainingData.load(config, reporter)  # while TensorFlow may still be loading
         check_monitor(config, data.schema.target.task)
+        check_calibration(config, data.schema.target.task)
         run = resumed
         if not chief:  # the chief alone writes the run directory
             run = worker_scratch_run(config.name, resume=resumed.path if resumed else None)

@@ -242,3 +242,85 @@ def test_drift_is_reported_in_the_json_the_folder_and_the_report_and_can_gate(
     assert code == 5
     assert "--fail-on-drift 0.2" in stderr and "age (PSI" in stderr and "color" not in stderr
     assert "PSI" in stdout and Path(stdout.strip().splitlines()[-1]).is_dir()
+
+
+def test_choose_threshold_reports_it_and_save_keeps_it_with_its_provenance(runs_copy, trained_runs):
+    import hashlib
+
+    run, data = runs_copy["binary"], trained_runs["data"]
+    code, stdout, stderr = _evaluate(
+        str(run), "--data", str(data), "--choose-threshold", "recall=0.8", "--json"
+    )
+    assert code == 0, stderr
+    metrics = json.loads(stdout)
+    assert metrics["chosen/recall"] >= 0.8
+    assert {"chosen/threshold", "chosen/precision", "chosen/positives"} <= set(metrics)
+    assert not (run / "threshold.json").exists()  # chosen, not saved
+    code, stdout, stderr = _evaluate(
+        str(run), "--data", str(data), "--choose-threshold", "precision=0.8", "--save"
+    )
+    assert code == 0, stderr
+    assert "threshold chosen for precision=0.8" in stdout and "saved in" in stdout
+    record = json.loads((run / "threshold.json").read_text())
+    assert record["criterion"] == "precision=0.8"
+    assert record["metrics"]["precision"] >= 0.8
+    assert record["data"][0]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert record["rows"] == 400 and record["chosen"]
+    folder = max((run / "evaluations").iterdir())
+    assert "## Threshold chosen for precision=0.8" in (folder / "report.md").read_text()
+    # later evaluations decide with the saved threshold; --threshold still wins
+    code, stdout, _ = _evaluate(str(run), "--data", str(data), "--json")
+    assert json.loads(stdout)["threshold"] == record["threshold"]
+    assert json.loads(stdout)["precision"] == pytest.approx(record["metrics"]["precision"])
+    code, stdout, _ = _evaluate(str(run), "--data", str(data), "--json", "--threshold", "0.5")
+    assert json.loads(stdout)["threshold"] == 0.5
+
+
+def test_an_unreachable_criterion_exits_5_after_the_results_and_saves_nothing(
+    runs_copy, trained_runs, tmp_path
+):
+    # every row labelled as the negative class's but one: precision 0.99 is out of reach
+    table = pa_csv.read_csv(trained_runs["data"])
+    classes = sorted(set(table.column("label").to_pylist()))
+    labels = [classes[0]] * (table.num_rows - 1) + [classes[1]]
+    table = table.set_column(table.schema.get_field_index("label"), "label", pa.array(labels))
+    pa_csv.write_csv(table, tmp_path / "rare.csv")
+    run = runs_copy["binary"]
+    code, stdout, stderr = _evaluate(
+        str(run),
+        "--data",
+        str(tmp_path / "rare.csv"),
+        "--choose-threshold",
+        "precision=0.99",
+        "--save",
+    )
+    assert code == 5
+    assert "no threshold reaches precision 0.99" in stderr and "nothing was saved" in stderr
+    assert Path(stdout.strip().splitlines()[-1]).is_dir()  # the evaluation is still written
+    assert not (run / "threshold.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("task", "options", "message"),
+    [
+        ("multiclass", ["--choose-threshold", "f1"], "a threshold applies to a binary run only"),
+        ("binary", ["--save"], "--save stores a chosen threshold: add --choose-threshold"),
+        ("binary", ["--choose-threshold", "f2"], "expected one of precision=P"),
+    ],
+)
+def test_threshold_options_that_cannot_apply_are_usage_errors(
+    runs_copy, trained_runs, task, options, message
+):
+    run = runs_copy[task]
+    code, _, stderr = _evaluate(str(run), "--data", str(trained_runs["data"]), *options)
+    assert code == 2 and message in stderr
+    assert not (run / "evaluations").exists()
+
+
+def test_save_refuses_stdin_which_cannot_be_fingerprinted(runs_copy, trained_runs):
+    result = runner.invoke(
+        app,
+        ["evaluate", str(runs_copy["binary"]), "--data", "-", "--choose-threshold", "f1", "--save"],
+        input=trained_runs["data"].read_bytes(),
+    )
+    assert result.exit_code == 2 and "pass a file" in result.stderr

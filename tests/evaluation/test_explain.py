@@ -185,3 +185,23 @@ def test_failures_name_the_cause_and_write_nothing(runs_copy, trained_runs, tmp_
     code, _, stderr = _explain(str(run), "--data", data, "--rows", "3")
     assert code == 2 and "install mlcli[explain]" in stderr
     assert not (run / "explanations").exists()
+
+
+def test_a_binary_metric_is_measured_at_the_runs_saved_threshold(runs_copy, trained_runs):
+    from mlcli.runs import directory as runs
+    from mlcli.runs.threshold import write_threshold_record
+
+    run, data = runs_copy["binary"], str(trained_runs["data"])
+    write_threshold_record(runs.Run(run), {"threshold": 0.9, "criterion": "test"})
+    evaluated = runner.invoke(app, ["evaluate", str(run), "--data", data, "--json"])
+    at_half = runner.invoke(
+        app, ["evaluate", str(run), "--data", data, "--json", "--threshold", "0.5"]
+    )
+    assert evaluated.exit_code == 0 and at_half.exit_code == 0, evaluated.stderr
+    saved, default = json.loads(evaluated.stdout), json.loads(at_half.stdout)
+    assert saved["threshold"] == 0.9 and saved["recall"] != default["recall"]
+    code, stdout, stderr = _explain(
+        str(run), "--data", data, "--metric", "recall", "--repeats", "1", "--json"
+    )
+    assert code == 0, stderr
+    assert json.loads(stdout)["baseline"] == pytest.approx(saved["recall"])

@@ -69,3 +69,23 @@ def test_predict_and_the_export_signature_give_the_same_label(probability):
     served = serve({"x": tf.constant([1.0, 2.0])})[LABEL].numpy()
     expected = as_text(predicted_labels(np.array([[value]] * 2), target).to_pylist())
     assert [label.decode() for label in served] == expected
+
+
+def test_an_explicit_threshold_wins_then_the_saved_one_then_one_half():
+    from mlcli.inference.labels import BINARY_THRESHOLD, decision_threshold, threshold_origin
+
+    assert decision_threshold(0.2, 0.7) == 0.2
+    assert decision_threshold(None, 0.7) == 0.7
+    assert decision_threshold(None, None) == BINARY_THRESHOLD
+    assert threshold_origin(0.2, 0.7) == "--threshold"
+    assert threshold_origin(None, 0.7) == "saved in the run"
+    assert threshold_origin(None, None) == "the default"
+
+
+@pytest.mark.parametrize("explicit", [-0.1, 1.5, float("nan")])
+def test_a_threshold_outside_zero_to_one_is_a_config_error(explicit):
+    from mlcli.errors import ConfigError
+    from mlcli.inference.labels import decision_threshold
+
+    with pytest.raises(ConfigError, match="expected a probability in"):
+        decision_threshold(explicit, 0.7)

@@ -455,3 +455,31 @@ def test_drift_counted_batch_by_batch_equals_one_batch(trained_runs, tmp_path):
     for got, expected in zip(small["columns"], whole["columns"], strict=True):
         assert got["shares"] == pytest.approx(expected["shares"]), got["name"]
         assert got["psi"] == pytest.approx(expected["psi"]), got["name"]
+
+
+def test_a_saved_threshold_decides_and_an_explicit_one_still_wins(trained_runs, tmp_path):
+    import shutil
+
+    from mlcli.runs import directory as runs
+    from mlcli.runs.threshold import write_threshold_record
+
+    run = Path(shutil.copytree(trained_runs["binary"], tmp_path / "run"))
+    data = str(trained_runs["data"])
+    code, _, stderr = _predict(str(run), "--data", data, "--output", str(tmp_path / "a.csv"))
+    assert code == 0, stderr
+    before = pa_csv.read_csv(tmp_path / "a.csv")
+    probability = np.asarray(before.column(1).to_pylist())
+    threshold = float(np.quantile(probability, 0.8))
+    write_threshold_record(runs.Run(run), {"threshold": threshold, "criterion": "test"})
+    code, _, stderr = _predict(str(run), "--data", data, "--output", str(tmp_path / "b.csv"))
+    assert code == 0, stderr
+    assert f"positive at probability >= {threshold:g} (saved in the run)" in stderr
+    positive = before.column_names[1].removeprefix("probability_")
+    saved = pa_csv.read_csv(tmp_path / "b.csv").column("prediction").to_pylist()
+    assert [str(v) == positive for v in saved] == list(probability >= threshold)
+    code, _, stderr = _predict(
+        str(run), "--data", data, "--output", str(tmp_path / "c.csv"), "--threshold", "0.5"
+    )
+    assert code == 0 and "(--threshold)" in stderr
+    explicit = pa_csv.read_csv(tmp_path / "c.csv").column("prediction")
+    assert explicit.to_pylist() == before.column("prediction").to_pylist()

@@ -486,3 +486,66 @@ def test_trust_export_serves_a_changed_export_and_an_unchanged_one_needs_no_flag
     with pytest.raises(RunError, match="--trust-export"):
         load_servable(exported)
     assert load_servable(exported, trust_export=True).name == "tiny-binary"
+
+
+def _with_saved_threshold(run: Path, table: pa.Table, folder: Path) -> float:
+    """A copy of `run` keeping a threshold that splits the rows of `table` unlike 0.5 would
+    (the middle of their positive-class probabilities); returns it."""
+    import shutil
+
+    import numpy as np
+
+    from mlcli.runs import directory as runs
+    from mlcli.runs.threshold import write_threshold_record
+
+    shutil.copytree(run, folder)
+    probability = np.asarray(predict_with_cli(folder, table, folder).column(1).to_pylist())
+    threshold = float(np.median(probability))
+    assert np.sum((probability >= 0.5) != (probability >= threshold)) > 0
+    write_threshold_record(runs.Run(folder), {"threshold": threshold, "criterion": "test"})
+    return threshold
+
+
+def test_the_runs_saved_threshold_decides_served_labels_as_predict_and_the_export(
+    trained_runs, table, tmp_path
+):
+    from mlcli.exporting.export import export
+
+    run = tmp_path / "run"
+    threshold = _with_saved_threshold(trained_runs["binary"], table, run)
+    expected = predict_with_cli(run, table, tmp_path)  # predict uses the saved threshold
+    positive_class = expected.column_names[1].removeprefix("probability_")
+    predicted = [str(v) for v in expected.column("prediction").to_pylist()]
+    for label, probability in zip(predicted, expected.column(1).to_pylist(), strict=True):
+        assert (label == positive_class) == (probability >= threshold)
+    export(run, format="saved_model", output=tmp_path / "exports")
+    info = json.loads((tmp_path / "exports" / "tiny-binary" / "1" / "export.json").read_text())
+    assert info["binary_threshold"] == threshold
+    assert info["binary_threshold_source"]["criterion"] == "test"
+    requests = [
+        ("POST", "/v1/models/m:predict", {"instances": table.to_pylist()}),
+        ("GET", "/v1/models/m/metadata", None),
+    ]
+    for served in (run, tmp_path / "exports"):
+        answer, metadata = _ask(served, requests)
+        labels = [p["label"] for p in answer["predictions"]]
+        assert labels == predicted
+        assert metadata["metadata"]["mlcli"]["threshold"] == threshold
+    # the SavedModel's own `label` output, as TF Serving would answer, decides the same way
+    import tensorflow as tf
+
+    from mlcli.exporting.signature import read_export_info
+    from mlcli.preprocessing.inputs import MISSING_VALUES
+
+    folder = tmp_path / "exports" / "tiny-binary" / "1"
+    signature, _ = read_export_info(folder)
+    function = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    columns = {
+        signature.keywords()[c]: tf.constant(
+            [MISSING_VALUES[dtype] if v is None else v for v in table.column(c).to_pylist()],
+            dtype=dtype,
+        )
+        for c, dtype in signature.inputs.items()
+    }
+    own = [v.decode() for v in function(**columns)["label"].numpy()]
+    assert own == predicted

@@ -190,8 +190,10 @@ def _offset_composition(offset: float):
     """`compose` with a stand-in saved model: the true one, its outputs shifted by `offset`."""
     from mlcli.models.core import compose
 
-    def stand_in(preprocessor: keras.Model, core: keras.Model, schema: Any) -> keras.Model:
-        model = compose(preprocessor, core, schema)
+    def stand_in(
+        preprocessor: keras.Model, core: keras.Model, schema: Any, **options: Any
+    ) -> keras.Model:
+        model = compose(preprocessor, core, schema, **options)
         shifted = keras.layers.Rescaling(scale=1.0, offset=offset)(model.outputs[0])
         return keras.Model(model.inputs, shifted, name="mlcli_model")
 
