@@ -172,7 +172,10 @@ class TrainingConfig(StrictModel):
         "for imbalanced classification.",
     )
     steps_per_execution: int = Field(
-        32, ge=1, description="Batches per compiled call: fewer Python round trips."
+        32,
+        ge=1,
+        description="Batches per compiled call: fewer Python round trips (1 with several "
+        "replicas: --device cpu:N or several GPUs).",
     )
     jit_compile: bool = Field(False, description="XLA-compile the training step.")
     deterministic: bool = Field(

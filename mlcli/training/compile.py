@@ -105,16 +105,23 @@ def compile_core(
     """Compiles the core with the task's loss and metrics, for fit or, after it, evaluation.
 
     For fit a binary task's AUC is left out unless `epoch_auc`; evaluation keeps the
-    optimizer fit trained with.
+    optimizer fit trained with. Under a strategy of several replicas (the one in scope) each
+    compiled call runs one batch, whatever `steps_per_execution` says.
     """
+    import tensorflow as tf
+
     loss, metrics = loss_and_metrics(task, auc=for_evaluation or epoch_auc(config))
     trained = getattr(core, "optimizer", None) if for_evaluation else None
+    # Keras 3's multi-step loop (`steps_per_execution` > 1) fails under a MirroredStrategy of
+    # several replicas (`InvalidArgumentError ... while/cond/Placeholder`, as in
+    # keras-team/keras#20585): there each compiled call runs one batch.
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
     core.compile(
         # a calibrated core, never fitted, has no optimizer: it gets an unused one
         optimizer=trained or make_optimizer(config, steps_per_epoch=steps_per_epoch),
         loss=loss,
         metrics=metrics,
-        steps_per_execution=config.steps_per_execution,
+        steps_per_execution=config.steps_per_execution if replicas == 1 else 1,
         jit_compile=config.jit_compile,
     )
 
