@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,7 +195,20 @@ class RunCheckpoint(keras.callbacks.BackupAndRestore):
         self.stateful = [c for c in stateful if type(c) in _STATE_ATTRIBUTES]
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        super().on_train_begin(logs)
+        try:
+            super().on_train_begin(logs)
+        except ValueError:
+            # Keras falls back to the previous checkpoint only when the weights file does not
+            # open (OSError); a save cut short by SIGTERM or a kill can leave one that opens and
+            # holds no variables ("expected 2 variables, but received 0"): fall back the same way
+            previous = Path(self._prev_weights_path)
+            if not previous.is_file():
+                raise
+            shutil.copyfile(previous, self._weights_path)
+            metadata = Path(self._prev_training_metadata_path)
+            if metadata.is_file():
+                shutil.copyfile(metadata, self._training_metadata_path)
+            super().on_train_begin(logs)
         state_file = self.checkpoint_dir / CALLBACK_STATE
         if not state_file.is_file():
             return

@@ -256,12 +256,18 @@ def test_tflite_round_trip(portable_runs, tmp_path):
     assert code == 0, stderr
     schema = json.loads((run / "schema.json").read_text())
     rows = _raw_rows(portable_runs["data"], schema)
-    serving = tf.lite.Interpreter(model_path=str(Path(stdout.strip()) / "model.tflite"))
+    exported = Path(stdout.strip())
+    serving = tf.lite.Interpreter(model_path=str(exported / "model.tflite"))
     signature = serving.get_signature_runner("serving_default")
+    # the signature's inputs take each column's injective `signature_name` (house-income has
+    # a '-', which a signature key cannot hold)
+    inputs = json.loads((exported / "export.json").read_text())["signature"]["inputs"]
     types = {"float32": np.float32, "string": object}
     outputs = signature(
         **{
-            c["name"]: np.array([row[c["name"]] for row in rows], types[c["dtype"]])
+            inputs[c["name"]]["signature_name"]: np.array(
+                [row[c["name"]] for row in rows], types[c["dtype"]]
+            )
             for c in schema["columns"]
         }
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from mlcli.cli.app import app
 from mlcli.config.inheritance import presets_folder
 from mlcli.errors import ConfigError, DataError, InterruptedRunError, RunError
 from mlcli.reporting import QuietReporter
+from mlcli.training.callbacks import KERAS_METADATA
 from mlcli.training.train import train
 
 MLCLI = [sys.executable, "-m", "mlcli"]
@@ -106,7 +108,9 @@ def _metrics(run: Path) -> bytes:
 def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path: Path, sig: int):
     reference_dir = tmp_path / "reference"
     reference_dir.mkdir()
-    config = _config(reference_dir, rows=3000, epochs=6)
+    # 8 epochs, interrupted after 2: the signal must land while it still trains, even on a
+    # busy CI machine (with 6, a run once finished before SIGTERM arrived, and exited 0)
+    config = _config(reference_dir, rows=3000, epochs=8)
     finished = _train(str(config), cwd=reference_dir)
     assert finished.returncode == 0, finished.stderr
     reference = Path(finished.stdout.strip().splitlines()[-1])
@@ -114,7 +118,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path: Path, sig
 
     folder = tmp_path / "interrupted"
     folder.mkdir()
-    config = _config(folder, rows=3000, epochs=6)
+    config = _config(folder, rows=3000, epochs=8)
     partial = _interrupt_after(folder, config, epochs=2, sig=sig)
     resumed = _train("--resume", str(partial), cwd=folder)
     assert resumed.returncode == 0, resumed.stderr
@@ -387,3 +391,23 @@ def test_a_resumed_run_keeps_the_best_epoch_of_both_sessions(interrupted):
     assert (kept["epoch"], kept["epochs_run"]) == (val_loss.index(min(val_loss)) + 1, 3)
     metrics = json.loads((run / "metrics.json").read_text())
     assert summary["metrics"]["validation"] == metrics["validation"]
+
+
+def test_a_checkpoint_save_cut_short_resumes_from_the_previous_one(interrupted):
+    """SIGTERM or a kill during Keras's `save_weights` can leave a weights file that opens but
+    holds no variables (Keras falls back to its previous copy only when the file does not open):
+    the resume falls back to the previous checkpoint and finishes the run."""
+    import h5py
+
+    _, partial = interrupted
+    checkpoints = partial / "checkpoints"
+    weights, metadata = checkpoints / "latest.weights.h5", checkpoints / KERAS_METADATA
+    # what the double-buffered save leaves when cut short: the previous copies in place, the
+    # metadata not yet rewritten, the weights file begun but empty
+    shutil.copyfile(weights, f"{weights}.bkp")
+    shutil.copyfile(metadata, f"{metadata}.bkp")
+    h5py.File(weights, "w").close()
+    result = runner.invoke(app, ["train", "--resume", str(partial), "--quiet"])
+    assert result.exit_code == 0, result.output
+    run = Path(result.stdout.strip().splitlines()[-1])
+    assert len((run / "history.csv").read_text().strip().splitlines()) == 1 + 3
