@@ -131,11 +131,9 @@ def regression_failure(
 
 
 def _open_for_evaluation(reference: str | Path, bounds: Sequence[Bound]) -> LoadedRun:
-    from mlcli.runs import directory as runs
 
     loaded = open_run(reference, with_model=False)
     check_bound_names(bounds, loaded.schema)
-    loaded.model = load_model(loaded.run.file(runs.MODEL))
     return loaded
 
 
@@ -177,9 +175,10 @@ def run_evaluation(
     `fail_on_drift` makes a column's PSI above it a missed gate.
     """
     from mlcli.data.sources import source_for_run
-    from mlcli.data.tables import read_table
+    from mlcli.data.tables import check_header, read_table
     from mlcli.evaluation.report import write_evaluation
-    from mlcli.inference.predictor import Predictor
+    from mlcli.runs import directory as runs
+    from mlcli.runs.directory import resolve_run
 
     reporter = reporter or QuietReporter()
     if max_regression is not None and baseline is None:
@@ -191,15 +190,22 @@ def run_evaluation(
             f"--fail-on-drift: expected a PSI bound of 0 or more (e.g. 0.2), found {fail_on_drift}"
         )
     bounds = [*parse_bounds(fail_under, kind="under"), *parse_bounds(fail_over, kind="over")]
+    # every argument, path and the data's header are checked before TensorFlow loads
     loaded = _open_for_evaluation(run, bounds)
+    if baseline is not None:
+        resolve_run(baseline)
     names = [*loaded.schema.input_names, loaded.schema.target.column]
     source = source_for_run(
         loaded.config, data, names=names, csv_overrides=csv_overrides, stdin=stdin
     )
+    check_header(source, names)
+    loaded.model = load_model(loaded.run.file(runs.MODEL))
     started = time.monotonic()
     table = read_table(source)
     rows, labels = labelled_rows(table, loaded, source=source.describe())
     reporter.event("data", f"{rows.num_rows} labelled rows of {table.num_rows} read")
+    from mlcli.inference.predictor import Predictor
+
     outputs = Predictor(loaded.model, loaded.schema).outputs(rows, source=source.describe())
     metrics = compute_metrics(labels, outputs, loaded.schema, threshold=threshold)
     task = loaded.schema.target.task
