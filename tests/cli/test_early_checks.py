@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -112,6 +113,21 @@ def _export(setup: Callable[[Path, Path, Path], list[str]]) -> Callable[..., lis
     return arguments
 
 
+_HELD: list[socket.socket] = []  # listening while the child runs
+
+
+def _serve_busy_port(run: Path, data: Path, folder: Path) -> list[str]:
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    _HELD.append(held)
+    return [str(run), "--port", str(held.getsockname()[1])]
+
+
+def _evaluate_no_baseline(run: Path, data: Path, folder: Path) -> list[str]:
+    return [str(run), "--data", str(data), "--baseline", str(folder / "no-baseline")]
+
+
 def _serve_bad_option(run: Path, data: Path, folder: Path) -> list[str]:
     return [str(run), "--workers", "0"]
 
@@ -150,6 +166,7 @@ CASES: list[Case] = [
     ("evaluate", _missing_data, 3, ["nowhere.csv"]),
     ("evaluate", _missing_column, 3, ["less.csv", "'age'"]),
     ("evaluate", _missing_target, 3, ["unlabelled.csv", "'label'"]),
+    ("evaluate", _evaluate_no_baseline, 4, ["no-baseline", "no such run"]),
     ("explain", _with_data(_no_run), 4, ["nothing-here"]),
     ("explain", _missing_data, 3, ["nowhere.csv"]),
     ("explain", _missing_column, 3, ["less.csv", "'age'"]),
@@ -161,6 +178,7 @@ CASES: list[Case] = [
     ("serve", _no_run, 4, ["nothing-here"]),
     ("serve", _incomplete_run, 4, ["model.keras"]),
     ("serve", _serve_bad_option, 2, ["--workers"]),
+    ("serve", _serve_busy_port, 2, ["--port", "cannot listen"]),
     ("train", _train_missing_data, 3, ["nowhere.csv"]),
     ("train", _train_missing_column, 3, ["'agee'", "did you mean 'age'"]),
     ("train", _train_bad_device, 2, ["--device", "tpu"]),
@@ -187,6 +205,8 @@ def outcomes(trained_runs, tmp_path_factory: pytest.TempPathFactory) -> dict[int
         )
         assert child.returncode == 0, child.stderr
         found.update(zip(indices, json.loads(child.stdout.splitlines()[-1]), strict=True))
+    for held in _HELD:
+        held.close()
     return found
 
 
