@@ -7,17 +7,18 @@ import subprocess
 import time
 
 
-def run_measured(command: list[str]) -> tuple[dict[str, float], str]:
+def run_measured(command: list[str], *, expect: int = 0) -> tuple[dict[str, float], str]:
     """Wall and CPU seconds and peak RSS (MiB) of a child process, and its stderr.
 
-    A child that fails ends the benchmark with its command and the end of its stderr.
+    A child that exits other than `expect` ends the benchmark with its command and the end of
+    its stderr.
     """
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = process.stderr.read().decode() if process.stderr else ""
     _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command[:4])} failed:\n{stderr[-3000:]}")
+    if os.waitstatus_to_exitcode(status) != expect:
+        raise SystemExit(f"{' '.join(command[:4])} did not exit {expect}:\n{stderr[-3000:]}")
     cost = {
         "wall": time.monotonic() - started,
         "cpu": usage.ru_utime + usage.ru_stime,

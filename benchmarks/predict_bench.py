@@ -1,16 +1,20 @@
-"""Batch prediction at scale: `mlcli predict` against the naive pandas recipe, same run, same data.
+"""Batch prediction at scale: `mlcli predict` against two pandas recipes, same run, same data.
 
 Generates Adult-like CSVs (rows drawn with replacement from examples/adult/adult.data, written
 exactly as UCI publishes them: no header, ", " separators, "?" for missing values), then times
 each contender in its own subprocess and reads that child's peak RSS from `os.wait4`:
 
-- mlcli:  `python -m mlcli predict RUN --data big.csv --output out.csv`
-- naive:  `pandas.read_csv` -> `model.predict` (a dict of tf tensors) -> `DataFrame.to_csv`
+- mlcli:     `python -m mlcli predict RUN --data big.csv --output out.csv`
+- naive:     `pandas.read_csv` -> `model.predict(batch_size=65536)` (a dict of tf tensors) ->
+             `DataFrame.to_csv`
+- textbook:  `pandas.read_csv` -> `model.predict` on a dict of the frame's columns with Keras's
+             default batch size -> `DataFrame.to_csv`, as tutorials write it
 
 Usage (the run is the Adult example's; generated files go under --workdir, never the repo):
 
     python -m mlcli train examples/adult/config.yaml --quiet
     python benchmarks/predict_bench.py --run runs/adult-income/latest --rows 1000000 4000000
+    python benchmarks/predict_bench.py --rows 1000000 --repeats 3   # medians of 3
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ ADULT = REPO / "examples" / "adult" / "adult.data"
 # The naive recipe's model.predict batch: the same as mlcli's default, so that the model's own
 # work is the same and the comparison measures reading, converting and writing.
 NAIVE_BATCH = 65536
+CONTENDERS = ("mlcli", "naive", "textbook")
 
 
 def generate(rows: int, path: Path, *, seed: int = 0) -> Path:
@@ -85,6 +90,44 @@ def naive(run: Path, data: Path, output: Path) -> None:
             array = values.to_numpy(dtype=column["dtype"]).reshape(-1, 1)
         inputs[column["name"]] = tf.constant(array, dtype=column["dtype"])
     probability = model.predict(inputs, batch_size=NAIVE_BATCH, verbose=0).reshape(-1)
+    _write_and_report(probability, schema, output, started, cpu_started)
+
+
+def textbook(run: Path, data: Path, output: Path) -> None:
+    """The tutorial recipe: pandas in, the model on a dict of columns at Keras's default batch.
+
+    `pd.get_dummies` is what a tutorial applies when the model takes encoded inputs; a run's
+    model takes the raw columns (its preprocessing is inside), so the frame's columns go in as
+    they are, as NumPy arrays, and `model.predict` batches them itself (32 rows a batch).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import pandas as pd
+
+    from mlcli.runs.loading import load_model
+
+    schema = json.loads((run / "schema.json").read_text())
+    model = load_model(run / "model.keras")
+    started, cpu_started = time.monotonic(), time.process_time()
+    frame = pd.read_csv(
+        data, header=None, names=_adult_columns(run), skipinitialspace=True, na_values=["?"]
+    )
+    inputs = {
+        column["name"]: (
+            frame[column["name"]].fillna("").astype(str)
+            if column["dtype"] == "string"
+            else frame[column["name"]].astype(column["dtype"])
+        ).to_numpy()
+        for column in schema["columns"]
+    }
+    probability = model.predict(inputs, verbose=0).reshape(-1)
+    _write_and_report(probability, schema, output, started, cpu_started)
+
+
+def _write_and_report(
+    probability: np.ndarray, schema: dict, output: Path, started: float, cpu_started: float
+) -> None:
+    import pandas as pd
+
     classes = np.asarray(schema["target"]["classes"], dtype=object)
     pd.DataFrame(
         {"prediction": classes[(probability > 0.5).astype(int)], "probability": probability}
@@ -102,24 +145,31 @@ def _adult_columns(run: Path) -> list[str]:
     return list(config["data"]["csv"]["columns"])
 
 
-def _agreement(mlcli_output: Path, naive_output: Path, rows: int = 100_000) -> float:
+def _agreement(mlcli_output: Path, other_output: Path, rows: int = 100_000) -> float:
     import pandas as pd
 
     ours = pd.read_csv(mlcli_output, nrows=rows).iloc[:, -1].to_numpy()
-    theirs = pd.read_csv(naive_output, nrows=rows)["probability"].to_numpy()
+    theirs = pd.read_csv(other_output, nrows=rows)["probability"].to_numpy()
     return float(np.max(np.abs(ours - theirs)))
 
 
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
+
+
 def main() -> None:
-    """Runs both contenders on each size and prints a Markdown table."""
+    """Runs every contender on each size (median of `--repeats`) and prints a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=REPO / "runs" / "adult-income" / "latest")
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/mlcli-predict-bench"))
-    parser.add_argument("--naive-child", nargs=3, metavar=("RUN", "DATA", "OUTPUT"))
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each; medians shown")
+    parser.add_argument("--child", nargs=4, metavar=("RECIPE", "RUN", "DATA", "OUTPUT"))
     args = parser.parse_args()
-    if args.naive_child:
-        naive(*(Path(p) for p in args.naive_child))
+    if args.child:
+        recipe = {"naive": naive, "textbook": textbook}[args.child[0]]
+        recipe(*(Path(p) for p in args.child[1:]))
         return
     run = args.run.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -129,26 +179,24 @@ def main() -> None:
     )
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     results: dict[tuple[int, str], dict[str, float]] = {}
-    differences: dict[int, float] = {}
+    differences: dict[tuple[int, str], float] = {}
     for rows in args.rows:
         data = generate(rows, args.workdir / f"adult-{rows}.csv")
-        outputs = {name: args.workdir / f"out-{name}-{rows}.csv" for name in ("mlcli", "naive")}
-        mlcli = ["-m", "mlcli", "predict", str(run), "--data", str(data), "--force"]
-        mlcli += ["--log-format", "json"]
-        commands = {
-            "mlcli": [sys.executable, *mlcli, "--output", str(outputs["mlcli"])],
-            "naive": [
-                sys.executable,
-                __file__,
-                "--naive-child",
-                str(run),
-                str(data),
-                str(outputs["naive"]),
-            ],
-        }
-        for name, command in commands.items():
-            result = measure(command)
-            results[rows, name] = result
+        outputs = {name: args.workdir / f"out-{name}-{rows}.csv" for name in args.contenders}
+        commands = {}
+        for name in args.contenders:
+            if name == "mlcli":
+                command = ["-m", "mlcli", "predict", str(run), "--data", str(data), "--force"]
+                command += ["--log-format", "json", "--output", str(outputs[name])]
+            else:
+                command = [__file__, "--child", name, str(run), str(data), str(outputs[name])]
+            commands[name] = [sys.executable, *command]
+        timed: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
+        for _ in range(args.repeats):
+            for name, command in commands.items():  # interleaved: the load is shared alike
+                timed[name].append(measure(command))
+        for name in commands:
+            result = results[rows, name] = _median(timed[name])
             print(
                 f"| {rows:,} | {name} | {result['work_seconds']:.1f} | "
                 f"{rows / result['work_seconds']:,.0f} | {result['work_cpu_seconds']:.1f} | "
@@ -156,19 +204,20 @@ def main() -> None:
                 f"{result['cpu_seconds']:.1f} | {result['peak_rss_mib']:,.0f} |",
                 flush=True,
             )
-        differences[rows] = _agreement(outputs["mlcli"], outputs["naive"])
+        if "mlcli" in outputs:
+            for name in outputs.keys() - {"mlcli"}:
+                differences[rows, name] = _agreement(outputs["mlcli"], outputs[name])
     print()
-    for rows in args.rows:
-        naive_s, mlcli_s = results[rows, "naive"], results[rows, "mlcli"]
-        speedup = naive_s["work_seconds"] / mlcli_s["work_seconds"]
-        cpu = naive_s["work_cpu_seconds"] / mlcli_s["work_cpu_seconds"]
-        overall = naive_s["seconds"] / mlcli_s["seconds"]
+    for (rows, name), difference in sorted(differences.items()):
+        ours, theirs = results[rows, "mlcli"], results[rows, name]
         print(
-            f"{rows:,} rows: mlcli {speedup:.2f}x the naive rows/s read→write, {cpu:.2f}x per "
-            f"CPU second ({overall:.2f}x counting start-up); max abs probability difference "
-            f"mlcli vs naive on the first 100k rows: {differences[rows]:.1e}"
+            f"{rows:,} rows, {name}/mlcli: {theirs['seconds'] / ours['seconds']:.2f}x the wall "
+            f"seconds, {theirs['peak_rss_mib'] / ours['peak_rss_mib']:.2f}x the peak RSS "
+            f"(read→write {theirs['work_seconds'] / ours['work_seconds']:.2f}x, per CPU second "
+            f"{theirs['work_cpu_seconds'] / ours['work_cpu_seconds']:.2f}x); max abs "
+            f"probability difference on the first 100k rows: {difference:.1e}"
         )
-    if len(args.rows) > 1:
+    if len(args.rows) > 1 and "mlcli" in args.contenders:
         small, large = min(args.rows), max(args.rows)
         ratio = results[large, "mlcli"]["peak_rss_mib"] / results[small, "mlcli"]["peak_rss_mib"]
         print(f"mlcli peak RSS at {large:,} rows / at {small:,} rows: {ratio:.2f}x")

@@ -16,10 +16,15 @@ loopback only, bounded in requests and in seconds:
 - concurrency 1: single-row latency p50/p99;
 - concurrency 32: rows/s and p99, and failed requests (any error or non-200) out of all sent.
 
+Cold start (`--cold-starts N`, 3 by default; median shown): the seconds from starting
+`python -m mlcli serve RUN` to the first 200 answer to a one-row predict request, which the
+client sends again every 20 ms until one is answered.
+
 Usage:
 
     python -m mlcli train examples/adult/config.yaml --quiet
     python benchmarks/serve_bench.py --run runs/adult-income/latest
+    python benchmarks/serve_bench.py --run runs/adult-income/latest --cold-start-only
 """
 
 from __future__ import annotations
@@ -63,15 +68,16 @@ class Phase:
         return (self.requests - self.failed) / self.seconds if self.seconds else 0.0
 
 
-def load_rows(run: str, limit: int) -> list[dict[str, Any]]:
-    """Rows of adult.test as JSON objects of the model's input columns (null when missing)."""
+def load_rows(run: str, limit: int, data: Path = ADULT_TEST) -> list[dict[str, Any]]:
+    """Rows of `data` (adult.test) as JSON objects of the model's input columns (null when
+    missing); `data` is read with the run's CSV settings for that file."""
     from mlcli.data.sources import source_for_run
     from mlcli.data.tables import read_table
     from mlcli.runs.loading import open_run
 
     loaded = open_run(run, with_model=False)
     names = loaded.schema.input_names
-    source = source_for_run(loaded.config, ADULT_TEST, names=names)
+    source = source_for_run(loaded.config, data, names=names)
     return read_table(source, columns=names).slice(0, limit).to_pylist()
 
 
@@ -81,12 +87,41 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(kind: str, run: str, port: int, log: Path) -> subprocess.Popen:
+def server_command(kind: str, run: str, port: int) -> list[str]:
     if kind == "mlcli":
         command = [sys.executable, "-m", "mlcli", "serve", run, "--name", NAME]
     else:
         command = [sys.executable, __file__, "--naive-server", "--run", run]
-    command += ["--port", str(port)]
+    return [*command, "--port", str(port)]
+
+
+def cold_start(run: str, body: bytes, log: Path) -> float:
+    """Seconds from starting `mlcli serve RUN` to its first 200 answer to a predict request."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/models/{NAME}:predict"
+    with log.open("w") as stderr:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            server_command("mlcli", run, port), stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO
+        )
+    try:
+        while time.monotonic() - started < 180:
+            if process.poll() is not None:
+                raise SystemExit(f"mlcli serve exited with {process.returncode}: {log.read_text()}")
+            try:
+                if httpx.post(url, content=body, timeout=60).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.02)
+        raise SystemExit("mlcli serve did not answer within 180 s")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+
+
+def start_server(kind: str, run: str, port: int, log: Path) -> subprocess.Popen:
+    command = server_command(kind, run, port)
     with log.open("w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO)
     deadline = time.monotonic() + 180
@@ -249,6 +284,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--max-seconds", type=float, default=240, help="per mlcli phase")
     parser.add_argument("--naive-seconds", type=float, default=30, help="per naive phase")
+    parser.add_argument(
+        "--data", type=Path, default=ADULT_TEST, help="the rows sent: adult.test as the run read it"
+    )
+    parser.add_argument("--cold-starts", type=int, default=3, help="mlcli serve starts timed")
+    parser.add_argument("--cold-start-only", action="store_true", help="skip the load phases")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--naive-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -306,15 +346,28 @@ def main() -> None:
     if args.naive_server:
         naive_server(args.run, args.port)
         return
-    rows = load_rows(args.run, 5000)
+    rows = load_rows(args.run, 5000, args.data)
     bodies = [json.dumps({"instances": [row]}).encode() for row in rows]
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as folder:
+        starts = [
+            cold_start(args.run, bodies[0], Path(folder) / f"cold-{i}.log")
+            for i in range(args.cold_starts)
+        ]
         phases = [
             phase
-            for kind in ("mlcli", "naive")
+            for kind in (() if args.cold_start_only else ("mlcli", "naive"))
             for phase in bench_server(kind, args, bodies, Path(folder))
         ]
-    figures = report(phases, args)
+    figures: dict[str, Any] = {}
+    if starts:
+        shown = ", ".join(f"{s:.2f}" for s in starts)
+        print(
+            f"cold start (process start to the first 200 predict answer): median "
+            f"{float(np.median(starts)):.2f} s of {len(starts)} ({shown})"
+        )
+        figures["cold_start_s"] = {"median": float(np.median(starts)), "runs": starts}
+    if phases:
+        figures.update(report(phases, args))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -23,6 +23,16 @@ from typing import Any
 _importer: threading.Thread | None = None
 _import_failure: list[BaseException] = []
 _lock = threading.Lock()
+_verbose = [False]  # what an import that names no verbosity does (`set_verbose`)
+
+
+def set_verbose(verbose: bool) -> None:
+    """Chooses, without importing anything, whether a later import shows TensorFlow's logs.
+
+    A command sets it from `--verbose` and checks its arguments, paths and data first: the
+    library imports TensorFlow (`import_tensorflow()`) only where it loads the model.
+    """
+    _verbose[0] = verbose
 
 
 @contextlib.contextmanager
@@ -139,8 +149,8 @@ def start_import(*, verbose: bool = False) -> None:
         _importer.start()
 
 
-def import_tensorflow(*, verbose: bool = False, start: bool = True) -> ModuleType:
-    """Imports TensorFlow, hiding its start-up noise unless `verbose`.
+def import_tensorflow(*, verbose: bool | None = None, start: bool = True) -> ModuleType:
+    """Imports TensorFlow, hiding its start-up noise unless `verbose` (`set_verbose`'s if None).
 
     Waits for an import `start_import` began. `start=False` leaves the runtime unstarted,
     so that devices and a distribution strategy can still be chosen (`mlcli.training.devices.place`,
@@ -153,4 +163,4 @@ def import_tensorflow(*, verbose: bool = False, start: bool = True) -> ModuleTyp
             raise _import_failure[0]
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
-    return _import(verbose=verbose, start=start)
+    return _import(verbose=_verbose[0] if verbose is None else verbose, start=start)

@@ -108,6 +108,23 @@ def check_replaceable(folder: Path, *, owned: Collection[str], what: str) -> Non
         )
 
 
+def check_destination(
+    final: Path, *, force: bool = False, replaceable: Callable[[Path], None] | None = None
+) -> None:
+    """Raises unless `atomic_directory(final, force=..., replaceable=...)` may write `final`.
+
+    Cheap: a command calls it before its heavy work (loading a model) to fail at once;
+    `atomic_directory` calls it again when it starts writing.
+    """
+    if final.exists() or final.is_symlink():
+        if not force:
+            raise RunError(f"{final}: already exists; pass --force to replace it")
+        if replaceable is not None:
+            replaceable(final)
+        else:
+            check_replaceable(final, owned=(), what="an empty folder")
+
+
 @contextmanager
 def atomic_directory(
     final: Path,
@@ -119,17 +136,12 @@ def atomic_directory(
 
     An existing `final` is an error unless `force`; with `force`, `replaceable(final)` must pass
     first (it raises to refuse; without it only an empty folder is replaced), before anything
-    is written. The old folder is renamed aside, the new one renamed in, then the old one
-    removed: a kill at any moment leaves `final` complete (old or new) or absent, never half.
+    is written (`check_destination`). The old folder is renamed aside, the new one renamed
+    in, then the old one removed: a kill at any moment leaves `final` complete (old or new) or
+    absent, never half.
     Missing parent folders are created.
     """
-    if final.exists() or final.is_symlink():
-        if not force:
-            raise RunError(f"{final}: already exists; pass --force to replace it")
-        if replaceable is not None:
-            replaceable(final)
-        else:
-            check_replaceable(final, owned=(), what="an empty folder")
+    check_destination(final, force=force, replaceable=replaceable)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

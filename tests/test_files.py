@@ -76,6 +76,23 @@ def test_atomic_directory_refuses_before_writing_anything(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_check_destination_refuses_as_atomic_directory_does_and_writes_nothing(tmp_path, force):
+    final = tmp_path / "out"
+    files.check_destination(final, force=force)  # absent: nothing to refuse
+    final.mkdir()
+    files.check_destination(final, force=True)  # an empty folder may be replaced
+    (final / "precious.txt").write_text("keep me")
+    error = RunError if not force else ConfigError
+    for check in (
+        lambda: files.check_destination(final, force=force),
+        lambda: files.atomic_directory(final, force=force).__enter__(),
+    ):
+        with pytest.raises(error, match="--force" if not force else r"precious\.txt"):
+            check()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["out", "precious.txt"]
+
+
 def test_atomic_directory_replaces_what_its_check_accepts_and_keeps_it_on_failure(tmp_path):
     final = tmp_path / "deep" / "er" / "out"  # missing parents are created
     with files.atomic_directory(final) as folder:

@@ -22,7 +22,7 @@ from mlcli.cli.options import (
     ThresholdOption,
     Verbose,
     csv_overrides,
-    reporter_with_tensorflow,
+    model_reporter,
 )
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def evaluate(
     """Evaluate RUN on labelled data; writes evaluations/<data>-<time>/ in the run."""
 
     def action() -> Evaluation:
-        progress = reporter_with_tensorflow(quiet, log_format, verbose=verbose)
+        progress = model_reporter(quiet, log_format, verbose=verbose)
         from mlcli.evaluation.evaluate import run_evaluation
 
         return run_evaluation(

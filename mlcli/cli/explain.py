@@ -21,7 +21,7 @@ from mlcli.cli.options import (
     SkipRowsOption,
     Verbose,
     csv_overrides,
-    reporter_with_tensorflow,
+    model_reporter,
 )
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def explain(
     explanations/<data>-<time>/ in the run."""
 
     def action() -> Explanation:
-        progress = reporter_with_tensorflow(quiet, log_format, verbose=verbose)
+        progress = model_reporter(quiet, log_format, verbose=verbose)
         from mlcli.evaluation.explain import explain as run_explain
 
         return run_explain(

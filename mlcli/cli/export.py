@@ -13,7 +13,7 @@ from mlcli.cli.options import (
     Quiet,
     RunArgument,
     Verbose,
-    reporter_with_tensorflow,
+    model_reporter,
 )
 
 FormatOption = Annotated[
@@ -42,7 +42,7 @@ def export_model(
     """Export RUN's model and check it in its own runtime; prints the export folder."""
 
     def action() -> Path:
-        progress = reporter_with_tensorflow(quiet, log_format, verbose=verbose)
+        progress = model_reporter(quiet, log_format, verbose=verbose)
         from mlcli.exporting.export import export
 
         return export(

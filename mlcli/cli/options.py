@@ -95,10 +95,16 @@ def reporter(quiet: bool, log_format_value: str, *, interactive: bool | None = N
     return make_reporter(quiet=quiet, log_format=log_format(log_format_value), interactive=watched)
 
 
-def reporter_with_tensorflow(quiet: bool, log_format_value: str, *, verbose: bool) -> Reporter:
-    """The reporter of a command that runs a model, with TensorFlow imported quietly."""
-    from mlcli._tensorflow import import_tensorflow
+def model_reporter(
+    quiet: bool, log_format_value: str, *, verbose: bool, interactive: bool | None = None
+) -> Reporter:
+    """The reporter of a command that runs a model; TensorFlow is not imported here.
 
-    chosen = reporter(quiet, log_format_value)
-    import_tensorflow(verbose=verbose)
+    The command's library function checks its arguments, paths and data's header first and
+    imports TensorFlow only where it loads the model, quietly unless `verbose`.
+    """
+    from mlcli._tensorflow import set_verbose
+
+    chosen = reporter(quiet, log_format_value, interactive=interactive)
+    set_verbose(verbose)
     return chosen

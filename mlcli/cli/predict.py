@@ -20,7 +20,7 @@ from mlcli.cli.options import (
     ThresholdOption,
     Verbose,
     csv_overrides,
-    reporter,
+    model_reporter,
 )
 
 if TYPE_CHECKING:
@@ -65,11 +65,9 @@ def predict(
     """
 
     def action() -> PredictionSummary:
-        from mlcli._tensorflow import import_tensorflow
-
         # predictions may go to stdout: the progress bar follows stderr
-        progress = reporter(quiet, log_format, interactive=sys.stderr.isatty() and output != "-")
-        import_tensorflow(verbose=verbose)
+        interactive = sys.stderr.isatty() and output != "-"
+        progress = model_reporter(quiet, log_format, verbose=verbose, interactive=interactive)
         from mlcli.inference.predict import predict as predict_rows
 
         try:

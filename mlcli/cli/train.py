@@ -56,11 +56,8 @@ def train(
     """Train a model from CONFIG; prints the run directory as the last line."""
 
     def action() -> Path:
-        from mlcli._tensorflow import start_import
-
-        # TensorFlow loads on a thread while the data is read, first thing; devices are
-        # chosen before its runtime starts
-        start_import(verbose=verbose)
+        # the config, the data's headers and the device are checked before TensorFlow
+        # loads (on a thread, while the data is read: `mlcli.training.train`)
         from mlcli.training.devices import parse_device
 
         progress = reporter(quiet, log_format)

@@ -26,6 +26,7 @@ from mlcli.errors import DataError
 
 # pyarrow parses this many bytes at a time: a streamed CSV's record batches are its blocks
 BLOCK_BYTES = 8 << 20
+HEAD_BLOCK_BYTES = 256 << 10  # enough to name the columns of all but very wide tables
 _COMPRESSION_NAMES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".lz4": "lz4"}
 
 
@@ -122,10 +123,10 @@ def _check_utf8(table: pa.Table, source: str, row_offset: int) -> None:
             rows += len(chunk)
 
 
-def _check(table: pa.Table, csv: CsvOptions, source: str, *, first: bool, row_offset: int) -> None:
-    """Catches a header that is not UTF-8 or repeats a name, bad text, a header read as data."""
+def _checked_names(schema: pa.Schema, source: str) -> list[str]:
+    """The header's names; raises `DataError` when they are not UTF-8 or one repeats."""
     try:
-        names = table.column_names
+        names = list(schema.names)
     except UnicodeDecodeError as error:  # pyarrow decodes column names only when asked
         raise DataError(
             f"{source}: the header holds bytes that are not UTF-8 text "
@@ -134,6 +135,12 @@ def _check(table: pa.Table, csv: CsvOptions, source: str, *, first: bool, row_of
     require_unique_names(
         names, source=source, fix="rename them, or give data.csv.columns", where="header"
     )
+    return names
+
+
+def _check(table: pa.Table, csv: CsvOptions, source: str, *, first: bool, row_offset: int) -> None:
+    """Catches a header that is not UTF-8 or repeats a name, bad text, a header read as data."""
+    _checked_names(table.schema, source)
     _check_utf8(table, source, row_offset)
     if not (first and not csv.header and csv.columns and table.num_rows):
         return
@@ -183,6 +190,30 @@ def read_csv(
         raise DataError(f"{source}: the file is empty, expected a table with a header or rows")
     _check(table, csv, source, first=True, row_offset=0)
     return _clean_strings(table, csv)
+
+
+def csv_names(path: Path, csv: CsvOptions) -> list[str]:
+    """The column names a CSV file is read with (checked as `iter_csv` checks them), from its
+    first rows only.
+
+    pyarrow parses one small block (`HEAD_BLOCK_BYTES`) to name the columns; a first row longer
+    than that (a very wide table) is read again with one ordinary block.
+    """
+    read, parse, convert = reader_options(csv)
+    for block_size in (HEAD_BLOCK_BYTES, BLOCK_BYTES):
+        read.block_size = block_size
+        try:
+            with open_file(path) as stream:
+                reader = pa_csv.open_csv(
+                    stream, read_options=read, parse_options=parse, convert_options=convert
+                )
+                schema = reader.schema
+        except _ARROW_ERRORS as error:
+            if "straddling" in str(error) and block_size < BLOCK_BYTES:
+                continue
+            raise unreadable(str(path), error, path=path) from error
+        return _checked_names(schema, str(path))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def iter_csv(

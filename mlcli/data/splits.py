@@ -15,7 +15,13 @@ import pyarrow.compute as pc
 
 from mlcli.config.schema import Config
 from mlcli.data.columns import check_numbers, label_values
-from mlcli.data.tables import TableSource, read_table, require_columns, resolve_source
+from mlcli.data.tables import (
+    TableSource,
+    check_header,
+    read_table,
+    require_columns,
+    resolve_source,
+)
 from mlcli.errors import DataError
 
 
@@ -35,11 +41,28 @@ def configured_columns(config: Config) -> list[str]:
     return [config.target.column, *config.features.declared(), *config.features.exclude]
 
 
+def _needed(config: Config, role: str) -> list[str]:
+    return configured_columns(config) if role == "training" else [config.target.column]
+
+
+def check_headers(config: Config) -> None:
+    """Raises `DataError` when a configured table is missing or lacks a column it needs.
+
+    Reads only the files' headers (`check_header`), so that `mlcli train` fails at once,
+    before TensorFlow loads; reading the tables checks them again, whole.
+    """
+    data = config.data
+    tables = {"training": data.train, "validation": data.validation, "test": data.test}
+    for role, spec in tables.items():
+        if spec is not None and not isinstance(spec, float):
+            check_header(resolve_source(spec, data=data), _needed(config, role))
+
+
 def _read_checked(source: TableSource, config: Config, *, role: str) -> tuple[pa.Table, int]:
     table = read_table(source)
     if table.num_rows == 0:
         raise DataError(f"{source.describe()}: the {role} table has no rows")
-    needed = configured_columns(config) if role == "training" else [config.target.column]
+    needed = _needed(config, role)
     require_columns(table.column_names, needed, source=source.describe())
     _check_numbers(table, config, source=source.describe())
     return _with_labels(table, config, source=source.describe())

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from mlcli.config.messages import did_you_mean
 from mlcli.config.schema import CsvOptions, DataConfig, Source, SourceSpec
-from mlcli.data.csv_files import iter_csv, open_file, read_csv, unreadable
+from mlcli.data.csv_files import csv_names, iter_csv, open_file, read_csv, unreadable
 from mlcli.data.parquet_files import iter_parquet, parquet_names, read_parquet
 from mlcli.errors import DataError
 
@@ -219,6 +219,23 @@ def require_columns(found: Sequence[str], needed: Sequence[str], *, source: str)
         f"{source}: missing column{'s' if len(missing) > 1 else ''} {', '.join(hints)}{more}; "
         f"the table has {shown}{' ...' if len(found) > 20 else ''}"
     )
+
+
+def check_header(source: TableSource, needed: Sequence[str]) -> None:
+    """Raises `DataError` (as `require_columns`) when the table's header lacks a needed column.
+
+    Cheap, so that a command checks it before loading a model: a Parquet file's footer, a CSV's
+    first rows (the first file of several; the rest are checked as they are read). Standard
+    input cannot be read twice: its first batch is checked when it is read.
+    """
+    if source.stdin is not None:
+        return
+    if source.format == "parquet":
+        for path in source.paths:
+            require_columns(parquet_names(path), needed, source=str(path))
+        return
+    path = source.paths[0]
+    require_columns(csv_names(path, source.csv), needed, source=str(path))
 
 
 def fingerprint(path: Path) -> dict[str, Any]:

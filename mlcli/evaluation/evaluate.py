@@ -137,8 +137,6 @@ def regression_failure(
 def _open_for_evaluation(
     reference: str | Path, bounds: Sequence[Bound], criterion: Criterion | None
 ) -> LoadedRun:
-    from mlcli.runs import directory as runs
-
     loaded = open_run(reference, with_model=False)
     check_bound_names(bounds, loaded.schema)
     if criterion is not None and loaded.schema.target.task != "binary":
@@ -146,7 +144,6 @@ def _open_for_evaluation(
             f"--choose-threshold {criterion}: a {loaded.schema.target.task} run decides by its "
             "most probable class or its value; a threshold applies to a binary run only"
         )
-    loaded.model = load_model(loaded.run.file(runs.MODEL))
     return loaded
 
 
@@ -197,9 +194,10 @@ def run_evaluation(
     criterion that no threshold reaches is such a failure, and then nothing is saved.
     """
     from mlcli.data.sources import source_for_run
-    from mlcli.data.tables import read_table
+    from mlcli.data.tables import check_header, read_table
     from mlcli.evaluation.report import write_evaluation
-    from mlcli.inference.predictor import Predictor
+    from mlcli.runs import directory as runs
+    from mlcli.runs.directory import resolve_run
 
     reporter = reporter or QuietReporter()
     if max_regression is not None and baseline is None:
@@ -217,16 +215,23 @@ def run_evaluation(
             "read twice: pass a file"
         )
     bounds = [*parse_bounds(fail_under, kind="under"), *parse_bounds(fail_over, kind="over")]
+    # every argument, path and the data's header are checked before TensorFlow loads
     loaded = _open_for_evaluation(run, bounds, criterion)
     threshold = decision_threshold(threshold, loaded.threshold)
+    if baseline is not None:
+        resolve_run(baseline)
     names = [*loaded.schema.input_names, loaded.schema.target.column]
     source = source_for_run(
         loaded.config, data, names=names, csv_overrides=csv_overrides, stdin=stdin
     )
+    check_header(source, names)
+    loaded.model = load_model(loaded.run.file(runs.MODEL))
     started = time.monotonic()
     table = read_table(source)
     rows, labels = labelled_rows(table, loaded, source=source.describe())
     reporter.event("data", f"{rows.num_rows} labelled rows of {table.num_rows} read")
+    from mlcli.inference.predictor import Predictor
+
     outputs = Predictor(loaded.model, loaded.schema).outputs(rows, source=source.describe())
     metrics = compute_metrics(labels, outputs, loaded.schema, threshold=threshold)
     task = loaded.schema.target.task

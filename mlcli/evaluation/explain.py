@@ -76,7 +76,6 @@ def _sampled(
 def _open(reference: str | Path, metric: str | None) -> tuple[LoadedRun, str]:
     loaded = open_run(reference, with_model=False)
     chosen = _chosen_metric(metric, loaded.schema)
-    loaded.model = load_model(loaded.run.file(runs.MODEL))
     return loaded, chosen
 
 
@@ -109,9 +108,8 @@ def explain(
         reporter: where progress goes.
     """
     from mlcli.data.sources import source_for_run
-    from mlcli.data.tables import read_table
+    from mlcli.data.tables import check_header, read_table
     from mlcli.evaluation.attributions import import_shap
-    from mlcli.inference.predictor import Predictor
 
     reporter = reporter or QuietReporter()
     _check_options(rows=rows, sample=sample, repeats=repeats)
@@ -124,6 +122,8 @@ def explain(
     source = source_for_run(
         loaded.config, data, names=names, csv_overrides=csv_overrides, stdin=stdin
     )
+    check_header(source, names)  # every argument, path and the header before TensorFlow
+    loaded.model = load_model(loaded.run.file(runs.MODEL))
     described = source.describe()
     started = time.monotonic()
     table = read_table(source)
@@ -132,6 +132,8 @@ def explain(
     labelled, labels = _sampled(labelled, labels, sample=sample, rng=rng)
     inputs = labelled.select(schema.input_names)
     reporter.event("data", f"{inputs.num_rows} labelled rows of {table.num_rows} used")
+    from mlcli.inference.predictor import Predictor
+
     predictor = Predictor(loaded.model, schema)
     sign = -1.0 if chosen in LOWER_IS_BETTER else 1.0
     threshold = decision_threshold(None, loaded.threshold)  # the run's saved one, else 0.5

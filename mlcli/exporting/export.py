@@ -55,7 +55,7 @@ from mlcli.features.schema import FeatureSchema
 from mlcli.inference.labels import decision_threshold
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs import directory as runs
-from mlcli.runs.loading import LoadedRun, open_run
+from mlcli.runs.loading import LoadedRun, load_model, open_run
 from mlcli.runs.threshold import read_threshold_record
 
 
@@ -82,12 +82,15 @@ def export(
         raise ConfigError(f"--version: expected a positive integer, found {version}")
     if format == "onnx":
         require_onnx()
-    import_tensorflow(verbose=verbose)
-    loaded = open_run(run)
+    # every argument and path is checked before TensorFlow loads
+    loaded = open_run(run, with_model=False)
     check_supported(format, loaded.schema)
     threshold = decision_threshold(saved=loaded.threshold)
     base = Path(output) if output is not None else loaded.run.path / runs.EXPORTS / format
     final = base / loaded.config.name / str(version) if format == "saved_model" else base
+    files.check_destination(final, force=force, replaceable=replaceable_export)
+    import_tensorflow(verbose=verbose)
+    loaded.model = load_model(loaded.run.file(runs.MODEL))
     with files.atomic_directory(final, force=force, replaceable=replaceable_export) as folder:
         reporter.event("export", f"writing {format} to {final}")
         model_path = _write(format, loaded, folder, threshold=threshold, verbose=verbose)

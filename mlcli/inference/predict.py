@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from mlcli import files
-from mlcli.data.tables import TableSource, iter_batches, require_columns
+from mlcli.data.tables import TableSource, check_header, iter_batches, require_columns
 from mlcli.errors import ConfigError, QualityGateError
 from mlcli.features.drift import DriftMonitor, DriftReport
 from mlcli.features.schema import FeatureSchema
@@ -41,7 +41,8 @@ from mlcli.inference.labels import (
 )
 from mlcli.inference.writers import FORMATS, BatchWriter, open_writer
 from mlcli.reporting import QuietReporter, Reporter
-from mlcli.runs.loading import LoadedRun, open_run
+from mlcli.runs import directory as runs
+from mlcli.runs.loading import LoadedRun, load_model, open_run
 
 if TYPE_CHECKING:
     from mlcli.inference.predictor import Predictor
@@ -138,10 +139,14 @@ def predictions_table(
     return pa.table(columns)
 
 
+def _needed(schema: FeatureSchema, keep: Sequence[str]) -> list[str]:
+    return [*schema.input_names, *[k for k in keep if k not in schema.input_names]]
+
+
 def _batches(
     source: TableSource, schema: FeatureSchema, keep: Sequence[str], batch_size: int
 ) -> Iterator[pa.Table]:
-    needed = [*schema.input_names, *[k for k in keep if k not in schema.input_names]]
+    needed = _needed(schema, keep)
     checked = False
     for batch in iter_batches(
         source,
@@ -270,7 +275,6 @@ def predict(
         reporter: where progress goes.
     """
     from mlcli.data.sources import source_for_run
-    from mlcli.inference.predictor import Predictor
 
     reporter = reporter or QuietReporter()
     stream = None if isinstance(output, str | Path) else output
@@ -281,7 +285,8 @@ def predict(
             raise ConfigError(
                 f"--output {final}: {path} already exists; pass --force to replace it"
             )
-    loaded = open_run(run)
+    # every argument, path and the data's header are checked before TensorFlow loads
+    loaded = open_run(run, with_model=False)
     given, threshold = threshold, _check_options(loaded, keep, batch_size, threshold, fail_on_drift)
     if loaded.schema.target.task == "binary":
         origin = threshold_origin(given, loaded.threshold)
@@ -293,6 +298,10 @@ def predict(
         csv_overrides=csv_overrides,
         stdin=stdin,
     )
+    check_header(source, _needed(loaded.schema, keep))
+    loaded.model = load_model(loaded.run.file(runs.MODEL))  # imports TensorFlow, quietly
+    from mlcli.inference.predictor import Predictor
+
     predictor = Predictor(loaded.model, loaded.schema, batch_rows=batch_size)
     if final is not None:  # like export, predict creates the output's missing folders
         try:

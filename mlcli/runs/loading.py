@@ -52,6 +52,9 @@ def load_model(path: Path) -> Any:
     """A `.keras` model, loaded with `safe_mode=True` (no arbitrary code from the file)."""
     if path.suffix != ".keras":
         raise RunError(f"{path}: only .keras models are loaded; .h5 and pickles are refused")
+    from mlcli._tensorflow import import_tensorflow
+
+    import_tensorflow()  # quietly, unless the command asked for --verbose (`set_verbose`)
     import keras
 
     import mlcli.layers  # noqa: F401  (registers mlcli's layers for deserialization)

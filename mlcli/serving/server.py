@@ -240,14 +240,20 @@ def serve(
         return
     from mlcli._tensorflow import import_tensorflow
 
-    _single_threaded_ops()
-    import_tensorflow(verbose=verbose)
-    from mlcli.serving.servables import load_servable
+    # the reference and the address are checked before TensorFlow loads
+    _checked_reference(model, options)
+    sock = _bind(options.host, options.port)
+    try:
+        _single_threaded_ops()
+        import_tensorflow(verbose=verbose)
+        from mlcli.serving.servables import load_servable
 
-    servable = load_servable(model, name=options.name, trust_export=options.trust_export)
+        servable = load_servable(model, name=options.name, trust_export=options.trust_export)
+    except BaseException:
+        sock.close()
+        raise
     app = _app(servable, options, reporter)
     config = _uvicorn_config(app, options, verbose=verbose)
-    sock = _bind(options.host, options.port)
     _listening(reporter, servable.name, sock, options)
     _graceful_server(config).run(sockets=[sock])
     reporter.event("stopped", f"model {servable.name}: stopped")
@@ -263,6 +269,25 @@ def _reporter_settings(reporter: Reporter) -> dict[str, Any]:
     return {"quiet": False, "log_format": "json" if isinstance(reporter, JsonReporter) else "text"}
 
 
+def _checked_reference(model: str | Path, options: ServeOptions) -> tuple[Path, str]:
+    """The run or export folder `model` names, and the model's name; nothing is loaded.
+
+    Raises `RunError` for no such run, an incomplete one, or an export that is not mlcli's
+    unchanged own (unless `options.trust_export`).
+    """
+    from mlcli.runs.loading import open_run
+    from mlcli.serving.servables import check_export, export_description, saved_model_folder
+
+    export = saved_model_folder(Path(model))
+    if export is not None:
+        if not options.trust_export:
+            check_export(export)
+        info = export_description(export)[1]
+        return export, options.name or str(info.get("model_name") or export.parent.name)
+    loaded = open_run(model, with_model=False)
+    return loaded.run.path, options.name or loaded.config.name
+
+
 def _serve_workers(
     model: str | Path, options: ServeOptions, *, reporter: Reporter, verbose: bool
 ) -> None:
@@ -270,19 +295,8 @@ def _serve_workers(
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    from mlcli.runs.loading import open_run
-    from mlcli.serving.servables import check_export, export_description, saved_model_folder
-
     # a bad reference fails here, before any worker starts
-    export = saved_model_folder(Path(model))
-    if export is not None:
-        if not options.trust_export:
-            check_export(export)
-        info = export_description(export)[1]
-        source, name = export, options.name or str(info.get("model_name") or export.parent.name)
-    else:
-        loaded = open_run(model, with_model=False)
-        source, name = loaded.run.path, options.name or loaded.config.name
+    source, name = _checked_reference(model, options)
     settings = {
         "model": str(source),
         "options": {**asdict(options), "name": name},

@@ -22,9 +22,11 @@ from typing import Any
 import numpy as np
 
 from mlcli import __version__, files
+from mlcli._tensorflow import start_import
 from mlcli.config.loading import config_to_yaml, load_config
 from mlcli.config.overrides import dotted_items
 from mlcli.config.schema import Config
+from mlcli.data.splits import check_headers
 from mlcli.errors import (
     ConfigError,
     InterruptedRunError,
@@ -141,6 +143,10 @@ def train(
         elif not isinstance(config, Config):
             config = load_config(config or "config.yaml", overrides=overrides or [])
         started = time.monotonic()
+        check_headers(config)  # a missing file or column fails before TensorFlow loads
+        # TensorFlow loads on a thread while the data is read; devices are chosen before its
+        # runtime starts
+        start_import(verbose=verbose)
         data = TrainingData.load(config, reporter)  # while TensorFlow may still be loading
         check_monitor(config, data.schema.target.task)
         check_calibration(config, data.schema.target.task)

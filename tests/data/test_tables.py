@@ -11,11 +11,19 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, make_table
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlcli.config.loading import parse_config
 from mlcli.config.schema import CsvOptions
 from mlcli.data.splits import load_splits
-from mlcli.data.tables import TableSource, iter_batches, read_table, resolve_source
+from mlcli.data.tables import (
+    TableSource,
+    check_header,
+    iter_batches,
+    read_table,
+    resolve_source,
+)
 from mlcli.errors import DataError
 
 ADULT_COLUMNS = [
@@ -154,3 +162,46 @@ def test_a_header_line_read_as_data_is_named(tmp_path: Path):
         list(iter_batches(source))
     path.write_text("1,2\na,b\n")
     assert read_table(source).column("a").to_pylist() == ["1", "a"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet", ".tsv"])
+def test_check_header_agrees_with_reading_the_table(tmp_path: Path, suffix: str):
+    table = make_table(50)
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(table, path)
+    elif suffix == ".csv.gz":
+        plain = tmp_path / "plain.csv"
+        pa_csv.write_csv(table, plain)
+        path.write_bytes(gzip.compress(plain.read_bytes()))
+    else:
+        delimiter = "\t" if suffix == ".tsv" else ","
+        pa_csv.write_csv(table, path, write_options=pa_csv.WriteOptions(delimiter=delimiter))
+    config = _config({"train": path.name}, folder=tmp_path)
+    source = resolve_source(config.data.train, data=config.data)
+    check_header(source, read_table(source).column_names)  # every column read is found
+    with pytest.raises(DataError, match=r"missing column 'agee' \(did you mean 'age'\?\)"):
+        check_header(source, ["age", "agee"])
+
+
+@settings(max_examples=15, deadline=None)
+@given(width=st.integers(1, 3000), cell=st.integers(1, 400))
+def test_check_header_names_a_row_wider_than_its_first_block(tmp_path_factory, width, cell):
+    names = [f"c{i}" for i in range(width)]
+    path = tmp_path_factory.mktemp("wide") / "wide.csv"
+    path.write_text(",".join(names) + "\n" + ",".join(["x" * cell] * width) + "\n")
+    source = TableSource(paths=(path,), format="csv")
+    check_header(source, names)
+    with pytest.raises(DataError, match="missing column 'absent'"):
+        check_header(source, [*names[:3], "absent"])
+
+
+def test_check_header_names_a_missing_file_and_an_unreadable_one(tmp_path: Path):
+    with pytest.raises(DataError, match=r"nowhere\.csv"):
+        check_header(
+            resolve_source(str(tmp_path / "nowhere.csv"), data=_config({"train": "x.csv"}).data),
+            ["a"],
+        )
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.csv"):
+        check_header(TableSource(paths=(tmp_path / "empty.csv",), format="csv"), ["a"])

@@ -1,0 +1,226 @@
+"""Bad arguments fail before TensorFlow loads: every command checks its arguments, its paths
+and its data's header first, with its exit code and one line.
+
+Each command's cases run in one child process (a fresh interpreter, so that `tensorflow` in
+`sys.modules` means this command imported it); after each case the child records the exit
+code, stderr and whether TensorFlow or Keras was imported (once one case imports it, the
+later cases of that command report it too: the first one failing is the culprit).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.csv as pa_csv
+import pytest
+
+Case = tuple[str, Callable[[Path, Path, Path], list[str]], int, list[str]]
+
+_CHILD = """
+import json, sys
+from typer.testing import CliRunner
+from mlcli.cli.app import app
+
+found = []
+for arguments in json.loads(sys.argv[1]):
+    result = CliRunner().invoke(app, arguments)
+    heavy = sorted({"tensorflow", "keras"} & set(sys.modules))
+    found.append({"code": result.exit_code, "stderr": result.stderr, "heavy": heavy})
+print(json.dumps(found))
+"""
+
+
+def _no_run(run: Path, data: Path, folder: Path) -> list[str]:
+    return [str(folder / "nothing-here")]
+
+
+def _incomplete_run(run: Path, data: Path, folder: Path) -> list[str]:
+    broken = folder / "incomplete"
+    if not broken.exists():
+        shutil.copytree(run, broken)
+        (broken / "model.keras").unlink()
+    return [str(broken)]
+
+
+def _missing_data(run: Path, data: Path, folder: Path) -> list[str]:
+    return [str(run), "--data", str(folder / "nowhere.csv")]
+
+
+def _missing_column(run: Path, data: Path, folder: Path) -> list[str]:
+    less = folder / "less.csv"
+    if not less.exists():
+        pa_csv.write_csv(pa_csv.read_csv(data).drop_columns(["age"]), less)
+    return [str(run), "--data", str(less)]
+
+
+def _missing_target(run: Path, data: Path, folder: Path) -> list[str]:
+    unlabelled = folder / "unlabelled.csv"
+    if not unlabelled.exists():
+        pa_csv.write_csv(pa_csv.read_csv(data).drop_columns(["label"]), unlabelled)
+    return [str(run), "--data", str(unlabelled)]
+
+
+def _with_data(setup: Callable[[Path, Path, Path], list[str]]) -> Callable[..., list[str]]:
+    def arguments(run: Path, data: Path, folder: Path) -> list[str]:
+        return [*setup(run, data, folder), "--data", str(data)]
+
+    arguments.__name__ = setup.__name__
+    return arguments
+
+
+def _predict_output_exists(run: Path, data: Path, folder: Path) -> list[str]:
+    (folder / "existing.csv").write_text("x\n1\n")
+    return [str(run), "--data", str(data), "--output", str(folder / "existing.csv")]
+
+
+def _predict(setup: Callable[[Path, Path, Path], list[str]]) -> Callable[..., list[str]]:
+    def arguments(run: Path, data: Path, folder: Path) -> list[str]:
+        return [*setup(run, data, folder), "--output", str(folder / "out" / "p.csv")]
+
+    arguments.__name__ = setup.__name__
+    return arguments
+
+
+def _predict_bad_format(run: Path, data: Path, folder: Path) -> list[str]:
+    return [str(run), "--data", str(data), "--output", str(folder / "p.csv"), "--format", "xml"]
+
+
+def _export_bad_format(run: Path, data: Path, folder: Path) -> list[str]:
+    return [str(run), "--format", "xml", "--output", str(folder / "export")]
+
+
+def _export_output_exists(run: Path, data: Path, folder: Path) -> list[str]:
+    (folder / "taken").mkdir(exist_ok=True)
+    (folder / "taken" / "notes.txt").write_text("mine\n")
+    return [str(run), "--format", "keras", "--output", str(folder / "taken")]
+
+
+def _export_not_replaceable(run: Path, data: Path, folder: Path) -> list[str]:
+    return [*_export_output_exists(run, data, folder), "--force"]
+
+
+def _export(setup: Callable[[Path, Path, Path], list[str]]) -> Callable[..., list[str]]:
+    def arguments(run: Path, data: Path, folder: Path) -> list[str]:
+        return [*setup(run, data, folder), "--format", "keras", "--output", str(folder / "e")]
+
+    arguments.__name__ = setup.__name__
+    return arguments
+
+
+_HELD: list[socket.socket] = []  # listening while the child runs
+
+
+def _serve_busy_port(run: Path, data: Path, folder: Path) -> list[str]:
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    _HELD.append(held)
+    return [str(run), "--port", str(held.getsockname()[1])]
+
+
+def _evaluate_no_baseline(run: Path, data: Path, folder: Path) -> list[str]:
+    return [str(run), "--data", str(data), "--baseline", str(folder / "no-baseline")]
+
+
+def _serve_bad_option(run: Path, data: Path, folder: Path) -> list[str]:
+    return [str(run), "--workers", "0"]
+
+
+def _train_missing_data(run: Path, data: Path, folder: Path) -> list[str]:
+    config = folder / "missing-data.yaml"
+    config.write_text(
+        f"name: t\ndata: {{train: {folder / 'nowhere.csv'}, validation: 0.25}}\n"
+        "target: {column: label}\n"
+    )
+    return [str(config)]
+
+
+def _train_missing_column(run: Path, data: Path, folder: Path) -> list[str]:
+    config = folder / "missing-column.yaml"
+    config.write_text(
+        f"name: t\ndata: {{train: {data}, validation: 0.25}}\ntarget: {{column: label}}\n"
+        "features: {agee: numeric}\n"
+    )
+    return [str(config), "--output", str(folder / "runs")]
+
+
+def _train_bad_device(run: Path, data: Path, folder: Path) -> list[str]:
+    return [*_train_missing_column(run, data, folder), "--device", "tpu"]
+
+
+CASES: list[Case] = [
+    ("predict", _predict_output_exists, 2, ["existing.csv", "--force"]),
+    ("predict", _predict(_with_data(_no_run)), 4, ["nothing-here", "no such run"]),
+    ("predict", _predict(_with_data(_incomplete_run)), 4, ["model.keras"]),
+    ("predict", _predict(_missing_data), 3, ["nowhere.csv"]),
+    ("predict", _predict(_missing_column), 3, ["less.csv", "'age'"]),
+    ("predict", _predict_bad_format, 2, ["--format", "'xml'"]),
+    ("evaluate", _with_data(_no_run), 4, ["nothing-here"]),
+    ("evaluate", _with_data(_incomplete_run), 4, ["model.keras"]),
+    ("evaluate", _missing_data, 3, ["nowhere.csv"]),
+    ("evaluate", _missing_column, 3, ["less.csv", "'age'"]),
+    ("evaluate", _missing_target, 3, ["unlabelled.csv", "'label'"]),
+    ("evaluate", _evaluate_no_baseline, 4, ["no-baseline", "no such run"]),
+    ("explain", _with_data(_no_run), 4, ["nothing-here"]),
+    ("explain", _missing_data, 3, ["nowhere.csv"]),
+    ("explain", _missing_column, 3, ["less.csv", "'age'"]),
+    ("export", _export(_no_run), 4, ["nothing-here"]),
+    ("export", _export(_incomplete_run), 4, ["model.keras"]),
+    ("export", _export_bad_format, 2, ["--format", "'xml'"]),
+    ("export", _export_output_exists, 4, ["taken", "--force"]),
+    ("export", _export_not_replaceable, 2, ["taken", "notes.txt"]),
+    ("serve", _no_run, 4, ["nothing-here"]),
+    ("serve", _incomplete_run, 4, ["model.keras"]),
+    ("serve", _serve_bad_option, 2, ["--workers"]),
+    ("serve", _serve_busy_port, 2, ["--port", "cannot listen"]),
+    ("train", _train_missing_data, 3, ["nowhere.csv"]),
+    ("train", _train_missing_column, 3, ["'agee'", "did you mean 'age'"]),
+    ("train", _train_bad_device, 2, ["--device", "tpu"]),
+]
+
+
+@pytest.fixture(scope="module")
+def outcomes(trained_runs, tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict]:
+    """Every case's exit code, stderr and heavy imports, one child process per command."""
+    folder = tmp_path_factory.mktemp("early")
+    run = folder / "run"
+    shutil.copytree(trained_runs["binary"], run)
+    data = trained_runs["data"]
+    found: dict[int, dict] = {}
+    for command in dict.fromkeys(verb for verb, *_ in CASES):
+        indices = [i for i, case in enumerate(CASES) if case[0] == command]
+        arguments = [[command, *CASES[i][1](run, data, folder), "--quiet"] for i in indices]
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD, json.dumps(arguments)],
+            capture_output=True,
+            text=True,
+            cwd=folder,
+            timeout=120,
+        )
+        assert child.returncode == 0, child.stderr
+        found.update(zip(indices, json.loads(child.stdout.splitlines()[-1]), strict=True))
+    for held in _HELD:
+        held.close()
+    return found
+
+
+@pytest.mark.parametrize(
+    "index",
+    range(len(CASES)),
+    ids=[f"{verb}-{setup.__name__.strip('_')}" for verb, setup, *_ in CASES],
+)
+def test_bad_arguments_fail_before_tensorflow_loads(outcomes, index: int):
+    verb, _, code, named = CASES[index]
+    outcome = outcomes[index]
+    message = outcome["stderr"].strip()
+    assert outcome["code"] == code, message
+    assert len(message.splitlines()) == 1, message
+    for text in named:
+        assert text in message, f"{text!r} not in {message!r}"
+    assert outcome["heavy"] == [], f"mlcli {verb} imported {outcome['heavy']} before failing"
