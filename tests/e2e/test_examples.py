@@ -47,6 +47,7 @@ class Margin:
 # carries the test.
 MARGINS = {
     "adult/config.yaml": Margin(accuracy=0.06, auc=0.35),
+    "adult/config-presets.yaml": Margin(accuracy=0.06, auc=0.35),  # 0.8612 / 0.9135 measured
     "bank_marketing/config.yaml": Margin(accuracy=0.003, auc=0.2),
     "california_housing/config.yaml": Margin(rmse_ratio=0.6),
     "sms_spam/config.yaml": Margin(accuracy=0.06, auc=0.4),
