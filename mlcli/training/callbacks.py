@@ -17,7 +17,11 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,6 +186,30 @@ def _jsonable(value: Any) -> Any:
     return None if value is None else float(value) if not isinstance(value, int) else value
 
 
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Holds SIGINT and SIGTERM back while the block runs, then delivers the first one.
+
+    A KeyboardInterrupt raised inside h5py's writing of a checkpoint either cuts the file short
+    or is swallowed there ("Exception ignored"), and training then runs to its end: the stop
+    is taken once the checkpoint is whole. Outside the main thread (where Python cannot set
+    handlers) the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda n, _: caught.append(n)) for number in held}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # to the handlers the command set
+
+
 class RunCheckpoint(keras.callbacks.BackupAndRestore):
     """Backs up the training state at each epoch's end and restores it when a run resumes.
 
@@ -224,6 +252,10 @@ class RunCheckpoint(keras.callbacks.BackupAndRestore):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if not finite_losses(logs):
             return  # keep the last good checkpoint
+        with signals_held():
+            self._save(epoch, logs)
+
+    def _save(self, epoch: int, logs: dict[str, Any] | None) -> None:
         super().on_epoch_end(epoch, logs)
         states = {}
         for index, callback in enumerate(self.stateful):

@@ -1,10 +1,12 @@
 """The kept epoch: which epoch's weights a fit ends with, and why, as Keras's own
-`EarlyStopping` decides it (driven here epoch by epoch on a one-weight model)."""
+`EarlyStopping` decides it (driven here epoch by epoch on a one-weight model); signals held
+during a checkpoint save."""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -103,3 +105,30 @@ def test_early_stopping_that_saw_no_monitored_value_keeps_the_last_epoch():
     kept = kept_epoch([stopping], epochs_run=2, epochs=5)
     assert (kept["epoch"], kept["reason"]) == (2, "last_epoch")
     assert "val_auc" in kept["why"]
+
+
+@pytest.mark.parametrize("held", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_a_checkpoint_save_is_delivered_once_it_is_whole(held):
+    """The stop waits for the save (h5py would cut it short or swallow it), then happens."""
+    import os
+    import signal
+
+    from mlcli.training.callbacks import signals_held
+
+    number = getattr(signal, held)
+    raised: list[str] = []
+
+    def stop(_number: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(number, stop)
+    try:
+        with pytest.raises(KeyboardInterrupt), signals_held():
+            os.kill(os.getpid(), number)
+            for _ in range(1000):  # Python runs handlers between bytecodes: give it room
+                pass
+            raised.append("the save ran to its end")
+        assert raised == ["the save ran to its end"]
+        assert signal.getsignal(number) is stop  # the command's own handler is back
+    finally:
+        signal.signal(number, previous)
