@@ -107,6 +107,7 @@ def explain(
         stdin: the stream that `data="-"` reads.
         reporter: where progress goes.
     """
+    from mlcli.data.columns import check_numbers
     from mlcli.data.sources import source_for_run
     from mlcli.data.tables import check_header, read_table
     from mlcli.evaluation.attributions import import_shap
@@ -127,6 +128,9 @@ def explain(
     described = source.describe()
     started = time.monotonic()
     table = read_table(source)
+    # before sampling, so that a number the model cannot take is named by its row in the file
+    numbers = [column.name for column in schema.columns if column.dtype == "float32"]
+    check_numbers(table, numbers, source=described)
     labelled, labels = labelled_rows(table, loaded, source=described)
     rng = np.random.default_rng(seed)
     labelled, labels = _sampled(labelled, labels, sample=sample, rng=rng)

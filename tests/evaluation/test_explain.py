@@ -205,3 +205,20 @@ def test_a_binary_metric_is_measured_at_the_runs_saved_threshold(runs_copy, trai
     )
     assert code == 0, stderr
     assert json.loads(stdout)["baseline"] == pytest.approx(saved["recall"])
+
+
+@pytest.mark.parametrize("row", [0, 299, 399])
+def test_a_number_beyond_float32_is_named_by_its_row_in_the_file_not_the_sample(
+    runs_copy, trained_runs, tmp_path, row
+):
+    table = pa_csv.read_csv(trained_runs["data"])
+    income = table.column("income").to_pylist()
+    income[row] = 1e39
+    index = table.column_names.index("income")
+    table = table.set_column(index, "income", pa.array(income, pa.float64()))
+    pa_csv.write_csv(table, tmp_path / "huge.csv")
+    run = runs_copy["binary"]
+    code, _, stderr = _explain(str(run), "--data", str(tmp_path / "huge.csv"), "--sample", "50")
+    assert code == 3
+    assert f"column 'income' holds 1e+39 at row {row + 1}," in stderr
+    assert not (run / "explanations").exists()
