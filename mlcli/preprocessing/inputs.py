@@ -111,7 +111,10 @@ def model_inputs(table: pa.Table, schema: FeatureSchema, *, source: str) -> dict
     for column in schema.columns:
         values = table.column(column.name)
         if column.dtype == "float32":
-            numbers = numeric_values(values, column.name)
+            try:
+                numbers = numeric_values(values, column.name)
+            except DataError as error:  # text or an infinity: name the file too
+                raise DataError(f"{source}: {error}") from error
             check_float32_range(numbers, column=column.name, source=source)
             array = numbers.to_numpy().astype(np.float32)
         elif column.dtype == "int64":

@@ -483,3 +483,21 @@ def test_a_saved_threshold_decides_and_an_explicit_one_still_wins(trained_runs, 
     assert code == 0 and "(--threshold)" in stderr
     explicit = pa_csv.read_csv(tmp_path / "c.csv").column("prediction")
     assert explicit.to_pylist() == before.column("prediction").to_pylist()
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf")])
+def test_an_infinite_number_is_exit_3_naming_the_file_the_column_and_the_row(
+    trained_runs, tmp_path, bad
+):
+    table = pa_csv.read_csv(trained_runs["data"])
+    income = table.column("income").to_pylist()
+    income[123] = bad
+    index = table.column_names.index("income")
+    data = tmp_path / "infinite.csv"
+    pa_csv.write_csv(table.set_column(index, "income", pa.array(income, pa.float64())), data)
+    output = tmp_path / "scores.csv"
+    code, _, stderr = _predict(str(trained_runs["binary"]), "--data", str(data), "-o", str(output))
+    assert code == 3
+    line = stderr.strip().splitlines()[-1]
+    assert str(data) in line and "'income'" in line and "infinite" in line
+    assert not output.exists()
