@@ -33,7 +33,7 @@ from mlcli import files
 from mlcli.config.loading import References, config_to_yaml, parse_config, read_document
 from mlcli.config.overrides import copy_document, get_dotted, set_dotted
 from mlcli.config.schema import Config, TuneConfig, TuneRange
-from mlcli.errors import ConfigError, TrainingDivergedError, mask_secrets
+from mlcli.errors import ConfigError, TrainingDivergedError, mask_secrets, missing_extra
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs import directory as runs
 
@@ -152,9 +152,7 @@ def _import_optuna(verbose: bool) -> Any:
     try:
         import optuna
     except ImportError as error:
-        raise ConfigError(
-            "mlcli tune needs Optuna: install mlcli[tune] (pip install 'mlcli[tune]')"
-        ) from error
+        raise missing_extra("mlcli tune", "Optuna", "tune") from error
     if not verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
