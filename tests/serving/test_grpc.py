@@ -451,3 +451,40 @@ def test_a_missing_grpc_extra_says_what_to_install_before_loading(monkeypatch, t
     assert result.exit_code == 2
     assert "install mlcli[grpc]" in result.output
     assert "tensorflow-serving-api" in result.output
+
+
+@pytest.mark.slow
+def test_several_workers_share_the_grpc_port_and_count_together(trained_runs, table, tmp_path):
+    port, grpc_port = _free_port(), _free_port()
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "mlcli", "serve", str(trained_runs["binary"]), "--name"]
+    options = ["tiny", "--workers", "2", "--port", str(port), "--grpc-port", str(grpc_port)]
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [*command, *options, "--log-format", "json"], stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while log.read_text().count('"grpc": ') < 2:  # each worker names its gRPC address
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        request = _request(table.slice(0, 2))
+        local = [("grpc.use_local_subchannel_pool", 1)]  # a new connection each time
+        answers = []
+        for _ in range(8):
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}", options=local) as opened:
+                answers.append(_predict(opened, request)["label"].tolist())
+        counts = {}
+        from prometheus_client.parser import text_string_to_metric_families
+
+        scrape = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        for family in text_string_to_metric_families(scrape):
+            for sample in family.samples:
+                if sample.name == "mlcli_requests_total":
+                    counts[(sample.labels["protocol"], sample.labels["route"])] = sample.value
+    finally:
+        process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0
+    assert all(answer == answers[0] for answer in answers)
+    assert counts[("grpc", PREDICT)] == 8
+    assert all(json.loads(line) for line in log.read_text().splitlines())
