@@ -31,6 +31,7 @@ imports TensorFlow, which the server has already done quietly.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
 import os
@@ -210,6 +211,9 @@ class GrpcServer:
                 if self.stopping:
                     raise RpcError("UNAVAILABLE", "the server is shutting down; retry elsewhere")
                 return await handler(request, context)
+            except asyncio.CancelledError:  # the client left or its deadline passed
+                code = "CANCELLED"
+                raise
             except RpcError as error:
                 code, message = error.code, str(error)
             except BadRequestError as error:

@@ -488,3 +488,54 @@ def test_several_workers_share_the_grpc_port_and_count_together(trained_runs, ta
     assert all(answer == answers[0] for answer in answers)
     assert counts[("grpc", PREDICT)] == 8
     assert all(json.loads(line) for line in log.read_text().splitlines())
+
+
+def test_the_lifespan_starts_grpc_after_the_app_and_stops_it_before():
+    """`with_grpc`: gRPC starts once the app's startup is complete (its batcher running) and
+    stops before the app's own shutdown; a port it cannot bind fails the startup, named."""
+    from mlcli.errors import ConfigError
+    from mlcli.serving.grpc import with_grpc
+
+    order: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "lifespan.startup"
+        order.append("app started")
+        await send({"type": "lifespan.startup.complete"})
+        assert (await receive())["type"] == "lifespan.shutdown"
+        order.append("app stopped")
+        await send({"type": "lifespan.shutdown.complete"})
+
+    class Fake:
+        def __init__(self, fail: bool) -> None:
+            self.fail = fail
+
+        async def start(self) -> None:
+            if self.fail:
+                raise ConfigError("--grpc-port 1: cannot listen there")
+            order.append("grpc started")
+
+        async def stop(self) -> None:
+            order.append("grpc stopped")
+
+    def lifespan(server: Any) -> list[dict[str, Any]]:
+        events = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return events.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        asyncio.run(with_grpc(app, server)({"type": "lifespan"}, receive, send))
+        return sent
+
+    sent = lifespan(Fake(fail=False))
+    assert order == ["app started", "grpc started", "grpc stopped", "app stopped"]
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    failed = lifespan(Fake(fail=True))[0]
+    assert failed == {
+        "type": "lifespan.startup.failed",
+        "message": "error: --grpc-port 1: cannot listen there",
+    }
