@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from mlcli._tensorflow import import_tensorflow, quiet_runtime
-from mlcli.errors import ConfigError
+from mlcli.errors import ConfigError, missing_extra
 from mlcli.reporting import Reporter
 from mlcli.serving.payloads import BadRequestError
 
@@ -59,9 +59,8 @@ def require_grpc_packages() -> None:
     """Raises `ConfigError` unless the `grpc` extra is installed; imports nothing."""
     for module, package in (("grpc", "grpcio"), ("tensorflow_serving", "tensorflow-serving-api")):
         if importlib.util.find_spec(module) is None:
-            raise ConfigError(
-                f"--grpc-port needs grpcio and tensorflow-serving-api ({package} is missing): "
-                'install mlcli[grpc] (pip install "mlcli[grpc]")'
+            raise missing_extra(
+                "--grpc-port", f"grpcio and tensorflow-serving-api ({package} is missing)", "grpc"
             )
 
 
