@@ -61,6 +61,14 @@ ShutdownTimeoutOption = Annotated[
         "--shutdown-timeout", help="Seconds SIGTERM waits for requests in flight, at most."
     ),
 ]
+GrpcPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--grpc-port",
+        help="Also serve TF Serving's gRPC API (Predict, GetModelMetadata, GetModelStatus) on "
+        "this port of --host (0: any free port; needs mlcli[grpc]).",
+    ),
+]
 TrustExportOption = Annotated[
     bool,
     typer.Option(
@@ -86,11 +94,12 @@ def serve(
     max_connections: MaxConnectionsOption = 512,
     shutdown_timeout: ShutdownTimeoutOption = 10.0,
     trust_export: TrustExportOption = False,
+    grpc_port: GrpcPortOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormatOption = "text",
 ) -> None:
-    """Serve MODEL on TF Serving's REST API (+ /metrics, /docs) until SIGTERM; logs each request."""
+    """Serve MODEL on TF Serving's REST API (+ /metrics, /docs, --grpc-port) until SIGTERM."""
 
     def action() -> None:
         from mlcli.serving.server import ServeOptions
@@ -112,6 +121,7 @@ def serve(
             max_connections=max_connections,
             graceful_timeout_s=shutdown_timeout,
             trust_export=trust_export,
+            grpc_port=grpc_port,
         )
         serve_model(model, options=options, reporter=access_log, verbose=verbose)
 

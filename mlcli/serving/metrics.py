@@ -11,10 +11,12 @@ mlcli_model_load_seconds{model, version, phase}       phase "load" and "warmup"
 
 `route` is the route's template (`/v1/models/{name}:predict`), or `unmatched` for a path no
 route takes, so a scan of random URLs cannot make a series per path; `protocol` is `rest` for
-every HTTP route. Each figure is recorded where it is known: requests by `routes.AccessLog`,
-batches and the queue by the `Batcher`'s callbacks, rows predicted by the predict route, load
-times by the app. The metrics live in a registry of the server's own, not prometheus_client's
-global one, so that several apps in one process (tests) count apart.
+every HTTP route, `grpc` for TF Serving's gRPC API (`serving.grpc`: `route` is the method's
+path, `status` the gRPC code's name). Each figure is recorded where it is known: requests by
+`routes.AccessLog` (and `serving.grpc`), batches and the queue by the `Batcher`'s callbacks,
+rows predicted by the predict route (and Predict), load times by the app. The metrics live in
+a registry of the server's own, not prometheus_client's global one, so that several apps in one
+process (tests) count apart.
 
 With several worker processes (`--workers N`), `prometheus_client`'s multiprocess mode adds the
 workers' figures up: the server points `PROMETHEUS_MULTIPROC_DIR` at a fresh folder before
@@ -108,8 +110,8 @@ class ServerMetrics:
             multiprocess_mode="max",
         )
 
-    def observe_request(self, route: str, protocol: str, status: int, seconds: float) -> None:
-        """Counts one answered request and its latency."""
+    def observe_request(self, route: str, protocol: str, status: int | str, seconds: float) -> None:
+        """Counts one answered request and its latency (status: HTTP's code, gRPC's name)."""
         self.requests.labels(route, protocol, str(status)).inc()
         self.latency.labels(route, protocol).observe(seconds)
 

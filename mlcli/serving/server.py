@@ -60,6 +60,7 @@ class ServeOptions:
     max_connections: int = 512
     graceful_timeout_s: float = 10.0
     trust_export: bool = False
+    grpc_port: int | None = None  # TF Serving's gRPC API on this port too (`serving.grpc`)
 
     def check(self) -> None:
         """Raises `ConfigError` naming the first option out of range."""
@@ -75,9 +76,15 @@ class ServeOptions:
             "--max-connections": (self.max_connections, 1, 1 << 20),
             "--shutdown-timeout": (self.graceful_timeout_s, 0.1, 3600),
         }
+        if self.grpc_port is not None:
+            limits["--grpc-port"] = (self.grpc_port, 0, 65535)
         for option, (value, low, high) in limits.items():
             if not low <= value <= high:
                 raise ConfigError(f"{option}: expected {low} to {high}, found {value}")
+        if self.grpc_port is not None:
+            from mlcli.serving.grpc import check_grpc_options
+
+            check_grpc_options(port=self.port, grpc_port=self.grpc_port, workers=self.workers)
 
     def connection_limits(self) -> ConnectionLimits:
         """What the guarded HTTP protocol enforces; bodies get half the shutdown timeout."""
@@ -126,7 +133,24 @@ def _app(servable: Servable, options: ServeOptions, reporter: Reporter) -> Any:
         reporter=reporter,
         metrics=metrics,
     )
-    return AccessLog(app, reporter, metrics)
+    app = AccessLog(app, reporter, metrics)
+    if options.grpc_port is not None:
+        from mlcli.serving.grpc import GrpcServer, with_grpc
+
+        grpc_server = GrpcServer(
+            servable,
+            batcher=batcher,
+            host=options.host,
+            port=options.grpc_port,
+            max_rows=options.max_rows,
+            max_message_bytes=options.max_body_bytes,
+            reuse_port=options.workers > 1,
+            grace_s=options.graceful_timeout_s,
+            reporter=reporter,
+            metrics=metrics,
+        )
+        app = with_grpc(app, grpc_server)
+    return app
 
 
 def _single_threaded_ops() -> None:
@@ -234,6 +258,11 @@ def serve(
     options = options or ServeOptions()
     options.check()
     require_server_packages()
+    if options.grpc_port is not None:
+        from mlcli.serving.grpc import check_grpc_port, require_grpc_packages
+
+        require_grpc_packages()
+        check_grpc_port(options.host, options.grpc_port)
     reporter = reporter or Reporter()
     if options.workers > 1:
         _serve_workers(model, options, reporter=reporter, verbose=verbose)
@@ -255,7 +284,10 @@ def serve(
     app = _app(servable, options, reporter)
     config = _uvicorn_config(app, options, verbose=verbose)
     _listening(reporter, servable.name, sock, options)
-    _graceful_server(config).run(sockets=[sock])
+    server = _graceful_server(config)
+    server.run(sockets=[sock])
+    if not server.started:  # the app's startup failed (uvicorn logged why): not a clean stop
+        raise ConfigError(f"model {servable.name}: the server did not start (see above)")
     reporter.event("stopped", f"model {servable.name}: stopped")
 
 

@@ -124,6 +124,18 @@ def _serve_busy_port(run: Path, data: Path, folder: Path) -> list[str]:
     return [str(run), "--port", str(held.getsockname()[1])]
 
 
+def _serve_busy_grpc_port(run: Path, data: Path, folder: Path) -> list[str]:
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    _HELD.append(held)
+    return [str(run), "--port", "0", "--grpc-port", str(held.getsockname()[1])]
+
+
+def _serve_grpc_on_the_rest_port(run: Path, data: Path, folder: Path) -> list[str]:
+    return [str(run), "--port", "8765", "--grpc-port", "8765"]
+
+
 def _evaluate_no_baseline(run: Path, data: Path, folder: Path) -> list[str]:
     return [str(run), "--data", str(data), "--baseline", str(folder / "no-baseline")]
 
@@ -227,6 +239,8 @@ CASES: list[Case] = [
     ("serve", _incomplete_run, 4, ["model.keras"]),
     ("serve", _serve_bad_option, 2, ["--workers"]),
     ("serve", _serve_busy_port, 2, ["--port", "cannot listen"]),
+    ("serve", _serve_busy_grpc_port, 2, ["--grpc-port", "cannot listen"]),
+    ("serve", _serve_grpc_on_the_rest_port, 2, ["--grpc-port 8765", "--port 8765"]),
     ("train", _train_missing_data, 3, ["nowhere.csv"]),
     ("train", _train_missing_column, 3, ["'agee'", "did you mean 'age'"]),
     ("train", _train_bad_device, 2, ["--device", "tpu"]),
