@@ -10,7 +10,8 @@ TensorFlow was imported quietly.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from tensorflow_serving.apis import (
@@ -33,11 +34,29 @@ from mlcli.serving.tensors import (
 )
 
 if TYPE_CHECKING:
-    from mlcli.serving.grpc import GrpcServer
+    from mlcli.reporting import Reporter
+    from mlcli.serving.batching import Batcher
+    from mlcli.serving.metrics import ServerMetrics
+    from mlcli.serving.servables import Servable
 
 PREDICTION_SERVICE = "/tensorflow.serving.PredictionService/"
 MODEL_SERVICE = "/tensorflow.serving.ModelService/"
 _UNIMPLEMENTED = "mlcli serves Predict, GetModelMetadata and GetModelStatus"
+
+
+class GrpcServer(Protocol):
+    """What the RPCs use of `serving.grpc.GrpcServer` (named here, so that the two modules do
+    not import each other)."""
+
+    servable: Servable
+    batcher: Batcher
+    max_rows: int
+    reporter: Reporter
+    metrics: ServerMetrics | None
+
+    def observed(
+        self, method: str, handler: Callable[[Any, Any], Awaitable[Any]]
+    ) -> Callable[[Any, Any], Awaitable[Any]]: ...
 
 
 class RpcError(Exception):
