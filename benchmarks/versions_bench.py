@@ -1,11 +1,12 @@
 """A live version swap under load: `mlcli serve BASE` while version 2 is published mid-run.
 
 The run is exported as a SavedModel (version 1) into a temporary base folder, and served from
-there (`python -m mlcli serve BASE`, access log on, to a file). 32 clients (the minimal asyncio
-HTTP/1.1 client of `serve_bench.py`: keep-alive connections, prepared one-row requests from
-adult.test) send 6000 predict requests (after 200 one at a time, not counted); after the first sixth, version 2 is published the way
-TF Serving's documentation asks: the version 1 folder copied under a hidden temporary name in
-the base folder, then renamed to `2`. A monitor asks `GET /v1/models/NAME` every 20 ms.
+there (`python -m mlcli serve BASE`, access log on, to a file). 32 clients (a minimal asyncio
+HTTP/1.1 client like `serve_bench.py`'s: keep-alive connections, prepared one-row requests
+from adult.test) send 6000 predict requests, after 200 sent one at a time and not counted.
+After the first sixth, version 2 is published the way TF Serving's documentation asks: the
+version 1 folder copied under a hidden temporary name in the base folder, then renamed to `2`.
+A monitor asks `GET /v1/models/NAME` every 20 ms.
 
 It prints the failed requests (any error or non-200), the seconds from the rename to version 2
 being AVAILABLE (the poll interval included), the versions that answered, and p50/p99 of the
