@@ -304,11 +304,14 @@ def _checked_reference(model: str | Path, options: ServeOptions) -> tuple[Path, 
     """
     from mlcli.runs.loading import open_run
     from mlcli.serving.servables import check_export, export_description, saved_model_folder
-    from mlcli.serving.version_folders import model_base
+    from mlcli.serving.version_folders import check_base, model_base
 
     base = model_base(Path(model))
-    if base is not None:  # each worker loads and watches the versions itself
-        return base, options.name or base.name
+    if base is not None:  # its versions are checked as they load (each worker's own)
+        newest, info = max(check_base(base).items())[1], {}
+        with contextlib.suppress(RunError):  # named as `load_versions` names it
+            info = export_description(newest)[1]
+        return base, options.name or str(info.get("model_name") or base.name)
     export = saved_model_folder(Path(model))
     if export is not None:
         if not options.trust_export:

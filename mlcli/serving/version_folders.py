@@ -95,6 +95,17 @@ def complete_versions(base: Path) -> dict[int, Path]:
     }
 
 
+def check_base(base: Path) -> dict[int, Path]:
+    """`complete_versions(base)`; raises `RunError` (before anything loads) if there is none."""
+    found = complete_versions(base)
+    if not found:
+        raise RunError(
+            f"{base}: holds no complete version folder (a number holding {SAVED_MODEL_FILE}); "
+            "expected what `mlcli export --format saved_model` writes"
+        )
+    return found
+
+
 def fingerprint(folder: Path) -> Fingerprint:
     """Changes when `folder` is replaced or its model files are rewritten."""
     found: list[int] = []
@@ -137,12 +148,7 @@ def load_versions(
     base = model_base(Path(reference))
     if base is None:
         return InitialVersions([load_servable(reference, name=name, trust_export=trust_export)])
-    found = complete_versions(base)
-    if not found:
-        raise RunError(
-            f"{base}: holds no complete version folder (a number holding {SAVED_MODEL_FILE}); "
-            "expected what `mlcli export --format saved_model` writes"
-        )
+    found = check_base(base)
     loaded: list[Servable] = []
     failed: dict[int, tuple[Fingerprint, VersionState]] = {}
     errors: list[BaseException] = []

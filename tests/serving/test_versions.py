@@ -327,3 +327,34 @@ def test_requests_pin_a_version_and_an_unknown_one_is_404(tmp_path):
     assert one.json()["model_version_status"][0]["state"] == "AVAILABLE"
     assert metadata.json()["model_spec"]["version"] == "2"
     assert metadata.headers["x-mlcli-model-version"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--keep-versions", "0"), ("--poll-seconds", "0"), ("--poll-seconds", "-1")],
+)
+def test_out_of_range_version_options_are_exit_2(tmp_path, option, value):
+    from typer.testing import CliRunner
+
+    from mlcli.cli.app import app
+
+    result = CliRunner().invoke(app, ["serve", str(tmp_path), option, value])
+    assert result.exit_code == 2, result.output
+    assert option in result.output and f"found {value}" in result.output
+
+
+def test_a_base_folder_without_a_complete_version_is_exit_4_before_tf_loads(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mlcli.cli.app import app
+
+    def never(**_: Any) -> None:
+        raise AssertionError("TensorFlow was imported")
+
+    monkeypatch.setattr("mlcli._tensorflow.import_tensorflow", never)
+
+    (tmp_path / "1").mkdir()  # a version folder still empty
+    (tmp_path / ".2.x.tmp").mkdir()
+    result = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", "0"])
+    assert result.exit_code == 4, result.output
+    assert f"{tmp_path}: holds no complete version folder" in result.output
