@@ -14,8 +14,8 @@ mlcli_model_loads_total{outcome}                      versions loaded: success o
 route takes, so a scan of random URLs cannot make a series per path; `protocol` is `rest` for
 every HTTP route. Each figure is recorded where it is known: requests by `routes.AccessLog`,
 batches and the queue by the `Batcher`'s callbacks, rows predicted by the predict route, loads
-and their times by `serving.versions`. The metrics live in a registry of the server's own, not prometheus_client's
-global one, so that several apps in one process (tests) count apart.
+and their times by `serving.versions`. The metrics live in a registry of the server's own,
+not prometheus_client's global one, so that several apps in one process (tests) count apart.
 
 With several worker processes (`--workers N`), `prometheus_client`'s multiprocess mode adds the
 workers' figures up: the server points `PROMETHEUS_MULTIPROC_DIR` at a fresh folder before
