@@ -8,10 +8,9 @@ clients (`serving.limits`: header timeout, connection limit; `serving.routes`: b
 row limit), and SIGTERM or SIGINT stops accepting connections, answers the requests in flight
 within `graceful_timeout_s` and returns normally (exit 0, where uvicorn alone re-raises the
 signal for 143).
-With `workers` above 1, uvicorn's supervisor runs that many processes on the one socket,
-each with its own model and batcher, and their metrics add up in prometheus_client's
-multiprocess mode (`serving.metrics`). Starlette, uvicorn and prometheus_client come with
-`mlcli[serve]`.
+With `workers` above 1, uvicorn's supervisor runs that many processes on the one socket, each
+with its own model and batcher, and their metrics add up in prometheus_client's multiprocess
+mode (`serving.metrics`). Starlette, uvicorn and prometheus_client come with `mlcli[serve]`.
 """
 
 from __future__ import annotations
@@ -109,8 +108,11 @@ def require_server_packages() -> None:
         ) from None
 
 
-def _app(initial: InitialVersions, options: ServeOptions, reporter: Reporter) -> Any:
+def _app(model: Servable | InitialVersions, options: ServeOptions, reporter: Reporter) -> Any:
+    from mlcli.serving.version_folders import InitialVersions
     from mlcli.serving.versions import ModelVersions
+
+    initial = model if isinstance(model, InitialVersions) else InitialVersions([model])
 
     # the workers of one server share a folder; a lone process counts in its own registry
     shared = multiprocess_dir() if options.workers > 1 else None
