@@ -269,6 +269,10 @@ class ModelVersions:
             servable = await asyncio.to_thread(self._loader, folder, number)
             live = LiveVersion(servable, self._batcher_for(servable))
             await self._warm_up(number, live)
+        except asyncio.CancelledError:  # the server stops during a load: the version is dropped
+            if live is not None:
+                await live.batcher.stop()
+            raise
         except Exception as error:
             if live is not None:
                 await live.batcher.stop()

@@ -358,3 +358,23 @@ def test_a_base_folder_without_a_complete_version_is_exit_4_before_tf_loads(tmp_
     result = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", "0"])
     assert result.exit_code == 4, result.output
     assert f"{tmp_path}: holds no complete version folder" in result.output
+
+
+def test_stopping_during_a_load_drops_that_version_and_stops_cleanly(tmp_path):
+    loads = Loads()
+    loads.gate[2] = threading.Event()
+    versions = _versions(tmp_path, loads)
+    versions.poll_seconds = 0.01  # the poller's own refresh, which stop() cancels
+
+    async def main() -> None:
+        await versions.start()
+        _publish(tmp_path, 2)
+        while _states(versions).get("2") != "LOADING":
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(versions.stop(), 10)
+        loads.gate[2].set()  # the loading thread ends; nothing takes its result
+
+    _run(main)
+    assert versions.get().version == "1"
+    with pytest.raises(RuntimeError, match="not started"):
+        _run(lambda: _answer(versions))
