@@ -119,7 +119,6 @@ class ModelVersions:
         self._batcher_for = batcher_for
         self._loader = loader or partial(self._load_folder, trust_export=trust_export)
         self._live: dict[int, LiveVersion] = {}
-        self._serving: list[int] = []  # the versions taking requests, newest first
         self._states: dict[int, VersionState] = {}
         self._failed = dict(initial.failed)
         self._unloading: set[asyncio.Task[None]] = set()
@@ -132,7 +131,7 @@ class ModelVersions:
             # available from the start: the app's lifespan warms them up before it listens
             self._states[number] = VersionState(number, AVAILABLE)
             self._count_load(servable, "success")
-        self._serving = sorted(self._live, reverse=True)[:keep]
+        self._serving: list[int] = sorted(self._live, reverse=True)[:keep]  # newest first
 
     @classmethod
     def single(
