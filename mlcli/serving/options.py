@@ -39,6 +39,8 @@ class ServeOptions:
     max_connections: int = 512
     graceful_timeout_s: float = 10.0
     trust_export: bool = False
+    keep_versions: int = 1
+    poll_seconds: float = 1.0
     grpc_port: int | None = None  # TF Serving's gRPC API on this port too (`serving.grpc`)
 
     def check(self) -> None:
@@ -54,6 +56,8 @@ class ServeOptions:
             "--body-timeout": (self.body_timeout_s, 0.1, 3600),
             "--max-connections": (self.max_connections, 1, 1 << 20),
             "--shutdown-timeout": (self.graceful_timeout_s, 0.1, 3600),
+            "--keep-versions": (self.keep_versions, 1, 100),
+            "--poll-seconds": (self.poll_seconds, 0.05, 86400),
         }
         if self.grpc_port is not None:
             limits["--grpc-port"] = (self.grpc_port, 0, 65535)

@@ -322,16 +322,3 @@ def model_metadata(name: str, version: str, signature: ServingSignature) -> dict
             },
         },
     }
-
-
-def model_status(version: str) -> dict[str, Any]:
-    """`GET /v1/models/<name>`: the model's status in TF Serving's shape."""
-    return {
-        "model_version_status": [
-            {
-                "version": version,
-                "state": "AVAILABLE",
-                "status": {"error_code": "OK", "error_message": ""},
-            }
-        ]
-    }

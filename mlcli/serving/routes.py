@@ -9,6 +9,10 @@ GET  /metrics                                       Prometheus' text format (`se
 GET  /openapi.json, /docs                           OpenAPI 3.1, and a page to try requests
 ```
 
+A predict request is answered by the newest available version, or by the one its path pins,
+which `serving.versions` holds for it until it is answered; its answer names that version in
+the `x-mlcli-model-version` header.
+
 Errors are `{"error": "..."}`: 400 for a bad request (naming the column), 404 for an unknown
 model, version or path, 405 for a wrong method, 408 for a body that does not arrive in time, 413
 for a body or a row count over the limit, 503 when the batcher's queue is full, 500 when the
@@ -36,10 +40,10 @@ from mlcli.serving.payloads import (
     BadRequestError,
     PayloadTooLargeError,
     model_metadata,
-    model_status,
     parse_predict,
     predict_response,
 )
+from mlcli.serving.versions import VERSION_HEADER, ModelVersions
 
 if TYPE_CHECKING:
     from mlcli.serving.servables import Servable
@@ -187,12 +191,6 @@ def _labelled_route() -> Any:
     return LabelledRoute
 
 
-class ModelNotFoundError(BadRequestError):
-    """A model name this server does not serve (404)."""
-
-    status = 404
-
-
 class _ModelName:
     """A model name or version in a path: anything but `/` and `:` (`name:predict` is a verb)."""
 
@@ -214,8 +212,12 @@ def create_app(
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     reporter: Reporter | None = None,
     metrics: ServerMetrics | None = None,
+    versions: ModelVersions | None = None,
 ) -> Any:
     """The ASGI app serving `servable`; its lifespan starts and stops `batcher`.
+
+    With `versions`, the app serves those (`servable` and `batcher` are then its newest
+    version's): its lifespan starts them, with their poller, and stops them.
 
     Args:
         servable: the model, its name, version and signature.
@@ -225,7 +227,9 @@ def create_app(
         body_timeout_s: how long after its headers a body may take to arrive (408 after).
         reporter: where a failed model call is logged, under the request's id.
         metrics: what `GET /metrics` shows (that route is there only with them); the app
-            records the rows predicted and the load and warm-up times.
+            records the rows predicted, its versions the load and warm-up times.
+        versions: the model's live versions (`serving.versions`); by default `servable`
+            alone, answered by `batcher`.
     """
     from starlette.applications import Starlette
     from starlette.convertors import register_url_convertor
@@ -235,54 +239,58 @@ def create_app(
     from mlcli.serving.openapi import docs_page, openapi_document
 
     register_url_convertor("model", _ModelName())  # type: ignore[arg-type]
-    signature = servable.signature
     log = reporter or Reporter()
-    description = json.dumps(
-        openapi_document(servable, max_rows=max_rows, with_metrics=metrics is not None)
-    ).encode()
+    versions = versions or ModelVersions.single(servable, batcher, reporter=log, metrics=metrics)
+    descriptions: dict[str, bytes] = {}  # by version: a new version may have other columns
     page = docs_page(servable.name)
 
-    def check_model(request: Any) -> None:
-        name = request.path_params["name"]
-        if name != servable.name:
-            raise ModelNotFoundError(
-                f"no model named {name!r}; this server serves {servable.name!r}"
-            )
-        version = request.path_params.get("version", servable.version)
-        if version != servable.version:
-            raise ModelNotFoundError(
-                f"model {name!r} has no version {version!r}; "
-                f"this server serves version {servable.version}"
-            )
+    def requested(request: Any) -> tuple[str | None, str]:
+        """The version the path pins (None: the newest), and the model's name."""
+        return request.path_params.get("version"), request.path_params["name"]
+
+    def check_model(request: Any) -> Servable:
+        version, name = requested(request)
+        return versions.get(version, name=name)
 
     async def healthz(request: Any) -> Any:
         return _json({"status": "ok"})
 
     async def status(request: Any) -> Any:
-        check_model(request)
-        return _json(model_status(servable.version))
+        version, name = requested(request)
+        return _json({"model_version_status": versions.status(version, name=name)})
 
     async def metadata(request: Any) -> Any:
-        check_model(request)
-        return _json(model_metadata(servable.name, servable.version, signature))
+        served = check_model(request)
+        return _json(
+            model_metadata(served.name, served.version, served.signature),
+            headers={VERSION_HEADER: served.version},
+        )
 
     async def predict(request: Any) -> Any:
-        check_model(request)
+        check_model(request)  # an unknown model or version is refused before its body is read
         # read before it counts as arriving: a slow body never holds a batch back
         body = await read_body(request, max_body_bytes, body_timeout_s)
-        with batcher.arriving():
-            parsed = parse_predict(body, signature, max_rows=max_rows)
-        try:
-            outputs = await batcher.submit(parsed.columns, rows=parsed.rows)
-        except QueueFullError as error:
-            return _json({"error": f"the server is overloaded: {error}; retry later"}, 503)
-        except Exception as error:  # the model failed: this request fails, the server goes on
-            identifier = request_id(request.scope)
-            log.warning(f"request {identifier}: the model failed: {type(error).__name__}: {error}")
-            return _internal_error(identifier, "the model failed")
+        version, name = requested(request)
+        with versions.acquire(version, name=name) as live:
+            served = live.servable
+            with live.batcher.arriving():
+                parsed = parse_predict(body, served.signature, max_rows=max_rows)
+            try:
+                outputs = await live.batcher.submit(parsed.columns, rows=parsed.rows)
+            except QueueFullError as error:
+                return _json({"error": f"the server is overloaded: {error}; retry later"}, 503)
+            except Exception as error:  # the model failed: this request fails, the server goes on
+                identifier = request_id(request.scope)
+                log.warning(
+                    f"request {identifier}: the model failed: {type(error).__name__}: {error}"
+                )
+                return _internal_error(identifier, "the model failed")
         if metrics is not None:
-            metrics.observe_predicted(servable.name, servable.version, parsed.rows)
-        return _json(predict_response(outputs, signature, columnar=parsed.columnar))
+            metrics.observe_predicted(served.name, served.version, parsed.rows)
+        return _json(
+            predict_response(outputs, served.signature, columnar=parsed.columnar),
+            headers={VERSION_HEADER: served.version},
+        )
 
     async def scrape(request: Any) -> Any:
         assert metrics is not None
@@ -290,7 +298,11 @@ def create_app(
         return Response(body, media_type=content_type)
 
     async def openapi(request: Any) -> Any:
-        return Response(description, media_type="application/json")
+        served = versions.get()
+        if served.version not in descriptions:
+            document = openapi_document(served, max_rows=max_rows, with_metrics=metrics is not None)
+            descriptions[served.version] = json.dumps(document).encode()
+        return Response(descriptions[served.version], media_type="application/json")
 
     async def docs(request: Any) -> Any:
         return HTMLResponse(page, headers={"content-security-policy": _DOCS_POLICY})
@@ -311,19 +323,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        await batcher.start()
-        start = time.perf_counter()
-        await batcher.submit(servable.example(), rows=1)  # warms the model call's thread up
-        if metrics is not None:
-            warmup = time.perf_counter() - start
-            metrics.set_load_seconds(servable.name, servable.version, "warmup", warmup)
+        await versions.start()  # warms each version's model thread up, then watches for more
         yield
-        await batcher.stop()
+        await versions.stop()
         if metrics is not None:
             metrics.close()
 
-    if metrics is not None:
-        metrics.set_load_seconds(servable.name, servable.version, "load", servable.load_seconds)
     Route = _labelled_route()
     model = "/v1/models/{name:model}"
     versioned = model + "/versions/{version:model}"
@@ -350,4 +355,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.batcher = batcher
+    app.state.versions = versions
     return app
