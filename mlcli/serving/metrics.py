@@ -10,11 +10,12 @@ mlcli_model_load_seconds{model, version, phase}       phase "load" and "warmup"
 ```
 
 `route` is the route's template (`/v1/models/{name}:predict`), or `unmatched` for a path no
-route takes, so a scan of random URLs cannot make a series per path; `protocol` is `rest` for
-every HTTP route. Each figure is recorded where it is known: requests by `routes.AccessLog`,
-batches and the queue by the `Batcher`'s callbacks, rows predicted by the predict route, load
-times by the app. The metrics live in a registry of the server's own, not prometheus_client's
-global one, so that several apps in one process (tests) count apart.
+route takes, so a scan of random URLs cannot make a series per path; `protocol` is `v2` for
+the Open Inference Protocol's routes (`/v2/...`) and `rest` for every other HTTP route. Each
+figure is recorded where it is known: requests by `routes.AccessLog`, batches and the queue by
+the `Batcher`'s callbacks, rows predicted by the predict routes, load times by the app.
+The metrics live in a registry of the server's own, not prometheus_client's global one, so that
+several apps in one process (tests) count apart.
 
 With several worker processes (`--workers N`), `prometheus_client`'s multiprocess mode adds the
 workers' figures up: the server points `PROMETHEUS_MULTIPROC_DIR` at a fresh folder before
@@ -29,6 +30,7 @@ import os
 from typing import Any
 
 REST = "rest"
+V2 = "v2"  # the Open Inference Protocol's routes, /v2/...
 UNMATCHED = "unmatched"
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # from a model call of a small batch (about a millisecond) to a request that waits long

@@ -6,6 +6,7 @@ GET  /v1/models/<name>[/versions/<n>]               the model's status, as TF Se
 GET  /v1/models/<name>[/versions/<n>]/metadata      the signature: inputs, outputs, classes
 POST /v1/models/<name>[/versions/<n>]:predict       {"instances": [...]} or {"inputs": {...}}
 GET  /metrics                                       Prometheus' text format (`serving.metrics`)
+GET, POST /v2/...                                   the Open Inference Protocol (`serving.v2`)
 GET  /openapi.json, /docs                           OpenAPI 3.1, and a page to try requests
 ```
 
@@ -28,9 +29,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import numpy as np
+
 from mlcli.reporting import Reporter
-from mlcli.serving.batching import Batcher, QueueFullError
-from mlcli.serving.metrics import REST, UNMATCHED, ServerMetrics
+from mlcli.serving.batching import Batcher, Columns, QueueFullError
+from mlcli.serving.metrics import REST, UNMATCHED, V2, ServerMetrics
 from mlcli.serving.payloads import (
     DEFAULT_MAX_ROWS,
     BadRequestError,
@@ -64,6 +67,20 @@ class ClientGoneError(BadRequestError):
     """The client closed its connection before its body arrived (499, never sent)."""
 
     status = 499
+
+
+class OverloadedError(BadRequestError):
+    """The batcher's queue is full (503)."""
+
+    status = 503
+
+
+class ModelFailedError(Exception):
+    """The model failed on a request (500); the server log names it by `identifier`."""
+
+    def __init__(self, identifier: str) -> None:
+        super().__init__(identifier)
+        self.identifier = identifier
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
@@ -161,7 +178,8 @@ class AccessLog:
             )
             if self.metrics is not None:
                 route = scope.get(_ROUTE, UNMATCHED)
-                self.metrics.observe_request(route, REST, status, seconds)
+                protocol = V2 if route.startswith("/v2") else REST
+                self.metrics.observe_request(route, protocol, status, seconds)
 
 
 def _internal_error(identifier: str, what: str = "the server failed") -> Any:
@@ -233,6 +251,7 @@ def create_app(
     from starlette.responses import HTMLResponse, Response
 
     from mlcli.serving.openapi import docs_page, openapi_document
+    from mlcli.serving.v2 import v2_routes
 
     register_url_convertor("model", _ModelName())  # type: ignore[arg-type]
     signature = servable.signature
@@ -266,22 +285,30 @@ def create_app(
         check_model(request)
         return _json(model_metadata(servable.name, servable.version, signature))
 
-    async def predict(request: Any) -> Any:
-        check_model(request)
+    async def body_of(request: Any) -> bytes:
         # read before it counts as arriving: a slow body never holds a batch back
-        body = await read_body(request, max_body_bytes, body_timeout_s)
-        with batcher.arriving():
-            parsed = parse_predict(body, signature, max_rows=max_rows)
+        return await read_body(request, max_body_bytes, body_timeout_s)
+
+    async def run_model(request: Any, columns: Columns, rows: int) -> np.ndarray:
+        """The model's outputs for a request's rows, through the batcher; every protocol's."""
         try:
-            outputs = await batcher.submit(parsed.columns, rows=parsed.rows)
+            outputs = await batcher.submit(columns, rows=rows)
         except QueueFullError as error:
-            return _json({"error": f"the server is overloaded: {error}; retry later"}, 503)
+            raise OverloadedError(f"the server is overloaded: {error}; retry later") from None
         except Exception as error:  # the model failed: this request fails, the server goes on
             identifier = request_id(request.scope)
             log.warning(f"request {identifier}: the model failed: {type(error).__name__}: {error}")
-            return _internal_error(identifier, "the model failed")
+            raise ModelFailedError(identifier) from None
         if metrics is not None:
-            metrics.observe_predicted(servable.name, servable.version, parsed.rows)
+            metrics.observe_predicted(servable.name, servable.version, rows)
+        return outputs
+
+    async def predict(request: Any) -> Any:
+        check_model(request)
+        body = await body_of(request)
+        with batcher.arriving():
+            parsed = parse_predict(body, signature, max_rows=max_rows)
+        outputs = await run_model(request, parsed.columns, parsed.rows)
         return _json(predict_response(outputs, signature, columnar=parsed.columnar))
 
     async def scrape(request: Any) -> Any:
@@ -305,6 +332,10 @@ def create_app(
         assert isinstance(error, HTTPException)
         path = logged_path(request.url.path)
         return _json({"error": f"{request.method} {path}: {error.detail}"}, error.status_code)
+
+    async def model_failed(request: Any, error: Exception) -> Any:
+        assert isinstance(error, ModelFailedError)
+        return _internal_error(error.identifier, "the model failed")
 
     async def server_error(request: Any, error: Exception) -> Any:
         return _internal_error(request_id(request.scope))
@@ -334,6 +365,15 @@ def create_app(
             Route(prefix + "/metadata", metadata, methods=["GET"]),
             Route(prefix + ":predict", predict, methods=["POST"]),
         ]
+    routes += v2_routes(
+        Route,
+        servable,
+        check_model=check_model,
+        read_body=body_of,
+        run_model=run_model,
+        arriving=batcher.arriving,
+        max_rows=max_rows,
+    )
     routes += [
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
@@ -344,6 +384,7 @@ def create_app(
         routes=routes,
         exception_handlers={
             BadRequestError: bad_request,
+            ModelFailedError: model_failed,
             HTTPException: http_error,
             Exception: server_error,
         },

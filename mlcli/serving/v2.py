@@ -1,0 +1,170 @@
+"""The Open Inference Protocol (v2, REST), as KServe, Triton and MLServer clients speak it,
+beside TensorFlow Serving's routes of `serving.routes`.
+
+```
+GET  /v2                                          the server: name, version, extensions
+GET  /v2/health/live, /v2/health/ready            200 while the server runs (and can predict)
+GET  /v2/models/<name>[/versions/<v>]             the model: inputs, outputs, datatypes, shapes
+GET  /v2/models/<name>[/versions/<v>]/ready       200 when that model (version) is served
+POST /v2/models/<name>[/versions/<v>]/infer       input tensors (one per column) -> outputs
+```
+
+The tensors are `serving.v2_tensors`'s. The infer route shares the server's body limit and
+timeout, row limit, batcher (its rows join TF Serving clients' in one model call) and metrics
+(`protocol="v2"`); errors are `{"error": "..."}` with 400 (a bad request, naming the input),
+404 (no such model or version), 413, 503 and 500 as on the TF Serving routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlcli import __version__
+from mlcli.inference.labels import as_text
+from mlcli.serving.batching import Columns
+from mlcli.serving.v2_tensors import (
+    DATATYPES,
+    HEADER_LENGTH,
+    infer_response,
+    output_datatypes,
+    parse_infer,
+)
+
+if TYPE_CHECKING:
+    import contextlib
+
+    from mlcli.serving.servables import Servable
+
+SERVER_NAME = "mlcli"
+EXTENSIONS = ["binary_tensor_data"]
+PREFIX = "/v2"
+
+
+def server_metadata() -> dict[str, Any]:
+    """`GET /v2`: the server's name, version and the protocol extensions it speaks."""
+    return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+
+
+def model_metadata(servable: Servable) -> dict[str, Any]:
+    """`GET /v2/models/<name>`: one input per column with its datatype, and the outputs;
+    `parameters` adds the task, the target and (classifiers) the classes in the order of
+    `probabilities`, and the binary decision threshold."""
+    signature = servable.signature
+    target = signature.target
+    parameters: dict[str, Any] = {"task": target.task, "target": target.column}
+    if target.task != "regression":
+        parameters["classes"] = as_text(target.classes)
+    if target.task == "binary":
+        parameters["threshold"] = signature.threshold
+    return {
+        "name": servable.name,
+        "versions": [servable.version],
+        "platform": SERVER_NAME,
+        "inputs": [
+            {"name": column, "datatype": DATATYPES[dtype], "shape": [-1]}
+            for column, dtype in signature.inputs.items()
+        ],
+        "outputs": [
+            {"name": name, "datatype": datatype, "shape": shape}
+            for name, (datatype, shape) in output_datatypes(signature).items()
+        ],
+        "parameters": parameters,
+    }
+
+
+def _json(body: Any, status: int = 200) -> Any:
+    import json
+
+    from starlette.responses import Response
+
+    content = json.dumps(body, separators=(",", ":")).encode()
+    return Response(content, status_code=status, media_type="application/json")
+
+
+def v2_routes(
+    route: Callable[..., Any],
+    servable: Servable,
+    *,
+    check_model: Callable[[Any], None],
+    read_body: Callable[[Any], Awaitable[bytes]],
+    run_model: Callable[[Any, Columns, int], Awaitable[np.ndarray]],
+    arriving: Callable[[], contextlib.AbstractContextManager[None]],
+    max_rows: int,
+) -> list[Any]:
+    """The v2 routes of a server of `servable`, for `serving.routes.create_app`.
+
+    Args:
+        route: the Route class (one that labels the metrics by its template).
+        servable: the model served.
+        check_model: raises (404) unless a request's path names the model (and version).
+        read_body: a request's body within the server's size and time limits (413, 408).
+        run_model: the model's outputs for a request's columns and rows (the shared batcher;
+            503 when overloaded, 500 when the model fails, rows counted in the metrics).
+        arriving: marks a request being parsed, so that a gathering batch may wait for it.
+        max_rows: the most rows in one request (413 above).
+    """
+    from starlette.responses import Response
+
+    async def server(request: Any) -> Any:
+        return _json(server_metadata())
+
+    async def live(request: Any) -> Any:
+        return _json({"live": True})
+
+    async def ready(request: Any) -> Any:
+        return _json({"ready": True})
+
+    async def metadata(request: Any) -> Any:
+        check_model(request)
+        return _json(model_metadata(servable))
+
+    async def model_ready(request: Any) -> Any:
+        check_model(request)
+        return _json({"name": servable.name, "ready": True})
+
+    async def infer(request: Any) -> Any:
+        check_model(request)
+        body = await read_body(request)
+        with arriving():
+            parsed = parse_infer(
+                body,
+                servable.signature,
+                header_length=request.headers.get(HEADER_LENGTH),
+                max_rows=max_rows,
+            )
+        outputs = await run_model(request, parsed.columns, parsed.rows)
+        content, headers = infer_response(
+            outputs,
+            servable.signature,
+            parsed,
+            model_name=servable.name,
+            model_version=servable.version,
+        )
+        return Response(content, headers=headers)
+
+    model = PREFIX + "/models/{name:model}"
+    versioned = model + "/versions/{version:model}"
+    routes = [
+        route(PREFIX, server, methods=["GET"]),
+        route(PREFIX + "/health/live", live, methods=["GET"]),
+        route(PREFIX + "/health/ready", ready, methods=["GET"]),
+    ]
+    for prefix in (model, versioned):
+        routes += [
+            route(prefix, metadata, methods=["GET"]),
+            route(prefix + "/ready", model_ready, methods=["GET"]),
+            route(prefix + "/infer", infer, methods=["POST"]),
+        ]
+    return routes
+
+
+def paths(name: str, version: str) -> Iterator[str]:
+    """The v2 paths of a server of model `name` (version `version`), as a client calls them."""
+    yield PREFIX
+    yield PREFIX + "/health/live"
+    yield PREFIX + "/health/ready"
+    for model in (f"{PREFIX}/models/{name}", f"{PREFIX}/models/{name}/versions/{version}"):
+        yield from (model, model + "/ready", model + "/infer")
