@@ -63,8 +63,8 @@ _NUMPY = {
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
 }
-_INTEGERS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
-_FLOATS = ("FP16", "FP32", "FP64")
+_INTEGERS = ("INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
+_FLOATS = ("FP32", "FP64", "FP16")
 ACCEPTED = {
     "float32": (*_FLOATS, *_INTEGERS, "BOOL"),
     "int64": (*_INTEGERS, *_FLOATS),
