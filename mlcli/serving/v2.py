@@ -9,15 +9,16 @@ GET  /v2/models/<name>[/versions/<v>]/ready       200 when that model (version) 
 POST /v2/models/<name>[/versions/<v>]/infer       input tensors (one per column) -> outputs
 ```
 
-The tensors are `serving.v2_tensors`'s. The infer route shares the server's body limit and
-timeout, row limit, batcher (its rows join TF Serving clients' in one model call) and metrics
-(`protocol="v2"`); errors are `{"error": "..."}` with 400 (a bad request, naming the input),
-404 (no such model or version), 413, 503 and 500 as on the TF Serving routes.
+The bodies are `serving.v2_payloads`'s, the tensors in them `serving.v2_tensors`'s. The
+infer route shares the server's body limit and timeout, row limit, batcher (its rows join TF
+Serving clients' in one model call) and metrics (`protocol="v2"`); errors are
+`{"error": "..."}` with 400 (a bad request, naming the input), 404 (no such model or version),
+408, 413, 503 and 500 as on the TF Serving routes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,13 +26,8 @@ import numpy as np
 from mlcli import __version__
 from mlcli.inference.labels import as_text
 from mlcli.serving.batching import Columns
-from mlcli.serving.v2_tensors import (
-    DATATYPES,
-    HEADER_LENGTH,
-    infer_response,
-    output_datatypes,
-    parse_infer,
-)
+from mlcli.serving.v2_payloads import HEADER_LENGTH, infer_response, parse_infer
+from mlcli.serving.v2_tensors import DATATYPES, output_datatypes
 
 if TYPE_CHECKING:
     import contextlib
@@ -159,12 +155,3 @@ def v2_routes(
             route(prefix + "/infer", infer, methods=["POST"]),
         ]
     return routes
-
-
-def paths(name: str, version: str) -> Iterator[str]:
-    """The v2 paths of a server of model `name` (version `version`), as a client calls them."""
-    yield PREFIX
-    yield PREFIX + "/health/live"
-    yield PREFIX + "/health/ready"
-    for model in (f"{PREFIX}/models/{name}", f"{PREFIX}/models/{name}/versions/{version}"):
-        yield from (model, model + "/ready", model + "/infer")

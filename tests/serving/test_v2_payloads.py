@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from mlcli.exporting.signature import ServingSignature
 from mlcli.features.schema import FeatureSchema
 from mlcli.serving.payloads import BadRequestError, PayloadTooLargeError
-from mlcli.serving.v2_tensors import (
+from mlcli.serving.v2_payloads import (
     InferRequest,
     RequestedOutput,
     infer_response,
