@@ -373,6 +373,7 @@ def create_app(
         run_model=run_model,
         arriving=batcher.arriving,
         max_rows=max_rows,
+        max_body_bytes=max_body_bytes,
     )
     routes += [
         Route("/openapi.json", openapi, methods=["GET"]),

@@ -26,7 +26,7 @@ import numpy as np
 from mlcli import __version__
 from mlcli.inference.labels import as_text
 from mlcli.serving.batching import Columns
-from mlcli.serving.v2_payloads import HEADER_LENGTH, infer_response, parse_infer
+from mlcli.serving.v2_payloads import HEADER_LENGTH, decompressed, infer_response, parse_infer
 from mlcli.serving.v2_tensors import DATATYPES, output_datatypes
 
 if TYPE_CHECKING:
@@ -89,6 +89,7 @@ def v2_routes(
     run_model: Callable[[Any, Columns, int], Awaitable[np.ndarray]],
     arriving: Callable[[], contextlib.AbstractContextManager[None]],
     max_rows: int,
+    max_body_bytes: int,
 ) -> list[Any]:
     """The v2 routes of a server of `servable`, for `serving.routes.create_app`.
 
@@ -101,6 +102,7 @@ def v2_routes(
             503 when overloaded, 500 when the model fails, rows counted in the metrics).
         arriving: marks a request being parsed, so that a gathering batch may wait for it.
         max_rows: the most rows in one request (413 above).
+        max_body_bytes: the most bytes a compressed body may inflate to (413 above).
     """
     from starlette.responses import Response
 
@@ -125,8 +127,9 @@ def v2_routes(
         check_model(request)
         body = await read_body(request)
         with arriving():
+            encoding = request.headers.get("content-encoding")
             parsed = parse_infer(
-                body,
+                decompressed(body, encoding, limit=max_body_bytes),
                 servable.signature,
                 header_length=request.headers.get(HEADER_LENGTH),
                 max_rows=max_rows,

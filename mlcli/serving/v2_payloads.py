@@ -8,12 +8,15 @@ the inputs (the request's `Inference-Header-Content-Length` header gives the JSO
 Inputs the model does not take are ignored, as in TF Serving's API. The request's `outputs`
 picks some of the model's outputs, and an output's `parameters.binary_data` (or the request's
 `binary_data_output`) asks for it as raw bytes after the answer's JSON, as tritonclient does by
-default; `id` comes back in the answer.
+default; `id` comes back in the answer. A body compressed as tritonclient's
+`request_compression_algorithm` does (`Content-Encoding: gzip` or `deflate`) is inflated within
+the server's body limit.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,6 +186,33 @@ def _outputs(payload: dict[str, Any], signature: ServingSignature) -> list[Reque
             )
         chosen.append(RequestedOutput(output["name"], binary))
     return chosen
+
+
+_WINDOW_BITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decompressed(body: bytes, encoding: str | None, *, limit: int) -> bytes:
+    """`body` inflated as its `Content-Encoding` says (gzip, deflate or none), refused with 413
+    as soon as it passes `limit` bytes (so a small bomb cannot fill the memory)."""
+    if encoding is None or encoding.strip().lower() in ("", "identity"):
+        return body
+    name = encoding.strip().lower()
+    if name not in _WINDOW_BITS:
+        raise BadRequestError(
+            f"Content-Encoding {encoding!r}: expected gzip, deflate or none (identity)"
+        )
+    inflater = zlib.decompressobj(wbits=_WINDOW_BITS[name])
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise BadRequestError(f"the body is not valid {name} data ({error})") from None
+    if len(inflated) > limit:
+        raise PayloadTooLargeError(
+            f"the {name} body inflates past the limit of {limit} bytes (--max-body-bytes)"
+        )
+    if not inflater.eof:
+        raise BadRequestError(f"the {name} body ends before its compressed data does")
+    return inflated
 
 
 def parse_infer(

@@ -19,6 +19,7 @@ from mlcli.serving.payloads import BadRequestError, PayloadTooLargeError
 from mlcli.serving.v2_payloads import (
     InferRequest,
     RequestedOutput,
+    decompressed,
     infer_response,
     parse_infer,
 )
@@ -254,3 +255,28 @@ def test_outputs_encode_alike_in_json_and_binary(probabilities, binary):
     assert texts == ["sí" if p >= 0.5 else "no" for p in outputs.reshape(-1)]
     np.testing.assert_array_equal(got[:, 1], outputs.reshape(-1))
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(body=st.binary(max_size=2000), encoding=st.sampled_from(["gzip", "deflate"]))
+def test_a_compressed_body_inflates_to_what_was_compressed(body, encoding):
+    import gzip
+    import zlib
+
+    packed = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+    assert decompressed(packed, encoding, limit=2000) == body
+    assert decompressed(body, None, limit=10) == body  # no encoding: as sent
+
+
+def test_a_compressed_body_past_the_limit_or_cut_or_of_another_encoding_is_refused():
+    import gzip
+
+    bomb = gzip.compress(b"\0" * 1_000_000)  # about 1 kB inflating to 1 MB
+    with pytest.raises(PayloadTooLargeError, match="inflates past the limit of 4096"):
+        decompressed(bomb, "gzip", limit=4096)
+    with pytest.raises(BadRequestError, match="ends before its compressed data"):
+        decompressed(gzip.compress(b"x" * 100)[:-12], "gzip", limit=4096)
+    with pytest.raises(BadRequestError, match="not valid deflate data"):
+        decompressed(b"plain", "deflate", limit=4096)
+    with pytest.raises(BadRequestError, match="expected gzip, deflate or none"):
+        decompressed(b"x", "br", limit=4096)

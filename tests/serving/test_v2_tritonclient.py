@@ -122,6 +122,16 @@ def test_tritonclient_gets_the_numbers_of_mlcli_predict(served, trained_runs, ta
         np.testing.assert_allclose(outputs["probabilities"], want, atol=1e-6)
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_tritonclient_compressed_requests_get_the_same_answer(served, table, algorithm):
+    _, url = served
+    client = httpclient.InferenceServerClient(url=url)
+    plain = client.infer("m", _inputs(client, table))
+    packed = client.infer("m", _inputs(client, table), request_compression_algorithm=algorithm)
+    for output in client.get_model_metadata("m")["outputs"]:
+        assert np.array_equal(plain.as_numpy(output["name"]), packed.as_numpy(output["name"]))
+
+
 def test_tritonclient_sees_the_protocols_error_statuses(served, table):
     _, url = served
     client = httpclient.InferenceServerClient(url=url)
