@@ -78,6 +78,11 @@ def output_datatypes(signature: ServingSignature) -> dict[str, tuple[str, list[i
 
 
 def json_values(column: str, dtype: str, datatype: str, data: Any, rows: int) -> np.ndarray:
+    """A JSON input tensor's `data` as a 1-D array of the column's `dtype`.
+
+    Raises `BadRequestError` for data of another length than `rows`, an element whose JSON
+    kind is not `datatype`'s, or a value the column cannot hold (`payloads.column_values`).
+    """
     if type(data) is not list or len(data) != rows:
         count = len(data) if type(data) is list else "no list"
         raise BadRequestError(
@@ -150,6 +155,12 @@ def _refuse(column: str, bad: np.ndarray, values: np.ndarray, expected: str) -> 
 
 
 def binary_values(column: str, dtype: str, datatype: str, raw: bytes, rows: int) -> np.ndarray:
+    """A binary input tensor's bytes as a 1-D array of the column's `dtype`.
+
+    Raises `BadRequestError` for bytes that are not `rows` elements of `datatype`, or a value
+    the column cannot hold (an infinity, a number past float32 or int64, a fraction for an
+    integer, text that is not UTF-8), naming the row.
+    """
     if datatype == BYTES:
         return _strings(column, raw, rows)
     numpy_type = _NUMPY[datatype]
