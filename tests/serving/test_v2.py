@@ -394,3 +394,23 @@ def test_v2_requests_are_counted_under_their_protocol(trained_runs, table):
         ("/v2/models/{name}/infer", "v2", "404"): 1,
         ("/v2/health/ready", "v2", "200"): 1,
     }
+
+
+def test_a_saved_model_export_answers_v2_as_its_run_does(trained_runs, table, tmp_path):
+    from mlcli.exporting.digest import DIGEST_KEY, export_digest
+    from mlcli.exporting.export import export
+
+    run = trained_runs["binary"]
+    export(run, format="saved_model", output=tmp_path / "exports")
+    folder = tmp_path / "exports" / "tiny-binary" / "1"
+    info = json.loads((folder / "export.json").read_text())
+    info.setdefault(DIGEST_KEY, export_digest(folder))
+    (folder / "export.json").write_text(json.dumps(info))
+    body, headers = binary_request(table, model_columns(run))
+    requests = [("POST", INFER, body, headers), ("GET", "/v2/models/m", b"", None)]
+    from_run = exchange(run, requests)
+    from_export = exchange(tmp_path / "exports", requests)
+    assert from_export[1].json() == from_run[1].json()  # export.json gives the same metadata
+    ours, theirs = read_outputs(from_run[0]), read_outputs(from_export[0])
+    assert ours["label"].tolist() == theirs["label"].tolist()
+    np.testing.assert_allclose(ours["probabilities"], theirs["probabilities"], atol=1e-6)
