@@ -11,11 +11,12 @@ mlcli_model_loads_total{outcome}                      versions loaded: success o
 ```
 
 `route` is the route's template (`/v1/models/{name}:predict`), or `unmatched` for a path no
-route takes, so a scan of random URLs cannot make a series per path; `protocol` is `rest` for
-every HTTP route, `grpc` for TF Serving's gRPC API (`serving.grpc`: `route` is the method's
-path, `status` the gRPC code's name). Each figure is recorded where it is known: requests by
-`routes.AccessLog` (and `serving.grpc`), batches and the queue by the `Batcher`'s callbacks,
-rows predicted by the predict route (and Predict), loads and their times by `serving.versions`.
+route takes, so a scan of random URLs cannot make a series per path; `protocol` is `v2` for
+the Open Inference Protocol's routes (`/v2/...`), `rest` for every other HTTP route, `grpc` for
+TF Serving's gRPC API (`serving.grpc`: `route` is the method's path, `status` the gRPC code's
+name). Each figure is recorded where it is known: requests by `routes.AccessLog` (and
+`serving.grpc`), batches and the queue by the `Batcher`'s callbacks, rows predicted by the
+predict routes (and Predict), loads and their times by `serving.versions`.
 The metrics live in a registry of the server's own, not prometheus_client's global one, so that
 several apps in one process (tests) count apart.
 
@@ -36,6 +37,7 @@ from collections.abc import Iterator
 from typing import Any
 
 REST = "rest"
+V2 = "v2"  # the Open Inference Protocol's routes, /v2/...
 UNMATCHED = "unmatched"
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # from a model call of a small batch (about a millisecond) to a request that waits long

@@ -144,6 +144,16 @@ def _strings(column: str, values: Sequence[Any]) -> np.ndarray:
 _CONVERTERS = {"float32": _floats, "int64": _integers, "string": _strings}
 
 
+def column_values(dtype: str, column: str, values: Sequence[Any]) -> np.ndarray:
+    """JSON values of one column as a 1-D array of the model's `dtype`, by the rules above
+    (`null` missing, one-element lists unwrapped, float32's range); also the Open Inference
+    Protocol's JSON tensors' (`serving.v2_tensors`).
+
+    Raises `BadRequestError` naming the column, the row, the value and what was expected.
+    """
+    return _CONVERTERS[dtype](column, values)
+
+
 def _missing_message(missing: list[str], where: str) -> str:
     shown = ", ".join(repr(name) for name in missing[:_LISTED])
     more = f" and {len(missing) - _LISTED} more" if len(missing) > _LISTED else ""

@@ -6,6 +6,7 @@ GET  /v1/models/<name>[/versions/<n>]               the model's status, as TF Se
 GET  /v1/models/<name>[/versions/<n>]/metadata      the signature: inputs, outputs, classes
 POST /v1/models/<name>[/versions/<n>]:predict       {"instances": [...]} or {"inputs": {...}}
 GET  /metrics                                       Prometheus' text format (`serving.metrics`)
+GET, POST /v2/...                                   the Open Inference Protocol (`serving.v2`)
 GET  /openapi.json, /docs                           OpenAPI 3.1, and a page to try requests
 ```
 
@@ -32,9 +33,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import numpy as np
+
 from mlcli.reporting import Reporter
-from mlcli.serving.batching import Batcher, QueueFullError
-from mlcli.serving.metrics import REST, UNMATCHED, ServerMetrics
+from mlcli.serving.batching import Batcher, Columns, QueueFullError
+from mlcli.serving.metrics import REST, UNMATCHED, V2, ServerMetrics
 from mlcli.serving.payloads import (
     DEFAULT_MAX_ROWS,
     BadRequestError,
@@ -43,7 +46,7 @@ from mlcli.serving.payloads import (
     parse_predict,
     predict_response,
 )
-from mlcli.serving.versions import VERSION_HEADER, ModelVersions
+from mlcli.serving.versions import VERSION_HEADER, LiveVersion, ModelVersions
 
 if TYPE_CHECKING:
     from mlcli.serving.servables import Servable
@@ -68,6 +71,20 @@ class ClientGoneError(BadRequestError):
     """The client closed its connection before its body arrived (499, never sent)."""
 
     status = 499
+
+
+class OverloadedError(BadRequestError):
+    """The batcher's queue is full (503)."""
+
+    status = 503
+
+
+class ModelFailedError(Exception):
+    """The model failed on a request (500); the server log names it by `identifier`."""
+
+    def __init__(self, identifier: str) -> None:
+        super().__init__(identifier)
+        self.identifier = identifier
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
@@ -165,7 +182,8 @@ class AccessLog:
             )
             if self.metrics is not None:
                 route = scope.get(_ROUTE, UNMATCHED)
-                self.metrics.observe_request(route, REST, status, seconds)
+                protocol = V2 if route.startswith("/v2") else REST
+                self.metrics.observe_request(route, protocol, status, seconds)
 
 
 def _internal_error(identifier: str, what: str = "the server failed") -> Any:
@@ -237,6 +255,7 @@ def create_app(
     from starlette.responses import HTMLResponse, Response
 
     from mlcli.serving.openapi import docs_page, openapi_document
+    from mlcli.serving.v2 import v2_routes
 
     register_url_convertor("model", _ModelName())  # type: ignore[arg-type]
     log = reporter or Reporter()
@@ -266,27 +285,34 @@ def create_app(
             headers={VERSION_HEADER: served.version},
         )
 
+    async def body_of(request: Any) -> bytes:
+        # read before it counts as arriving: a slow body never holds a batch back
+        return await read_body(request, max_body_bytes, body_timeout_s)
+
+    async def run_model(request: Any, live: LiveVersion, columns: Columns, rows: int) -> np.ndarray:
+        """The outputs of version `live` for a request's rows, through its batcher; every
+        protocol's."""
+        try:
+            outputs = await live.batcher.submit(columns, rows=rows)
+        except QueueFullError as error:
+            raise OverloadedError(f"the server is overloaded: {error}; retry later") from None
+        except Exception as error:  # the model failed: this request fails, the server goes on
+            identifier = request_id(request.scope)
+            log.warning(f"request {identifier}: the model failed: {type(error).__name__}: {error}")
+            raise ModelFailedError(identifier) from None
+        if metrics is not None:
+            metrics.observe_predicted(live.servable.name, live.servable.version, rows)
+        return outputs
+
     async def predict(request: Any) -> Any:
         check_model(request)  # an unknown model or version is refused before its body is read
-        # read before it counts as arriving: a slow body never holds a batch back
-        body = await read_body(request, max_body_bytes, body_timeout_s)
+        body = await body_of(request)
         version, name = requested(request)
         with versions.acquire(version, name=name) as live:
             served = live.servable
             with live.batcher.arriving():
                 parsed = parse_predict(body, served.signature, max_rows=max_rows)
-            try:
-                outputs = await live.batcher.submit(parsed.columns, rows=parsed.rows)
-            except QueueFullError as error:
-                return _json({"error": f"the server is overloaded: {error}; retry later"}, 503)
-            except Exception as error:  # the model failed: this request fails, the server goes on
-                identifier = request_id(request.scope)
-                log.warning(
-                    f"request {identifier}: the model failed: {type(error).__name__}: {error}"
-                )
-                return _internal_error(identifier, "the model failed")
-        if metrics is not None:
-            metrics.observe_predicted(served.name, served.version, parsed.rows)
+            outputs = await run_model(request, live, parsed.columns, parsed.rows)
         return _json(
             predict_response(outputs, served.signature, columnar=parsed.columnar),
             headers={VERSION_HEADER: served.version},
@@ -318,6 +344,10 @@ def create_app(
         path = logged_path(request.url.path)
         return _json({"error": f"{request.method} {path}: {error.detail}"}, error.status_code)
 
+    async def model_failed(request: Any, error: Exception) -> Any:
+        assert isinstance(error, ModelFailedError)
+        return _internal_error(error.identifier, "the model failed")
+
     async def server_error(request: Any, error: Exception) -> Any:
         return _internal_error(request_id(request.scope))
 
@@ -339,6 +369,14 @@ def create_app(
             Route(prefix + "/metadata", metadata, methods=["GET"]),
             Route(prefix + ":predict", predict, methods=["POST"]),
         ]
+    routes += v2_routes(
+        Route,
+        versions,
+        read_body=body_of,
+        run_model=run_model,
+        max_rows=max_rows,
+        max_body_bytes=max_body_bytes,
+    )
     routes += [
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
@@ -349,6 +387,7 @@ def create_app(
         routes=routes,
         exception_handlers={
             BadRequestError: bad_request,
+            ModelFailedError: model_failed,
             HTTPException: http_error,
             Exception: server_error,
         },
