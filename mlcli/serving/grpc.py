@@ -4,16 +4,18 @@
 tensorflow.serving.PredictionService/Predict            one TensorProto per column in, the
                                                         signature's outputs back
 tensorflow.serving.PredictionService/GetModelMetadata   the signature_def map (and `mlcli`)
-tensorflow.serving.ModelService/GetModelStatus          the served version, AVAILABLE
+tensorflow.serving.ModelService/GetModelStatus          every version and its state
 ```
 
 A client written with `tensorflow_serving.apis.prediction_service_pb2_grpc.PredictionServiceStub`
-works unchanged. The messages are read and written by `serving.tensors`. The server is grpcio's
-`grpc.aio` on the event loop that runs the REST app (uvicorn's), started and stopped by the app's
-lifespan (`with_grpc`), so that its calls share the REST side's `Batcher` (one model call for the
-requests of both), its row limit, and its metrics (`protocol="grpc"`, `route` the method's path,
-`status` the gRPC code's name) and access log. A message over `--max-body-bytes` is refused by
-gRPC itself. Errors are gRPC status codes:
+works unchanged. The messages are read and written by `serving.tensors`. The calls follow the
+live versions (`serving.versions`) as the REST routes do: a version swapped in answers the next
+call, `model_spec.version` pins one, and GetModelStatus shows every version's state. The server
+is grpcio's `grpc.aio` on the event loop that runs the REST app (uvicorn's), started and stopped
+by the app's lifespan (`with_grpc`), so that its calls share each version's `Batcher` with the
+REST side (one model call for the requests of both), its row limit, and its metrics
+(`protocol="grpc"`, `route` the method's path, `status` the gRPC code's name) and access log.
+A message over `--max-body-bytes` is refused by gRPC itself. Errors are gRPC status codes:
 
 - INVALID_ARGUMENT: a bad input (column and row named), a signature other than
   `serving_default`, an unknown `output_filter` or metadata field;
@@ -47,9 +49,8 @@ from mlcli.reporting import Reporter
 from mlcli.serving.payloads import BadRequestError
 
 if TYPE_CHECKING:
-    from mlcli.serving.batching import Batcher
     from mlcli.serving.metrics import ServerMetrics
-    from mlcli.serving.servables import Servable
+    from mlcli.serving.versions import ModelVersions
 
 GRPC = "grpc"  # the metrics' protocol label
 _CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED"}
@@ -99,11 +100,11 @@ def _peer(context: Any) -> str:
 
 
 class GrpcServer:
-    """The gRPC server of one app: binds, serves `servable` through `batcher`, and stops.
+    """The gRPC server of one app: binds, serves the model's live `versions`, and stops.
 
     Args:
-        servable: the model, its name, version and signature.
-        batcher: the REST app's batcher (started before `start`, stopped after `stop`).
+        versions: the REST app's versions (`acquire`, `get`, `status`), each answered by its
+            batcher (started before `start`, stopped after `stop`).
         host, port: where to listen (port 0: any free port; `port` holds it once started).
         max_rows: the most rows in one Predict request (RESOURCE_EXHAUSTED above).
         max_message_bytes: the largest request message (gRPC refuses larger ones).
@@ -115,9 +116,8 @@ class GrpcServer:
 
     def __init__(
         self,
-        servable: Servable,
+        versions: ModelVersions,
         *,
-        batcher: Batcher,
         host: str,
         port: int,
         max_rows: int,
@@ -127,8 +127,7 @@ class GrpcServer:
         reporter: Reporter | None = None,
         metrics: ServerMetrics | None = None,
     ) -> None:
-        self.servable = servable
-        self.batcher = batcher
+        self.versions = versions
         self.host = host
         self.port = port
         self.max_rows = max_rows
@@ -177,7 +176,7 @@ class GrpcServer:
             ) from None
         await server.start()
         self._server = server
-        name = self.servable.name
+        name = self.versions.name
         self.reporter.event(
             "serving",
             f"model {name} over gRPC at {self.address}",

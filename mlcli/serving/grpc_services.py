@@ -1,8 +1,11 @@
 """The RPCs of `serving.grpc`: TF Serving's `PredictionService` and `ModelService`.
 
-Each method checks the request's `model_spec` against the served model, reads and writes the
-messages with `serving.tensors`, and raises `RpcError` or `BadRequestError`, which
-`GrpcServer.observed` answers with a gRPC status code, logs and counts. This module imports
+Each method asks the server's live versions (`serving.versions`) for the version the request's
+`model_spec` names (the newest available one without a version; an unknown model or version is
+`ModelNotFoundError`, NOT_FOUND), holds it until the answer is written (`acquire`), reads and
+writes the messages with `serving.tensors`, and raises `RpcError` or `BadRequestError`, which
+`GrpcServer.observed` answers with a gRPC status code, logs and counts. A version swapped in is
+answered at once, as over REST; a request pinning a version gets that version. This module imports
 `tensorflow_serving`'s generated code (and so TensorFlow): `GrpcServer.start` imports it, after
 TensorFlow was imported quietly.
 """
@@ -35,9 +38,8 @@ from mlcli.serving.tensors import (
 
 if TYPE_CHECKING:
     from mlcli.reporting import Reporter
-    from mlcli.serving.batching import Batcher
     from mlcli.serving.metrics import ServerMetrics
-    from mlcli.serving.servables import Servable
+    from mlcli.serving.versions import LiveVersion, ModelVersions
 
 PREDICTION_SERVICE = "/tensorflow.serving.PredictionService/"
 MODEL_SERVICE = "/tensorflow.serving.ModelService/"
@@ -48,8 +50,7 @@ class GrpcServer(Protocol):
     """What the RPCs use of `serving.grpc.GrpcServer` (named here, so that the two modules do
     not import each other)."""
 
-    servable: Servable
-    batcher: Batcher
+    versions: ModelVersions
     max_rows: int
     reporter: Reporter
     metrics: ServerMetrics | None
@@ -67,38 +68,33 @@ class RpcError(Exception):
         self.code = code
 
 
-def _check_model(server: GrpcServer, spec: Any) -> None:
-    """Raises `RpcError` (NOT_FOUND) unless `spec` names the served model and version."""
-    served = server.servable
-    if spec.name != served.name:
-        raise RpcError(
-            "NOT_FOUND", f"no model named {spec.name!r}; this server serves {served.name!r}"
-        )
-    if spec.HasField("version") and str(spec.version.value) != served.version:
-        raise RpcError(
-            "NOT_FOUND",
-            f"model {spec.name!r} has no version {spec.version.value}; "
-            f"this server serves version {served.version}",
-        )
+def _requested(spec: Any) -> int | None:
+    """The version `spec` pins (None: the newest available one).
+
+    Raises `RpcError` (NOT_FOUND) for a version label: this server has none.
+    """
     if spec.version_label:
         raise RpcError(
             "NOT_FOUND",
             f"model {spec.name!r} has no version label {spec.version_label!r}; "
-            f"ask for version {served.version} or leave the version out",
+            "ask for a version number or leave the version out",
         )
+    return spec.version.value if spec.HasField("version") else None
 
 
-def _model_spec(server: GrpcServer, *, signature_name: str = "") -> Any:
-    spec = model_pb2.ModelSpec(name=server.servable.name, signature_name=signature_name)
-    if server.servable.version.isdigit():
-        spec.version.value = int(server.servable.version)
+def _model_spec(name: str, version: str, *, signature_name: str = "") -> Any:
+    spec = model_pb2.ModelSpec(name=name, signature_name=signature_name)
+    if version.isdigit():
+        spec.version.value = int(version)
     return spec
 
 
-async def _model_outputs(server: GrpcServer, columns: dict[str, np.ndarray], rows: int) -> Any:
-    """The model's outputs for `rows` rows, through the REST app's batcher."""
+async def _model_outputs(
+    server: GrpcServer, live: LiveVersion, columns: dict[str, np.ndarray], rows: int
+) -> Any:
+    """The outputs of version `live` for `rows` rows, through its batcher (the REST app's)."""
     try:
-        return await server.batcher.submit(columns, rows=rows)
+        return await live.batcher.submit(columns, rows=rows)
     except QueueFullError as error:
         raise RpcError(
             "RESOURCE_EXHAUSTED", f"the server is overloaded: {error}; retry later"
@@ -134,41 +130,44 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     async def _predict(self, request: Any, context: Any) -> Any:
         server = self.server
-        _check_model(server, request.model_spec)
-        check_signature_name(request.model_spec.signature_name)
-        with server.batcher.arriving():
-            parsed = read_inputs(
-                request.inputs, server.servable.signature, max_rows=server.max_rows
-            )
-        outputs = await _model_outputs(server, parsed.columns, parsed.rows)
-        named = signature_outputs(outputs, server.servable.signature)
+        spec = request.model_spec
+        version = _requested(spec)
+        with server.versions.acquire(version, name=spec.name) as live:
+            served = live.servable
+            check_signature_name(spec.signature_name)
+            with live.batcher.arriving():
+                parsed = read_inputs(request.inputs, served.signature, max_rows=server.max_rows)
+            outputs = await _model_outputs(server, live, parsed.columns, parsed.rows)
+        named = signature_outputs(outputs, served.signature)
         tensors = write_outputs(named, request.output_filter)
         if server.metrics is not None:
-            served = server.servable
             server.metrics.observe_predicted(served.name, served.version, parsed.rows)
         response = predict_pb2.PredictResponse(
-            model_spec=_model_spec(server, signature_name=SIGNATURE_KEY)
+            model_spec=_model_spec(served.name, served.version, signature_name=SIGNATURE_KEY)
         )
         for name, tensor in tensors.items():
             response.outputs[name].CopyFrom(tensor)
         return response
 
     async def _metadata(self, request: Any, context: Any) -> Any:
-        server = self.server
-        _check_model(server, request.model_spec)
-        served = server.servable
+        spec = request.model_spec
+        served = self.server.versions.get(_requested(spec), name=spec.name)
         fields = metadata_fields(
             served.name, served.version, served.signature, request.metadata_field
         )
-        response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=_model_spec(server))
+        response = get_model_metadata_pb2.GetModelMetadataResponse(
+            model_spec=_model_spec(served.name, served.version)
+        )
         for field, message in fields.items():
             response.metadata[field].Pack(message)
         return response
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    """`GetModelStatus`: the served version, AVAILABLE; HandleReloadConfigRequest is
-    UNIMPLEMENTED (the server serves what it was started with)."""
+    """`GetModelStatus`: every version the server knows (newest first), or the one asked for,
+    in its state (START, LOADING, AVAILABLE, UNLOADING, END; a version that failed to load is
+    END with its error); HandleReloadConfigRequest is UNIMPLEMENTED (the server follows its
+    base folder instead)."""
 
     def __init__(self, server: GrpcServer) -> None:
         self.GetModelStatus = server.observed(MODEL_SERVICE + "GetModelStatus", self._status)
@@ -178,11 +177,19 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.server = server
 
     async def _status(self, request: Any, context: Any) -> Any:
-        server = self.server
-        _check_model(server, request.model_spec)
-        status = get_model_status_pb2.ModelVersionStatus(
-            state=get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        spec = request.model_spec
+        entries = self.server.versions.status(_requested(spec), name=spec.name)
+        return get_model_status_pb2.GetModelStatusResponse(
+            model_version_status=[_version_status(entry) for entry in entries]
         )
-        if server.servable.version.isdigit():
-            status.version = int(server.servable.version)
-        return get_model_status_pb2.GetModelStatusResponse(model_version_status=[status])
+
+
+def _version_status(entry: dict[str, Any]) -> Any:
+    """A `model_version_status` entry (`VersionState.describe`) as TF Serving's message: the
+    states and error codes have the same names in both."""
+    status = entry["status"]
+    return get_model_status_pb2.ModelVersionStatus(
+        version=int(entry["version"]),
+        state=entry["state"],
+        status={"error_code": status["error_code"], "error_message": status["error_message"]},
+    )

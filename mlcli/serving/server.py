@@ -82,8 +82,7 @@ def _app(model: Servable | InitialVersions, options: ServeOptions, reporter: Rep
         from mlcli.serving.grpc import GrpcServer, with_grpc
 
         grpc_server = GrpcServer(
-            versions.latest.servable,
-            batcher=versions.latest.batcher,
+            versions,
             host=options.host,
             port=options.grpc_port,
             max_rows=options.max_rows,

@@ -217,7 +217,7 @@ def _bad_calls(table: pa.Table) -> list[tuple[str, str, Any, str, str]]:
     huge = changed(age=tf.make_tensor_proto(np.array([1e39, 1.0])))
     return [
         ("unknown model", PREDICT, spec(name="other"), "NOT_FOUND", "'other'"),
-        ("unknown version", PREDICT, spec(version=7), "NOT_FOUND", "version 7"),
+        ("unknown version", PREDICT, spec(version=7), "NOT_FOUND", "version '7'"),
         ("version label", PREDICT, spec(version_label="stable"), "NOT_FOUND", "'stable'"),
         ("signature", PREDICT, spec(signature_name="x"), "INVALID_ARGUMENT", "signature_name"),
         ("missing", PREDICT, changed(color=None), "INVALID_ARGUMENT", "'color'"),
@@ -308,17 +308,22 @@ def test_sigterm_stops_the_grpc_port_too_and_exits_0(server, channel, table):
 
 
 async def _in_process(servable: Any, calls: Any, **options: Any) -> Any:
-    """`calls(address)` against a `GrpcServer` over `servable` on this event loop."""
+    """`calls(server)` against a `GrpcServer` over `servable` (or a `ModelVersions`) on this
+    event loop."""
     from mlcli.reporting import QuietReporter
     from mlcli.serving.batching import Batcher
     from mlcli.serving.grpc import GrpcServer
+    from mlcli.serving.versions import ModelVersions
 
-    batcher = Batcher(
-        servable.call, max_rows=64, timeout_s=0.001, max_queue=options.pop("max_queue", 64)
-    )
+    if isinstance(servable, ModelVersions):
+        versions = servable
+    else:
+        batcher = Batcher(
+            servable.call, max_rows=64, timeout_s=0.001, max_queue=options.pop("max_queue", 64)
+        )
+        versions = ModelVersions.single(servable, batcher)
     server = GrpcServer(
-        servable,
-        batcher=batcher,
+        versions,
         host="127.0.0.1",
         port=0,
         max_rows=1000,
@@ -326,13 +331,14 @@ async def _in_process(servable: Any, calls: Any, **options: Any) -> Any:
         reporter=options.pop("reporter", QuietReporter()),
         **options,
     )
-    await batcher.start()
+    # a lone servable's batcher is started as it is (a versions' start would warm it up)
+    await (versions.start() if versions is servable else versions.latest.batcher.start())
     await server.start()
     try:
         return await calls(server)
     finally:
         await server.stop()
-        await batcher.stop()
+        await versions.stop()
 
 
 @pytest.mark.parametrize("task", ["multiclass", "regression"])
@@ -437,6 +443,120 @@ def test_a_full_queue_is_resource_exhausted_and_a_failing_model_internal():
     assert "the model broke" not in error.details()  # never the exception's text to the client
     identifier = error.details().rsplit(" ", 1)[-1]
     assert f"request {identifier}: the model failed: ValueError: the model broke" in log.getvalue()
+
+
+def _version(number: int) -> Any:
+    """A stand-in version `number` of model "m": it answers its own number for every row."""
+    import dataclasses
+
+    def call(columns: Any) -> np.ndarray:
+        return np.full((len(columns["x"]), 1), float(number), np.float32)
+
+    return dataclasses.replace(_slow_servable(0.0), version=str(number), call=call)
+
+
+def test_grpc_follows_the_live_versions_a_swap_a_pin_and_a_failed_load(tmp_path):
+    """A version swapped in answers the next call (model_spec says which), a pinned version
+    still answers, metadata follows the pin, and GetModelStatus shows every version's state,
+    a failed load as END with its error; an unknown version is NOT_FOUND."""
+    from mlcli.errors import RunError
+    from mlcli.serving.batching import Batcher
+    from mlcli.serving.version_folders import InitialVersions
+    from mlcli.serving.versions import ModelVersions
+
+    apis = _apis()
+
+    def publish(number: int) -> None:
+        temporary = tmp_path / f".{number}.tmp"
+        temporary.mkdir()
+        (temporary / "saved_model.pb").write_bytes(b"graph")
+        temporary.rename(tmp_path / str(number))
+
+    def load(folder: Path, number: int) -> Any:
+        if number == 3:
+            raise RunError(f"{folder}: the SavedModel does not load: broken")
+        return _version(number)
+
+    publish(1)
+    versions = ModelVersions(
+        InitialVersions([_version(1)], tmp_path),
+        batcher_for=lambda servable: Batcher(servable.call, max_rows=16, timeout_s=0.001),
+        keep=2,
+        poll_seconds=3600,  # the test calls refresh() itself
+        loader=load,
+    )
+
+    async def calls(server: Any) -> dict[str, Any]:
+        async with grpc.aio.insecure_channel(server.address) as opened:
+            stub = apis.prediction_service_pb2_grpc.PredictionServiceStub(opened)
+            models = apis.model_service_pb2_grpc.ModelServiceStub(opened)
+
+            async def predict(version: int | None = None) -> tuple[int, float]:
+                request = _x_request(0.0)
+                if version is not None:
+                    request.model_spec.version.value = version
+                response = await stub.Predict(request, timeout=30)
+                value = _tf().make_ndarray(response.outputs["prediction"]).ravel()[0]
+                return response.model_spec.version.value, float(value)
+
+            async def status(version: int | None = None) -> list[tuple[int, str, str, str]]:
+                ask = apis.get_model_status_pb2.GetModelStatusRequest()
+                ask.model_spec.name = "m"
+                if version is not None:
+                    ask.model_spec.version.value = version
+                answer = await models.GetModelStatus(ask, timeout=30)
+                state = apis.get_model_status_pb2.ModelVersionStatus.State.Name
+                from tensorflow.core.protobuf import error_codes_pb2
+
+                return [
+                    (
+                        entry.version,
+                        state(entry.state),
+                        error_codes_pb2.Code.Name(entry.status.error_code),
+                        entry.status.error_message,
+                    )
+                    for entry in answer.model_version_status
+                ]
+
+            async def code_of(call: Any) -> Any:
+                try:
+                    await call
+                except grpc.aio.AioRpcError as error:
+                    return error.code(), error.details()
+                return "OK", ""
+
+            answers: dict[str, Any] = {"before": await predict()}
+            publish(2)
+            await versions.refresh()
+            answers["after"], answers["pinned"] = await predict(), await predict(1)
+            publish(3)  # does not load: versions 2 and 1 go on serving
+            await versions.refresh()
+            answers["still"] = await predict()
+            answers["status"], answers["status 1"] = await status(), await status(1)
+            ask = apis.get_model_metadata_pb2.GetModelMetadataRequest(
+                metadata_field=["signature_def"]
+            )
+            ask.model_spec.name = "m"
+            ask.model_spec.version.value = 1
+            answers["metadata"] = (await stub.GetModelMetadata(ask, timeout=30)).model_spec
+            answers["missing"] = await code_of(predict(7))
+            answers["missing status"] = await code_of(status(9))
+            return answers
+
+    answers = asyncio.run(_in_process(versions, calls))
+    assert answers["before"] == (1, 1.0)
+    assert answers["after"] == (2, 2.0)
+    assert answers["pinned"] == (1, 1.0)
+    assert answers["still"] == (2, 2.0)
+    (failed, two, one) = answers["status"]
+    assert failed[:3] == (3, "END", "UNKNOWN") and "does not load: broken" in failed[3]
+    assert two == (2, "AVAILABLE", "OK", "") and one == (1, "AVAILABLE", "OK", "")
+    assert answers["status 1"] == [one]
+    assert (answers["metadata"].name, answers["metadata"].version.value) == ("m", 1)
+    code, details = answers["missing"]
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert details == "model 'm' has no version '7' available; available: 2, 1"
+    assert answers["missing status"][0] == grpc.StatusCode.NOT_FOUND
 
 
 def test_a_missing_grpc_extra_says_what_to_install_before_loading(monkeypatch, trained_runs):
