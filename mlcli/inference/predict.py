@@ -39,13 +39,13 @@ from mlcli.inference.labels import (
     predicted_labels,
     threshold_origin,
 )
+from mlcli.inference.light import choose_predictor, requested
 from mlcli.inference.writers import FORMATS, BatchWriter, open_writer
 from mlcli.reporting import QuietReporter, Reporter
-from mlcli.runs import directory as runs
-from mlcli.runs.loading import LoadedRun, load_model, open_run
+from mlcli.runs.loading import LoadedRun, open_run
 
 if TYPE_CHECKING:
-    from mlcli.inference.predictor import Predictor
+    from mlcli.inference.light import Runner
 
 DEFAULT_BATCH_SIZE = 65536
 PREDICTION = "prediction"
@@ -201,7 +201,7 @@ def prefetched(items: Iterator[T]) -> Iterator[T]:
 
 
 def _stream(
-    predictor: Predictor,
+    predictor: Runner,
     source: TableSource,
     writer: BatchWriter,
     *,
@@ -211,11 +211,9 @@ def _stream(
     reporter: Reporter,
 ) -> int:
     """Reads, predicts and writes every batch, counting drift; returns the number of rows."""
-    from mlcli.inference.predictor import PreparedInputs
-
     schema, started, rows = predictor.schema, time.monotonic(), 0
 
-    def batches() -> Iterator[tuple[pa.Table, PreparedInputs]]:
+    def batches() -> Iterator[tuple[pa.Table, Any]]:
         # in the reading thread: the drift counts overlap the model's work as parsing does
         for table in _batches(source, schema, keep, predictor.batch_rows):
             prepared = predictor.prepare(table, source=source.describe())
@@ -231,7 +229,7 @@ def _stream(
         reporter.advance(table.num_rows, rows_per_s=round(rows / elapsed))
     if rows == 0:  # an empty input still gets a header (CSV) or a schema (Parquet)
         empty = pa.table({name: pa.array([], pa.string()) for name in keep})
-        outputs = predictor.run(PreparedInputs(rows=0, arrays={}, strings={}))
+        outputs = predictor.no_outputs()
         writer.write(predictions_table(outputs, schema, kept=empty, threshold=threshold))
     return rows
 
@@ -288,9 +286,7 @@ def predict(
     # every argument, path and the data's header are checked before TensorFlow loads
     loaded = open_run(run, with_model=False)
     given, threshold = threshold, _check_options(loaded, keep, batch_size, threshold, fail_on_drift)
-    if loaded.schema.target.task == "binary":
-        origin = threshold_origin(given, loaded.threshold)
-        reporter.event("threshold", f"positive at probability >= {threshold:g} ({origin})")
+    requested()  # MLCLI_INFERENCE is checked with the arguments
     source = source_for_run(
         loaded.config,
         data,
@@ -299,10 +295,13 @@ def predict(
         stdin=stdin,
     )
     check_header(source, _needed(loaded.schema, keep))
-    loaded.model = load_model(loaded.run.file(runs.MODEL))  # imports TensorFlow, quietly
-    from mlcli.inference.predictor import Predictor
-
-    predictor = Predictor(loaded.model, loaded.schema, batch_rows=batch_size)
+    # the light path, or the Keras model (which imports TensorFlow, quietly): the first event
+    predictor = choose_predictor(
+        loaded.run, loaded.schema, reporter=reporter, batch_rows=batch_size
+    )
+    if loaded.schema.target.task == "binary":
+        origin = threshold_origin(given, loaded.threshold)
+        reporter.event("threshold", f"positive at probability >= {threshold:g} ({origin})")
     if final is not None:  # like export, predict creates the output's missing folders
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
