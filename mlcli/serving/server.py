@@ -238,20 +238,21 @@ def serve(
     if options.workers > 1:
         _serve_workers(model, options, reporter=reporter, verbose=verbose)
         return
-    from mlcli._tensorflow import import_tensorflow
+    from mlcli._tensorflow import set_verbose
 
-    # the reference and the address are checked before TensorFlow loads
+    # the reference and the address are checked before anything heavy loads
     _checked_reference(model, options)
     sock = _bind(options.host, options.port)
     try:
         _single_threaded_ops()
-        import_tensorflow(verbose=verbose)
+        set_verbose(verbose)  # TensorFlow loads only for a Keras model or a SavedModel
         from mlcli.serving.servables import load_servable
 
         servable = load_servable(model, name=options.name, trust_export=options.trust_export)
     except BaseException:
         sock.close()
         raise
+    reporter.event("inference", servable.inference)
     app = _app(servable, options, reporter)
     config = _uvicorn_config(app, options, verbose=verbose)
     _listening(reporter, servable.name, sock, options)
@@ -288,6 +289,20 @@ def _checked_reference(model: str | Path, options: ServeOptions) -> tuple[Path, 
     return loaded.run.path, options.name or loaded.config.name
 
 
+def _first_use(source: Path, reporter: Reporter) -> None:
+    """Writes a run's `core.onnx` once (when it can), before the workers start and load it;
+    sends the `inference` event."""
+    from mlcli.inference.light import light_choice
+    from mlcli.runs.loading import open_run
+    from mlcli.serving.servables import saved_model_folder
+
+    if saved_model_folder(source) is not None:
+        reporter.event("inference", "tensorflow (a SavedModel export)")
+        return
+    loaded = open_run(source, with_model=False)
+    reporter.event("inference", light_choice(loaded.run, loaded.schema, threads=1).describe())
+
+
 def _serve_workers(
     model: str | Path, options: ServeOptions, *, reporter: Reporter, verbose: bool
 ) -> None:
@@ -297,6 +312,7 @@ def _serve_workers(
 
     # a bad reference fails here, before any worker starts
     source, name = _checked_reference(model, options)
+    _first_use(source, reporter)
     settings = {
         "model": str(source),
         "options": {**asdict(options), "name": name},
@@ -370,9 +386,9 @@ def app_from_environment() -> Any:
     A model that does not load gives a `FailedStartup` app naming the error.
     """
     settings = json.loads(os.environ[_WORKER_ENV])
-    from mlcli._tensorflow import import_tensorflow
+    from mlcli._tensorflow import set_verbose
 
-    import_tensorflow(verbose=settings["verbose"])
+    set_verbose(settings["verbose"])
     from mlcli.serving.servables import load_servable
 
     options = ServeOptions(**settings["options"])
