@@ -40,6 +40,7 @@ from mlcli.inference.labels import (
     threshold_origin,
 )
 from mlcli.inference.light import choose_predictor, requested
+from mlcli.inference.pipeline import staged
 from mlcli.inference.writers import FORMATS, BatchWriter, open_writer
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs.loading import LoadedRun, open_run
@@ -181,25 +182,6 @@ def _check_options(
     return chosen
 
 
-def prefetched(items: Iterator[T]) -> Iterator[T]:
-    """Yields from `items`, producing the next item in a thread while the caller works.
-
-    Reading and parsing the next batch (pyarrow, which releases the GIL) overlaps the model's
-    work on the current one (TensorFlow, likewise); errors surface in the caller.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    done: Any = object()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcli-read") as pool:
-        future = pool.submit(next, items, done)
-        while True:
-            item = future.result()
-            if item is done:
-                return
-            future = pool.submit(next, items, done)
-            yield item
-
-
 def _stream(
     predictor: Runner,
     source: TableSource,
@@ -210,23 +192,30 @@ def _stream(
     monitor: DriftMonitor,
     reporter: Reporter,
 ) -> int:
-    """Reads, predicts and writes every batch, counting drift; returns the number of rows."""
+    """Reads, predicts and writes every batch, counting drift; returns the number of rows.
+
+    Reading, encoding (with the drift counts), the model and writing each run on a thread of
+    their own (`inference.pipeline`), two batches at most waiting between two of them.
+    """
     schema, started, rows = predictor.schema, time.monotonic(), 0
 
-    def batches() -> Iterator[tuple[pa.Table, Any]]:
-        # in the reading thread: the drift counts overlap the model's work as parsing does
-        for table in _batches(source, schema, keep, predictor.batch_rows):
-            prepared = predictor.prepare(table, source=source.describe())
-            monitor.update(table)
-            yield table, prepared
+    def encode(table: pa.Table) -> tuple[pa.Table, Any]:
+        prepared = predictor.prepare(table, source=source.describe())
+        monitor.update(table)
+        return table, prepared
 
-    for table, prepared in prefetched(batches()):
+    def run(item: tuple[pa.Table, Any]) -> pa.Table:
+        table, prepared = item
         outputs = predictor.run(prepared)
         kept = table.select(list(keep))
-        writer.write(predictions_table(outputs, schema, kept=kept, threshold=threshold))
-        rows += table.num_rows
+        return predictions_table(outputs, schema, kept=kept, threshold=threshold)
+
+    batches = _batches(source, schema, keep, predictor.batch_rows)
+    for predictions in staged(batches, [encode, run], name="mlcli-predict"):
+        writer.write(predictions)
+        rows += predictions.num_rows
         elapsed = max(time.monotonic() - started, 1e-9)
-        reporter.advance(table.num_rows, rows_per_s=round(rows / elapsed))
+        reporter.advance(predictions.num_rows, rows_per_s=round(rows / elapsed))
     if rows == 0:  # an empty input still gets a header (CSV) or a schema (Parquet)
         empty = pa.table({name: pa.array([], pa.string()) for name in keep})
         outputs = predictor.no_outputs()
