@@ -256,3 +256,19 @@ def test_an_empty_table_and_one_row_give_outputs_of_the_right_shape(light_runs):
     columns = {name: row.column(name).to_numpy().reshape(-1, 1) for name in row.column_names}
     outputs = call(columns)
     assert outputs.shape == (1, 3) and abs(float(outputs.sum()) - 1.0) < 1e-5
+
+
+def test_export_writes_the_core_once_while_the_model_is_loaded(light_runs, tmp_path):
+    from mlcli import files
+
+    run = _copy(light_runs["binary"], tmp_path)
+    run.file(runs.CORE_ONNX).unlink(missing_ok=True)
+    manifest = runs.read_manifest(run)
+    manifest.get("checks", {}).pop("light", None)
+    files.write_json(run.file(runs.MANIFEST), manifest)
+    output = tmp_path / "export"
+    arguments = ["export", str(run.path), "--format", "keras", "--output", str(output)]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert "[light] core.onnx written and checked" in result.stderr
+    assert run.file(runs.CORE_ONNX).is_file() and recorded_check(run)["passed"]
