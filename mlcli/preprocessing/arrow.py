@@ -18,6 +18,7 @@ returns None for a schema that has any.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -56,13 +57,33 @@ def _numeric(column: ColumnSchema, values: np.ndarray) -> list[np.ndarray]:
     return [normalised, missing.astype(np.float32)]
 
 
+# a column's vocabulary as an Arrow array, made once per schema: `mlcli serve` encodes a few
+# rows at a time, where building it would cost more than the lookup (keyed by the list's id,
+# which the entry keeps alive so that the id cannot be reused)
+_VOCABULARIES: dict[int, tuple[list[Any], pa.Array]] = {}
+_MAX_VOCABULARIES = 1024
+
+
+def _vocabulary(column: ColumnSchema) -> pa.Array:
+    cached = _VOCABULARIES.get(id(column.vocabulary))
+    if cached is not None and cached[0] is column.vocabulary:
+        return cached[1]
+    if column.dtype == "int64":
+        array = pa.array(column.vocabulary, pa.int64())
+    else:
+        array = pa.array([str(value) for value in column.vocabulary], pa.string())
+    if len(_VOCABULARIES) >= _MAX_VOCABULARIES:
+        _VOCABULARIES.clear()
+    _VOCABULARIES[id(column.vocabulary)] = (column.vocabulary, array)
+    return array
+
+
 def _lookup(column: ColumnSchema, values: pa.ChunkedArray) -> np.ndarray:
     if column.dtype == "int64":
         filled = pc.fill_null(pc.cast(values, pa.int64()), MISSING_VALUES["int64"])
-        vocabulary = pa.array(column.vocabulary, pa.int64())
     else:
         filled = pc.fill_null(pc.cast(values, pa.string()), MISSING_VALUES["string"])
-        vocabulary = pa.array([str(value) for value in column.vocabulary], pa.string())
+    vocabulary = _vocabulary(column)
     positions = pc.fill_null(pc.index_in(filled, value_set=vocabulary), -1)
     indices = positions.to_numpy(zero_copy_only=False).astype(np.int64) + 1  # 0: unseen
     return indices.reshape(-1, 1)
