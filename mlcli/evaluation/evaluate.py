@@ -37,8 +37,9 @@ from mlcli.evaluation.thresholds import Criterion, parse_criterion
 from mlcli.features.build import encode_labels
 from mlcli.features.drift import DriftMonitor
 from mlcli.features.schema import FeatureSchema
+from mlcli.inference.choice import choose_predictor, requested
 from mlcli.inference.labels import BINARY_THRESHOLD, decision_threshold
-from mlcli.inference.light import LightPredictor, Runner, choose_predictor, requested
+from mlcli.inference.light import LightPredictor, Runner
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs.loading import LoadedRun, open_run
 

@@ -64,8 +64,8 @@ def _write_light_core(loaded: LoadedRun, reporter: Reporter) -> None:
     loaded anyway (`mlcli.inference.conversion`); a failed check is recorded, not raised."""
     import importlib.util
 
+    from mlcli.inference.choice import unencodable
     from mlcli.inference.conversion import describe_check, recorded_check, write_light_core
-    from mlcli.inference.light import unencodable
 
     wanted = unencodable(loaded.schema) is None and importlib.util.find_spec("tf2onnx")
     if not wanted or recorded_check(loaded.run) or loaded.run.file(runs.CORE_ONNX).exists():

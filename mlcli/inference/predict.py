@@ -33,13 +33,13 @@ from mlcli.data.tables import TableSource, check_header, iter_batches, require_c
 from mlcli.errors import ConfigError, QualityGateError
 from mlcli.features.drift import DriftMonitor, DriftReport
 from mlcli.features.schema import FeatureSchema
+from mlcli.inference.choice import choose_predictor, requested
 from mlcli.inference.labels import (
     BINARY_THRESHOLD,
     decision_threshold,
     predicted_labels,
     threshold_origin,
 )
-from mlcli.inference.light import choose_predictor, requested
 from mlcli.inference.pipeline import staged
 from mlcli.inference.writers import FORMATS, BatchWriter, open_writer
 from mlcli.reporting import QuietReporter, Reporter

@@ -95,7 +95,7 @@ def load_servable(
 
 
 def _run_servable(reference: str | Path, *, name: str | None) -> Servable:
-    from mlcli.inference.light import keras_predictor, light_choice
+    from mlcli.inference.choice import keras_predictor, light_choice
     from mlcli.runs.loading import open_run
 
     loaded = open_run(reference, with_model=False)
@@ -116,6 +116,18 @@ def _run_servable(reference: str | Path, *, name: str | None) -> Servable:
         columns=tuple(loaded.schema.columns),
         inference=choice.describe(),
     )
+
+
+def inference_before_workers(source: Path) -> str:
+    """Writes a run's `core.onnx` once (when it can), before several workers start and each
+    loads it; returns the `inference` event's message."""
+    from mlcli.inference.choice import light_choice
+    from mlcli.runs.loading import open_run
+
+    if saved_model_folder(source) is not None:
+        return Servable.inference
+    loaded = open_run(source, with_model=False)
+    return light_choice(loaded.run, loaded.schema, threads=1).describe()
 
 
 def saved_model_folder(path: Path) -> Path | None:

@@ -289,20 +289,6 @@ def _checked_reference(model: str | Path, options: ServeOptions) -> tuple[Path, 
     return loaded.run.path, options.name or loaded.config.name
 
 
-def _first_use(source: Path, reporter: Reporter) -> None:
-    """Writes a run's `core.onnx` once (when it can), before the workers start and load it;
-    sends the `inference` event."""
-    from mlcli.inference.light import light_choice
-    from mlcli.runs.loading import open_run
-    from mlcli.serving.servables import saved_model_folder
-
-    if saved_model_folder(source) is not None:
-        reporter.event("inference", "tensorflow (a SavedModel export)")
-        return
-    loaded = open_run(source, with_model=False)
-    reporter.event("inference", light_choice(loaded.run, loaded.schema, threads=1).describe())
-
-
 def _serve_workers(
     model: str | Path, options: ServeOptions, *, reporter: Reporter, verbose: bool
 ) -> None:
@@ -312,7 +298,9 @@ def _serve_workers(
 
     # a bad reference fails here, before any worker starts
     source, name = _checked_reference(model, options)
-    _first_use(source, reporter)
+    from mlcli.serving.servables import inference_before_workers
+
+    reporter.event("inference", inference_before_workers(source))
     settings = {
         "model": str(source),
         "options": {**asdict(options), "name": name},

@@ -188,7 +188,7 @@ def _predict_events(run: Path, data: str, output: Path, *, keras: bool) -> list[
     """`mlcli predict` on `data` (read with the run's CSV options) into Parquet; its events."""
     import os
 
-    from mlcli.inference.light import ENVIRONMENT
+    from mlcli.inference.choice import ENVIRONMENT
 
     if keras:
         os.environ[ENVIRONMENT] = "keras"

@@ -40,7 +40,7 @@ from hypothesis import HealthCheck, given, settings
 from typer.testing import CliRunner
 
 from mlcli.cli.app import app
-from mlcli.inference.light import ENVIRONMENT
+from mlcli.inference.choice import ENVIRONMENT
 
 DOCUMENTED_FAILURES = {2, 3, 4, 6}
 RELATIVE = 1e-4  # float32 outputs computed by different runtimes: relative to their scale

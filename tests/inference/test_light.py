@@ -22,14 +22,9 @@ from conftest import REPO, make_table
 from typer.testing import CliRunner
 
 from mlcli.cli.app import app
+from mlcli.inference.choice import ENVIRONMENT, choose_predictor, keras_predictor, light_choice
 from mlcli.inference.conversion import LIGHT_TOLERANCE, recorded_check
-from mlcli.inference.light import (
-    ENVIRONMENT,
-    LightPredictor,
-    choose_predictor,
-    keras_predictor,
-    light_choice,
-)
+from mlcli.inference.light import LightPredictor
 from mlcli.reporting import Reporter
 from mlcli.runs import directory as runs
 
