@@ -160,7 +160,8 @@ def _agreement(mlcli_output: Path, other_output: Path, rows: int = 100_000) -> f
     import pandas as pd
 
     ours = pd.read_csv(mlcli_output, nrows=rows).iloc[:, -1].to_numpy()
-    theirs = pd.read_csv(other_output, nrows=rows)["probability"].to_numpy()
+    other = pd.read_csv(other_output, nrows=rows)
+    theirs = (other["probability"] if "probability" in other else other.iloc[:, -1]).to_numpy()
     return float(np.max(np.abs(ours - theirs)))
 
 
