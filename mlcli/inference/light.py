@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from mlcli.features.schema import FeatureSchema
-from mlcli.preprocessing.arrow import encode_features
+from mlcli.preprocessing.arrow import encode_columns, encode_features
 
 CHECK = "light"  # manifest.json `checks.light`
 UNCALIBRATED_OUTPUT = 1  # a calibrated core's second ONNX output: the probabilities before it
@@ -127,8 +127,12 @@ class LightPredictor:
         names = self.schema.input_names
 
         def call(columns: Columns) -> np.ndarray:
-            table = pa.table({name: columns[name].reshape(-1) for name in names})
-            return self.outputs(table, source="the request")
+            feed = encode_columns(columns, self.schema)
+            if feed is None:  # a value of another type: Arrow casts it as predict would
+                table = pa.table({name: columns[name].reshape(-1) for name in names})
+                return self.outputs(table, source="the request")
+            rows = len(next(iter(feed.values()))) if feed else 0
+            return self.run(Encoded(rows=rows, feed=feed))
 
         return call
 
