@@ -4,12 +4,17 @@ Importing TensorFlow and Keras takes about 5 s of one core on the 2-core machine
 measured on. `mlcli train` starts that import on a thread (`start_import`) and reads, checks
 and encodes its data meanwhile: pyarrow's readers and compute kernels release the GIL, so the
 two overlap. The first `import_tensorflow` call on the main thread waits for it.
+
+TensorFlow and Keras are the `train` extra, not core dependencies: where they are not
+installed, both functions raise one `ConfigError` (exit 2), "mlcli train needs TensorFlow:
+install mlcli[train] (...)", naming the command that `set_command` was told.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.abc
+import importlib.util
 import io
 import logging
 import os
@@ -20,10 +25,14 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
+from mlcli.errors import ConfigError, missing_extra
+
 _importer: threading.Thread | None = None
 _import_failure: list[BaseException] = []
 _lock = threading.Lock()
 _verbose = [False]  # what an import that names no verbosity does (`set_verbose`)
+_command = ["this command"]  # what the error of a missing TensorFlow names (`set_command`)
+_NEEDED = ("tensorflow", "keras")  # the `train` extra's packages that mlcli imports itself
 
 
 def set_verbose(verbose: bool) -> None:
@@ -33,6 +42,36 @@ def set_verbose(verbose: bool) -> None:
     library imports TensorFlow (`import_tensorflow()`) only where it loads the model.
     """
     _verbose[0] = verbose
+
+
+def set_command(name: str) -> None:
+    """Names the command (`mlcli train`) in the error of a missing TensorFlow."""
+    _command[0] = name
+
+
+def _not_installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):  # a blocked import (`sys.modules[name] = None`)
+        return True
+
+
+def _needs_tensorflow() -> ConfigError:
+    return missing_extra(_command[0], "TensorFlow", "train")
+
+
+def require_tensorflow() -> None:
+    """Raises `ConfigError` (exit 2, "install mlcli[train]") unless TensorFlow and Keras are
+    installed; imports neither (a few milliseconds)."""
+    if "tensorflow" in sys.modules and "keras" in sys.modules:
+        return
+    if any(_not_installed(name) for name in _NEEDED):
+        raise _needs_tensorflow()
+
+
+def _is_missing_tensorflow(error: BaseException) -> bool:
+    name = getattr(error, "name", None) or ""
+    return isinstance(error, ModuleNotFoundError) and name.split(".")[0] in _NEEDED
 
 
 @contextlib.contextmanager
@@ -80,11 +119,17 @@ def quiet_runtime(*, verbose: bool) -> contextlib.AbstractContextManager[None]:
 
 
 def _import(*, verbose: bool, start: bool) -> ModuleType:
+    require_tensorflow()
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
     with quiet_runtime(verbose=verbose):
-        import tensorflow as tf
+        try:
+            import tensorflow as tf
+        except ModuleNotFoundError as error:
+            if _is_missing_tensorflow(error):
+                raise _needs_tensorflow() from error
+            raise
 
         if start:
             tf.constant(0)  # device set-up logs happen on first use
@@ -132,9 +177,11 @@ def start_import(*, verbose: bool = False) -> None:
     import the same module at once, pandas aside: Keras imports it on the thread, and pyarrow's
     first compute call on the main thread (from a function, holding no import lock) waits for
     that import to finish. Importing pandas here instead would delay the thread by 0.3 s.
-    Does nothing when TensorFlow is already imported.
+    Does nothing when TensorFlow is already imported; raises `ConfigError` (exit 2) at once
+    when it is not installed (`require_tensorflow`).
     """
     global _importer
+    require_tensorflow()
     with _lock:
         if _importer is not None or "tensorflow" in sys.modules:
             return
@@ -160,7 +207,10 @@ def import_tensorflow(*, verbose: bool | None = None, start: bool = True) -> Mod
     if importer is not None and importer is not threading.current_thread():
         importer.join()
         if _import_failure:
-            raise _import_failure[0]
+            failure = _import_failure[0]
+            if _is_missing_tensorflow(failure):
+                raise _needs_tensorflow() from failure
+            raise failure
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     return _import(verbose=_verbose[0] if verbose is None else verbose, start=start)

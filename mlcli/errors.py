@@ -75,12 +75,23 @@ class InterruptedRunError(MlcliError):
     exit_code = 130
 
 
+def missing_extra(what: str, needs: str, extra: str) -> ConfigError:
+    """The error (exit 2) of `what` run without the optional dependency `needs`: one line
+    naming the extra that installs it. The one wording of every "install mlcli[...]" message.
+
+    Example: `missing_extra("mlcli tune", "Optuna", "tune")` reads "mlcli tune needs Optuna:
+    install mlcli[tune] (pip install 'mlcli[tune]')".
+    """
+    install = f"pip install 'mlcli[{extra}]'"
+    return ConfigError(f"{what} needs {needs}: install mlcli[{extra}] ({install})")
+
+
 def require_extra(module: str, extra: str, what: str) -> None:
-    """Raises `ConfigError` (exit 2) naming the extra to install when `module` is missing."""
+    """Raises `missing_extra` (exit 2) naming the extra to install when `module` is missing."""
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"{what} needs the {module} package: pip install 'mlcli[{extra}]'")
+        raise missing_extra(what, f"the {module} package", extra)
 
 
 # Secrets in messages. A URI's userinfo password (`scheme://user:PASSWORD@host`) and the

@@ -23,6 +23,7 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
+from mlcli._tensorflow import set_command
 from mlcli.errors import ConfigError, MlcliError, mask_secrets
 
 T = TypeVar("T")
@@ -93,12 +94,25 @@ def _unexpected(error: Exception, *, verbose: bool) -> NoReturn:
     )
 
 
+def _command_name(action: Callable[..., Any]) -> str | None:
+    """The command whose module defined `action` (one module per command): `mlcli train`."""
+    module = getattr(action, "__module__", None) or ""
+    package, _, name = module.rpartition(".")
+    if package != __package__ or name in {"app", "boundary", "options", "views"}:
+        return None
+    return f"mlcli {name}"
+
+
 def run_guarded(action: Callable[[], T], *, verbose: bool) -> T:
     """Runs a command's action behind the error boundary and returns what it returns.
 
     Raises `typer.Exit` with the exit code of DESIGN.md after one line on stderr; SIGTERM
-    while the action runs is turned into KeyboardInterrupt, as SIGINT is.
+    while the action runs is turned into KeyboardInterrupt, as SIGINT is. A command that
+    needs TensorFlow where it is not installed names itself in that error (`set_command`).
     """
+    command = _command_name(action)
+    if command is not None:
+        set_command(command)
     _stop_requested.clear()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -11,7 +11,10 @@ from mlcli.cli.options import LogFormatOption, Quiet, Verbose, reporter
 
 ModelArgument = Annotated[
     str,
-    typer.Argument(help="A run directory or run name, or a SavedModel folder from `mlcli export`."),
+    typer.Argument(
+        help="A run directory or run name, a SavedModel folder from `mlcli export`, or a "
+        "folder of numbered versions (new versions are loaded and swapped in live)."
+    ),
 ]
 HostOption = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 PortOption = Annotated[int, typer.Option("--port", help="Port (0: any free port).")]
@@ -61,6 +64,14 @@ ShutdownTimeoutOption = Annotated[
         "--shutdown-timeout", help="Seconds SIGTERM waits for requests in flight, at most."
     ),
 ]
+GrpcPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--grpc-port",
+        help="Also serve TF Serving's gRPC API (Predict, GetModelMetadata, GetModelStatus) on "
+        "this port of --host (0: any free port; needs mlcli[grpc]).",
+    ),
+]
 TrustExportOption = Annotated[
     bool,
     typer.Option(
@@ -68,6 +79,17 @@ TrustExportOption = Annotated[
         help="Serve a SavedModel that `mlcli export` did not write or that changed since: "
         "loading it runs its graph, so only for a folder you trust.",
     ),
+]
+KeepVersionsOption = Annotated[
+    int,
+    typer.Option(
+        "--keep-versions",
+        help="How many of the newest numbered versions stay loaded and can be pinned.",
+    ),
+]
+PollSecondsOption = Annotated[
+    float,
+    typer.Option("--poll-seconds", help="How often a folder of numbered versions is looked at."),
 ]
 
 
@@ -86,11 +108,14 @@ def serve(
     max_connections: MaxConnectionsOption = 512,
     shutdown_timeout: ShutdownTimeoutOption = 10.0,
     trust_export: TrustExportOption = False,
+    grpc_port: GrpcPortOption = None,
+    keep_versions: KeepVersionsOption = 1,
+    poll_seconds: PollSecondsOption = 1.0,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormatOption = "text",
 ) -> None:
-    """Serve MODEL on TF Serving's REST API (+ /metrics, /docs) until SIGTERM; logs each request."""
+    """Serve MODEL on TF Serving's REST API (+ /metrics, /docs, --grpc-port) until SIGTERM."""
 
     def action() -> None:
         from mlcli.serving.server import ServeOptions
@@ -112,6 +137,9 @@ def serve(
             max_connections=max_connections,
             graceful_timeout_s=shutdown_timeout,
             trust_export=trust_export,
+            grpc_port=grpc_port,
+            keep_versions=keep_versions,
+            poll_seconds=poll_seconds,
         )
         serve_model(model, options=options, reporter=access_log, verbose=verbose)
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mlcli.errors import ConfigError
+from mlcli.errors import missing_extra
 from mlcli.evaluation.importance import rows_taken
 
 # SHAP's own default for its Independent masker: each masked evaluation is averaged over these
@@ -50,10 +50,7 @@ def import_shap() -> Any:
     try:
         import shap
     except ImportError as error:
-        raise ConfigError(
-            "--rows: per-row attributions need SHAP; install mlcli[explain] "
-            "(pip install 'mlcli[explain]')"
-        ) from error
+        raise missing_extra("--rows (per-row attributions)", "SHAP", "explain") from error
     return shap
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcli._tensorflow import _stderr_silenced
-from mlcli.errors import ConfigError, RunError
+from mlcli.errors import RunError, missing_extra
 from mlcli.exporting.signature import BINARY_THRESHOLD, SIGNATURE_KEY, ServingSignature
 from mlcli.features.schema import ColumnSchema, FeatureSchema
 from mlcli.runs import directory as runs
@@ -142,13 +142,10 @@ def _quiet(verbose: bool) -> contextlib.AbstractContextManager[None]:
 
 
 def require_onnx() -> None:
-    """Raises `ConfigError` unless tf2onnx and onnxruntime are installed."""
+    """Raises `missing_extra` (exit 2) unless tf2onnx and onnxruntime are installed."""
     missing = [name for name in ("tf2onnx", "onnxruntime") if not importlib.util.find_spec(name)]
     if missing:
-        raise ConfigError(
-            f"--format onnx needs {' and '.join(missing)}: install mlcli[onnx] "
-            "(pip install 'mlcli[onnx]')"
-        )
+        raise missing_extra("--format onnx", " and ".join(missing), "onnx")
 
 
 def run_child(command: list[str], *, timeout: int, timeout_message: str) -> Any:

@@ -91,12 +91,18 @@ def light_choice(
     if reason:
         return Choice(None, f"{reason}: the Arrow encoder does not reproduce its layer")
     if importlib.util.find_spec("onnxruntime") is None:
-        return Choice(None, "onnxruntime is not installed: pip install 'mlcli[onnx]'")
+        return Choice(None, "onnxruntime is not installed (a dependency of mlcli: reinstall it)")
     path, note = run.file(runs.CORE_ONNX), ""
     check = conversion.recorded_check(run)
     if check is not None and not check.get("passed"):
         return Choice(None, f"core.onnx failed its check (manifest.json checks.{CHECK})")
     if not path.is_file():
+        if not all(importlib.util.find_spec(name) for name in ("tensorflow", "tf2onnx")):
+            return Choice(
+                None,
+                "core.onnx is not written yet, and writing it needs TensorFlow and tf2onnx: "
+                "pip install 'mlcli[train]' (or run this once where they are installed)",
+            )
         check, reason = conversion.convert_in_child(run)
         if check is None or not check.get("passed"):
             return Choice(None, reason or f"core.onnx failed its check (checks.{CHECK})")

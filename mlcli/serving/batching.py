@@ -91,6 +91,7 @@ class Batcher:
             await self._task
         self._executor.shutdown(wait=True)
         self._task = None
+        self._queue = None  # a request after the stop fails at once instead of waiting forever
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
@@ -104,7 +105,7 @@ class Batcher:
     async def submit(self, columns: Columns, *, rows: int) -> np.ndarray:
         """The model's outputs for `rows` rows of `columns` (each shaped (rows, 1))."""
         if self._queue is None:
-            raise RuntimeError("Batcher.submit() before start()")
+            raise RuntimeError("Batcher.submit() while it is not started (or stopped)")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait(_Pending(columns, rows, future))

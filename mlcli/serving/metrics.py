@@ -7,14 +7,18 @@ mlcli_batch_size_rows                                 rows per model call (histo
 mlcli_queue_depth                                     requests waiting for the model
 mlcli_rows_predicted_total{model, version}            rows answered by predict requests
 mlcli_model_load_seconds{model, version, phase}       phase "load" and "warmup"
+mlcli_model_loads_total{outcome}                      versions loaded: success or failure
 ```
 
 `route` is the route's template (`/v1/models/{name}:predict`), or `unmatched` for a path no
-route takes, so a scan of random URLs cannot make a series per path; `protocol` is `rest` for
-every HTTP route. Each figure is recorded where it is known: requests by `routes.AccessLog`,
-batches and the queue by the `Batcher`'s callbacks, rows predicted by the predict route, load
-times by the app. The metrics live in a registry of the server's own, not prometheus_client's
-global one, so that several apps in one process (tests) count apart.
+route takes, so a scan of random URLs cannot make a series per path; `protocol` is `v2` for
+the Open Inference Protocol's routes (`/v2/...`), `rest` for every other HTTP route, `grpc` for
+TF Serving's gRPC API (`serving.grpc`: `route` is the method's path, `status` the gRPC code's
+name). Each figure is recorded where it is known: requests by `routes.AccessLog` (and
+`serving.grpc`), batches and the queue by the `Batcher`'s callbacks, rows predicted by the
+predict routes (and Predict), loads and their times by `serving.versions`.
+The metrics live in a registry of the server's own, not prometheus_client's global one, so that
+several apps in one process (tests) count apart.
 
 With several worker processes (`--workers N`), `prometheus_client`'s multiprocess mode adds the
 workers' figures up: the server points `PROMETHEUS_MULTIPROC_DIR` at a fresh folder before
@@ -25,10 +29,15 @@ worker's.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 REST = "rest"
+V2 = "v2"  # the Open Inference Protocol's routes, /v2/...
 UNMATCHED = "unmatched"
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # from a model call of a small batch (about a millisecond) to a request that waits long
@@ -107,9 +116,15 @@ class ServerMetrics:
             registry=registry,
             multiprocess_mode="max",
         )
+        self.model_loads = Counter(
+            "mlcli_model_loads",
+            "Model versions loaded (the first ones and live ones), by outcome",
+            ["outcome"],
+            registry=registry,
+        )
 
-    def observe_request(self, route: str, protocol: str, status: int, seconds: float) -> None:
-        """Counts one answered request and its latency."""
+    def observe_request(self, route: str, protocol: str, status: int | str, seconds: float) -> None:
+        """Counts one answered request and its latency (status: HTTP's code, gRPC's name)."""
         self.requests.labels(route, protocol, str(status)).inc()
         self.latency.labels(route, protocol).observe(seconds)
 
@@ -128,6 +143,10 @@ class ServerMetrics:
     def set_load_seconds(self, model: str, version: str, phase: str, seconds: float) -> None:
         """How long a phase of making the model ready took (`load` or `warmup`)."""
         self.load_seconds.labels(model, version, phase).set(seconds)
+
+    def observe_model_load(self, outcome: str) -> None:
+        """A model version loaded (`success`) or did not (`failure`)."""
+        self.model_loads.labels(outcome).inc()
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The body of `GET /metrics` and its content type, in the format that the request's
@@ -158,3 +177,21 @@ class ServerMetrics:
 def multiprocess_dir() -> str | None:
     """The folder of prometheus_client's multiprocess mode that this process was given."""
     return os.environ.get(MULTIPROCESS_ENV) or None
+
+
+@contextlib.contextmanager
+def shared_metrics_folder() -> Iterator[None]:
+    """A fresh folder for the workers' metrics (prometheus_client's multiprocess mode), named
+    by `PROMETHEUS_MULTIPROC_DIR` for the workers to come, and removed once they have ended:
+    a folder left from an earlier server would add its counts to this one's."""
+    folder = tempfile.mkdtemp(prefix="mlcli-metrics-")
+    previous = os.environ.get(MULTIPROCESS_ENV)
+    os.environ[MULTIPROCESS_ENV] = folder
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROCESS_ENV, None)
+        else:
+            os.environ[MULTIPROCESS_ENV] = previous
+        shutil.rmtree(folder, ignore_errors=True)

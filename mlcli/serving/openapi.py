@@ -9,7 +9,9 @@ each also as a one-element list, as TF Serving clients send a `[batch, 1]` input
 TF Serving's predict request are described (`instances`: rows, `inputs`: columns) with their
 answers, the status and metadata bodies, and the `{"error": ...}` body of every error status.
 A run's model adds each column's feature type, its categories and an example row from the
-training statistics; an export's model, the feature types that its export.json records.
+training statistics; an export's model, the feature types that its export.json records. The
+Open Inference Protocol's (v2) routes and bodies, with the same columns, are
+`serving.openapi_v2`'s.
 
 The paths are this server's own (its model's name and version), so that the description is
 what a client of this server may call.
@@ -25,6 +27,7 @@ from urllib.parse import quote
 
 from mlcli.exporting.signature import SIGNATURE_KEY
 from mlcli.inference.labels import as_text
+from mlcli.serving.openapi_v2 import v2_description
 
 if TYPE_CHECKING:
     from mlcli.features.schema import ColumnSchema
@@ -343,6 +346,21 @@ def openapi_document(servable: Servable, *, max_rows: int, with_metrics: bool) -
     model = f"/v1/models/{name}"
     versioned = f"{model}/versions/{quote(servable.version, safe='')}"
     target = servable.signature.target
+    known = {column.name: column for column in servable.columns}
+    v2_paths, v2_schemas = v2_description(
+        servable,
+        model_path=f"/v2/models/{name}",
+        versioned_path=f"/v2/models/{name}/versions/{quote(servable.version, safe='')}",
+        descriptions={
+            column: _describe(dtype, known.get(column))
+            for column, dtype in servable.signature.inputs.items()
+        },
+        examples={
+            column: _example(dtype, known.get(column))
+            for column, dtype in servable.signature.inputs.items()
+        },
+        max_rows=max_rows,
+    )
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -350,16 +368,21 @@ def openapi_document(servable: Servable, *, max_rows: int, with_metrics: bool) -
             "version": servable.version,
             "description": (
                 f"The {target.task} model {servable.name!r} (target {target.column!r}) over "
-                "TensorFlow Serving's REST API."
+                "TensorFlow Serving's REST API and the Open Inference Protocol (v2)."
             ),
         },
         "paths": {
             **_model_paths(servable, model, ""),
             **_model_paths(servable, versioned, f" (version {servable.version})"),
+            **v2_paths,
             **_server_paths(with_metrics),
         },
         "components": {
-            "schemas": {**_request_schemas(servable, max_rows), **_response_schemas(servable)},
+            "schemas": {
+                **_request_schemas(servable, max_rows),
+                **_response_schemas(servable),
+                **v2_schemas,
+            },
             "responses": {
                 code: _json_answer(description, _ref("Error"))
                 for code, description in _ERRORS.items()

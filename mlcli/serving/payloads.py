@@ -20,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from mlcli.exporting.signature import SIGNATURE_KEY, ServingSignature
+from mlcli.exporting.signature import (
+    LABEL,
+    PREDICTION,
+    PROBABILITIES,
+    SIGNATURE_KEY,
+    ServingSignature,
+)
 from mlcli.inference.labels import as_text, predicted_labels
 from mlcli.preprocessing.inputs import MISSING_VALUES
 
@@ -138,6 +144,16 @@ def _strings(column: str, values: Sequence[Any]) -> np.ndarray:
 _CONVERTERS = {"float32": _floats, "int64": _integers, "string": _strings}
 
 
+def column_values(dtype: str, column: str, values: Sequence[Any]) -> np.ndarray:
+    """JSON values of one column as a 1-D array of the model's `dtype`, by the rules above
+    (`null` missing, one-element lists unwrapped, float32's range); also the Open Inference
+    Protocol's JSON tensors' (`serving.v2_tensors`).
+
+    Raises `BadRequestError` naming the column, the row, the value and what was expected.
+    """
+    return _CONVERTERS[dtype](column, values)
+
+
 def _missing_message(missing: list[str], where: str) -> str:
     shown = ", ".join(repr(name) for name in missing[:_LISTED])
     more = f" and {len(missing) - _LISTED} more" if len(missing) > _LISTED else ""
@@ -246,17 +262,26 @@ def parse_predict(
     return PredictRequest(columns=columns, rows=rows, columnar=has_columns)
 
 
-def predict_response(outputs: np.ndarray, signature: ServingSignature, *, columnar: bool) -> dict:
-    """The body answering a predict request, from the model's outputs for its rows."""
+def signature_outputs(outputs: np.ndarray, signature: ServingSignature) -> dict[str, np.ndarray]:
+    """The model's outputs for its rows as the signature names them: a classifier's `label`
+    (text, as the exported SavedModel's `label` output and so TF Serving give it) and
+    `probabilities` (rows, classes), a regression model's `prediction` (rows,)."""
     target = signature.target
     if target.task == "regression":
-        values = outputs.reshape(-1).tolist()
-        return {"outputs": values} if columnar else {"predictions": values}
-    # as strings, as the exported SavedModel's `label` output (and so TF Serving) gives them
+        return {PREDICTION: outputs.reshape(-1)}
     labels = as_text(predicted_labels(outputs, target, threshold=signature.threshold).to_pylist())
     if target.task == "binary":
         outputs = np.concatenate([1.0 - outputs, outputs], axis=1)
-    probabilities = outputs.tolist()
+    return {LABEL: np.array(labels, dtype=object), PROBABILITIES: outputs}
+
+
+def predict_response(outputs: np.ndarray, signature: ServingSignature, *, columnar: bool) -> dict:
+    """The body answering a predict request, from the model's outputs for its rows."""
+    named = signature_outputs(outputs, signature)
+    if PREDICTION in named:
+        values = named[PREDICTION].tolist()
+        return {"outputs": values} if columnar else {"predictions": values}
+    labels, probabilities = named[LABEL].tolist(), named[PROBABILITIES].tolist()
     if columnar:
         return {"outputs": {"label": labels, "probabilities": probabilities}}
     return {
@@ -306,17 +331,4 @@ def model_metadata(name: str, version: str, signature: ServingSignature) -> dict
                 **({"threshold": signature.threshold} if target.task == "binary" else {}),
             },
         },
-    }
-
-
-def model_status(version: str) -> dict[str, Any]:
-    """`GET /v1/models/<name>`: the model's status in TF Serving's shape."""
-    return {
-        "model_version_status": [
-            {
-                "version": version,
-                "state": "AVAILABLE",
-                "status": {"error_code": "OK", "error_message": ""},
-            }
-        ]
     }

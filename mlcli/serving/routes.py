@@ -6,8 +6,13 @@ GET  /v1/models/<name>[/versions/<n>]               the model's status, as TF Se
 GET  /v1/models/<name>[/versions/<n>]/metadata      the signature: inputs, outputs, classes
 POST /v1/models/<name>[/versions/<n>]:predict       {"instances": [...]} or {"inputs": {...}}
 GET  /metrics                                       Prometheus' text format (`serving.metrics`)
+GET, POST /v2/...                                   the Open Inference Protocol (`serving.v2`)
 GET  /openapi.json, /docs                           OpenAPI 3.1, and a page to try requests
 ```
+
+A predict request is answered by the newest available version, or by the one its path pins,
+which `serving.versions` holds for it until it is answered; its answer names that version in
+the `x-mlcli-model-version` header.
 
 Errors are `{"error": "..."}`: 400 for a bad request (naming the column), 404 for an unknown
 model, version or path, 405 for a wrong method, 408 for a body that does not arrive in time, 413
@@ -28,18 +33,20 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import numpy as np
+
 from mlcli.reporting import Reporter
-from mlcli.serving.batching import Batcher, QueueFullError
-from mlcli.serving.metrics import REST, UNMATCHED, ServerMetrics
+from mlcli.serving.batching import Batcher, Columns, QueueFullError
+from mlcli.serving.metrics import REST, UNMATCHED, V2, ServerMetrics
 from mlcli.serving.payloads import (
     DEFAULT_MAX_ROWS,
     BadRequestError,
     PayloadTooLargeError,
     model_metadata,
-    model_status,
     parse_predict,
     predict_response,
 )
+from mlcli.serving.versions import VERSION_HEADER, LiveVersion, ModelVersions
 
 if TYPE_CHECKING:
     from mlcli.serving.servables import Servable
@@ -64,6 +71,20 @@ class ClientGoneError(BadRequestError):
     """The client closed its connection before its body arrived (499, never sent)."""
 
     status = 499
+
+
+class OverloadedError(BadRequestError):
+    """The batcher's queue is full (503)."""
+
+    status = 503
+
+
+class ModelFailedError(Exception):
+    """The model failed on a request (500); the server log names it by `identifier`."""
+
+    def __init__(self, identifier: str) -> None:
+        super().__init__(identifier)
+        self.identifier = identifier
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
@@ -161,7 +182,8 @@ class AccessLog:
             )
             if self.metrics is not None:
                 route = scope.get(_ROUTE, UNMATCHED)
-                self.metrics.observe_request(route, REST, status, seconds)
+                protocol = V2 if route.startswith("/v2") else REST
+                self.metrics.observe_request(route, protocol, status, seconds)
 
 
 def _internal_error(identifier: str, what: str = "the server failed") -> Any:
@@ -187,12 +209,6 @@ def _labelled_route() -> Any:
     return LabelledRoute
 
 
-class ModelNotFoundError(BadRequestError):
-    """A model name this server does not serve (404)."""
-
-    status = 404
-
-
 class _ModelName:
     """A model name or version in a path: anything but `/` and `:` (`name:predict` is a verb)."""
 
@@ -214,8 +230,12 @@ def create_app(
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     reporter: Reporter | None = None,
     metrics: ServerMetrics | None = None,
+    versions: ModelVersions | None = None,
 ) -> Any:
     """The ASGI app serving `servable`; its lifespan starts and stops `batcher`.
+
+    With `versions`, the app serves those (`servable` and `batcher` are then its newest
+    version's): its lifespan starts them, with their poller, and stops them.
 
     Args:
         servable: the model, its name, version and signature.
@@ -225,7 +245,9 @@ def create_app(
         body_timeout_s: how long after its headers a body may take to arrive (408 after).
         reporter: where a failed model call is logged, under the request's id.
         metrics: what `GET /metrics` shows (that route is there only with them); the app
-            records the rows predicted and the load and warm-up times.
+            records the rows predicted, its versions the load and warm-up times.
+        versions: the model's live versions (`serving.versions`); by default `servable`
+            alone, answered by `batcher`.
     """
     from starlette.applications import Starlette
     from starlette.convertors import register_url_convertor
@@ -233,56 +255,68 @@ def create_app(
     from starlette.responses import HTMLResponse, Response
 
     from mlcli.serving.openapi import docs_page, openapi_document
+    from mlcli.serving.v2 import v2_routes
 
     register_url_convertor("model", _ModelName())  # type: ignore[arg-type]
-    signature = servable.signature
     log = reporter or Reporter()
-    description = json.dumps(
-        openapi_document(servable, max_rows=max_rows, with_metrics=metrics is not None)
-    ).encode()
+    versions = versions or ModelVersions.single(servable, batcher, reporter=log, metrics=metrics)
+    descriptions: dict[str, bytes] = {}  # by version: a new version may have other columns
     page = docs_page(servable.name)
 
-    def check_model(request: Any) -> None:
-        name = request.path_params["name"]
-        if name != servable.name:
-            raise ModelNotFoundError(
-                f"no model named {name!r}; this server serves {servable.name!r}"
-            )
-        version = request.path_params.get("version", servable.version)
-        if version != servable.version:
-            raise ModelNotFoundError(
-                f"model {name!r} has no version {version!r}; "
-                f"this server serves version {servable.version}"
-            )
+    def requested(request: Any) -> tuple[str | None, str]:
+        """The version the path pins (None: the newest), and the model's name."""
+        return request.path_params.get("version"), request.path_params["name"]
+
+    def check_model(request: Any) -> Servable:
+        version, name = requested(request)
+        return versions.get(version, name=name)
 
     async def healthz(request: Any) -> Any:
         return _json({"status": "ok"})
 
     async def status(request: Any) -> Any:
-        check_model(request)
-        return _json(model_status(servable.version))
+        version, name = requested(request)
+        return _json({"model_version_status": versions.status(version, name=name)})
 
     async def metadata(request: Any) -> Any:
-        check_model(request)
-        return _json(model_metadata(servable.name, servable.version, signature))
+        served = check_model(request)
+        return _json(
+            model_metadata(served.name, served.version, served.signature),
+            headers={VERSION_HEADER: served.version},
+        )
 
-    async def predict(request: Any) -> Any:
-        check_model(request)
+    async def body_of(request: Any) -> bytes:
         # read before it counts as arriving: a slow body never holds a batch back
-        body = await read_body(request, max_body_bytes, body_timeout_s)
-        with batcher.arriving():
-            parsed = parse_predict(body, signature, max_rows=max_rows)
+        return await read_body(request, max_body_bytes, body_timeout_s)
+
+    async def run_model(request: Any, live: LiveVersion, columns: Columns, rows: int) -> np.ndarray:
+        """The outputs of version `live` for a request's rows, through its batcher; every
+        protocol's."""
         try:
-            outputs = await batcher.submit(parsed.columns, rows=parsed.rows)
+            outputs = await live.batcher.submit(columns, rows=rows)
         except QueueFullError as error:
-            return _json({"error": f"the server is overloaded: {error}; retry later"}, 503)
+            raise OverloadedError(f"the server is overloaded: {error}; retry later") from None
         except Exception as error:  # the model failed: this request fails, the server goes on
             identifier = request_id(request.scope)
             log.warning(f"request {identifier}: the model failed: {type(error).__name__}: {error}")
-            return _internal_error(identifier, "the model failed")
+            raise ModelFailedError(identifier) from None
         if metrics is not None:
-            metrics.observe_predicted(servable.name, servable.version, parsed.rows)
-        return _json(predict_response(outputs, signature, columnar=parsed.columnar))
+            metrics.observe_predicted(live.servable.name, live.servable.version, rows)
+        return outputs
+
+    async def predict(request: Any) -> Any:
+        check_model(request)  # an unknown model or version is refused before its body is read
+        body = await body_of(request)
+        version, name = requested(request)
+        with versions.acquire(version, name=name) as live:
+            served = live.servable
+            with live.batcher.arriving():
+                parsed = parse_predict(body, served.signature, max_rows=max_rows)
+            outputs = await run_model(request, live, parsed.columns, parsed.rows)
+        return _json(
+            predict_response(outputs, served.signature, columnar=parsed.columnar),
+            headers={VERSION_HEADER: served.version},
+        )
 
     async def scrape(request: Any) -> Any:
         assert metrics is not None
@@ -290,7 +324,11 @@ def create_app(
         return Response(body, media_type=content_type)
 
     async def openapi(request: Any) -> Any:
-        return Response(description, media_type="application/json")
+        served = versions.get()
+        if served.version not in descriptions:
+            document = openapi_document(served, max_rows=max_rows, with_metrics=metrics is not None)
+            descriptions[served.version] = json.dumps(document).encode()
+        return Response(descriptions[served.version], media_type="application/json")
 
     async def docs(request: Any) -> Any:
         return HTMLResponse(page, headers={"content-security-policy": _DOCS_POLICY})
@@ -306,24 +344,21 @@ def create_app(
         path = logged_path(request.url.path)
         return _json({"error": f"{request.method} {path}: {error.detail}"}, error.status_code)
 
+    async def model_failed(request: Any, error: Exception) -> Any:
+        assert isinstance(error, ModelFailedError)
+        return _internal_error(error.identifier, "the model failed")
+
     async def server_error(request: Any, error: Exception) -> Any:
         return _internal_error(request_id(request.scope))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        await batcher.start()
-        start = time.perf_counter()
-        await batcher.submit(servable.example(), rows=1)  # warms the model call's thread up
-        if metrics is not None:
-            warmup = time.perf_counter() - start
-            metrics.set_load_seconds(servable.name, servable.version, "warmup", warmup)
+        await versions.start()  # warms each version's model thread up, then watches for more
         yield
-        await batcher.stop()
+        await versions.stop()
         if metrics is not None:
             metrics.close()
 
-    if metrics is not None:
-        metrics.set_load_seconds(servable.name, servable.version, "load", servable.load_seconds)
     Route = _labelled_route()
     model = "/v1/models/{name:model}"
     versioned = model + "/versions/{version:model}"
@@ -334,6 +369,14 @@ def create_app(
             Route(prefix + "/metadata", metadata, methods=["GET"]),
             Route(prefix + ":predict", predict, methods=["POST"]),
         ]
+    routes += v2_routes(
+        Route,
+        versions,
+        read_body=body_of,
+        run_model=run_model,
+        max_rows=max_rows,
+        max_body_bytes=max_body_bytes,
+    )
     routes += [
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
@@ -344,10 +387,12 @@ def create_app(
         routes=routes,
         exception_handlers={
             BadRequestError: bad_request,
+            ModelFailedError: model_failed,
             HTTPException: http_error,
             Exception: server_error,
         },
         lifespan=lifespan,
     )
     app.state.batcher = batcher
+    app.state.versions = versions
     return app

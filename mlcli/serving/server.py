@@ -2,15 +2,15 @@
 
 The routes are in `serving.routes`, the JSON bodies in `serving.payloads`, the compiled model in
 `serving.servables`; requests that arrive together share one model call (`serving.batching`).
+A folder of numbered versions is watched, and new versions swapped in live (`serving.versions`).
 This module runs the server: it binds 127.0.0.1 unless told otherwise, bounds slow and idle
 clients (`serving.limits`: header timeout, connection limit; `serving.routes`: body timeout,
 row limit), and SIGTERM or SIGINT stops accepting connections, answers the requests in flight
 within `graceful_timeout_s` and returns normally (exit 0, where uvicorn alone re-raises the
 signal for 143).
-With `workers` above 1, uvicorn's supervisor runs that many processes on the one socket,
-each with its own model and batcher, and their metrics add up in prometheus_client's
-multiprocess mode (`serving.metrics`). Starlette, uvicorn and prometheus_client come with
-`mlcli[serve]`.
+With `workers` above 1, uvicorn's supervisor runs that many processes on the one socket, each
+with its own model and batcher, and their metrics add up in prometheus_client's multiprocess
+mode (`serving.metrics`). Starlette, uvicorn and prometheus_client come with `mlcli[serve]`.
 """
 
 from __future__ import annotations
@@ -19,114 +19,82 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import signal
 import socket
-import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcli.errors import ConfigError, MlcliError, RunError
 from mlcli.reporting import JsonReporter, QuietReporter, Reporter, make_reporter
 from mlcli.serving.batching import Batcher
-from mlcli.serving.metrics import MULTIPROCESS_ENV, ServerMetrics, multiprocess_dir
-from mlcli.serving.payloads import DEFAULT_MAX_ROWS
-from mlcli.serving.routes import DEFAULT_BODY_TIMEOUT_S, AccessLog, create_app
+from mlcli.serving.metrics import ServerMetrics, multiprocess_dir, shared_metrics_folder
+from mlcli.serving.options import ServeOptions, require_server_packages
+from mlcli.serving.routes import AccessLog, create_app
 
 if TYPE_CHECKING:
-    from mlcli.serving.limits import ConnectionLimits
     from mlcli.serving.servables import Servable
-
-DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """How the server listens, batches and bounds its clients (the command's options)."""
-
-    host: str = "127.0.0.1"
-    port: int = 8501
-    name: str | None = None
-    workers: int = 1
-    max_batch_size: int = 256
-    batch_timeout_ms: float = 1.0
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_rows: int = DEFAULT_MAX_ROWS
-    max_queue: int = 4096
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
-    max_connections: int = 512
-    graceful_timeout_s: float = 10.0
-    trust_export: bool = False
-
-    def check(self) -> None:
-        """Raises `ConfigError` naming the first option out of range."""
-        limits = {
-            "--port": (self.port, 0, 65535),
-            "--workers": (self.workers, 1, 64),
-            "--max-batch-size": (self.max_batch_size, 1, 1 << 20),
-            "--batch-timeout-ms": (self.batch_timeout_ms, 0, 10_000),
-            "--max-body-bytes": (self.max_body_bytes, 1, 1 << 31),
-            "--max-rows": (self.max_rows, 1, 1 << 24),
-            "--header-timeout": (self.header_timeout_s, 0.1, 3600),
-            "--body-timeout": (self.body_timeout_s, 0.1, 3600),
-            "--max-connections": (self.max_connections, 1, 1 << 20),
-            "--shutdown-timeout": (self.graceful_timeout_s, 0.1, 3600),
-        }
-        for option, (value, low, high) in limits.items():
-            if not low <= value <= high:
-                raise ConfigError(f"{option}: expected {low} to {high}, found {value}")
-
-    def connection_limits(self) -> ConnectionLimits:
-        """What the guarded HTTP protocol enforces; bodies get half the shutdown timeout."""
-        from mlcli.serving.limits import ConnectionLimits, connection_limit
-
-        return ConnectionLimits(
-            header_timeout_s=self.header_timeout_s,
-            max_connections=connection_limit(self.max_connections),
-            body_grace_s=self.graceful_timeout_s / 2,
-        )
+    from mlcli.serving.version_folders import InitialVersions
 
 
-def require_server_packages() -> None:
-    """Raises `ConfigError` unless the `serve` extra (Starlette, uvicorn, prometheus_client)
-    is installed."""
-    try:
-        import prometheus_client  # noqa: F401
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as error:
-        raise ConfigError(
-            f"mlcli serve needs Starlette, uvicorn and prometheus_client "
-            f"({error.name} is missing): "
-            'install mlcli[serve] (pip install "mlcli[serve]")'
-        ) from None
+def _app(model: Servable | InitialVersions, options: ServeOptions, reporter: Reporter) -> Any:
+    from mlcli.serving.version_folders import InitialVersions
+    from mlcli.serving.versions import ModelVersions
 
+    initial = model if isinstance(model, InitialVersions) else InitialVersions([model])
 
-def _app(servable: Servable, options: ServeOptions, reporter: Reporter) -> Any:
     # the workers of one server share a folder; a lone process counts in its own registry
     shared = multiprocess_dir() if options.workers > 1 else None
     metrics = ServerMetrics(max_batch_size=options.max_batch_size, multiprocess_dir=shared)
-    batcher = Batcher(
-        servable.call,
-        max_rows=options.max_batch_size,
-        timeout_s=options.batch_timeout_ms / 1000,
-        max_queue=options.max_queue,
-        on_batch=metrics.observe_batch,
-        on_queue=metrics.set_queue_depth,
+
+    def batcher_for(servable: Servable) -> Batcher:
+        return Batcher(
+            servable.call,
+            max_rows=options.max_batch_size,
+            timeout_s=options.batch_timeout_ms / 1000,
+            max_queue=options.max_queue,
+            on_batch=metrics.observe_batch,
+            on_queue=lambda _: metrics.set_queue_depth(versions.depth),
+        )
+
+    versions = ModelVersions(
+        initial,
+        batcher_for=batcher_for,
+        keep=options.keep_versions,
+        poll_seconds=options.poll_seconds,
+        trust_export=options.trust_export,
+        reporter=reporter,
+        metrics=metrics,
     )
     app = create_app(
-        servable,
-        batcher=batcher,
+        versions.latest.servable,
+        batcher=versions.latest.batcher,
+        versions=versions,
         max_body_bytes=options.max_body_bytes,
         max_rows=options.max_rows,
         body_timeout_s=options.body_timeout_s,
         reporter=reporter,
         metrics=metrics,
     )
-    return AccessLog(app, reporter, metrics)
+    app = AccessLog(app, reporter, metrics)
+    if options.grpc_port is not None:
+        from mlcli.serving.grpc import GrpcServer, with_grpc
+
+        grpc_server = GrpcServer(
+            versions.latest.servable,
+            batcher=versions.latest.batcher,
+            host=options.host,
+            port=options.grpc_port,
+            max_rows=options.max_rows,
+            max_message_bytes=options.max_body_bytes,
+            reuse_port=options.workers > 1,
+            grace_s=options.graceful_timeout_s,
+            reporter=reporter,
+            metrics=metrics,
+        )
+        app = with_grpc(app, grpc_server)
+    return app
 
 
 def _single_threaded_ops() -> None:
@@ -213,7 +181,8 @@ def serve(
     """Serves a run's model until SIGTERM or SIGINT, then answers the requests in flight.
 
     Args:
-        model: a run directory or run name, or a SavedModel folder from `mlcli export`.
+        model: a run directory or run name, a SavedModel folder from `mlcli export`, or a
+            folder of numbered SavedModel versions (watched for new ones: `serving.versions`).
         options: how the server listens and batches; `ServeOptions()` by default.
         reporter: where the access log (one event per request) and the start and stop go;
             plain text lines on stderr by default. With `options.workers` above 1 each worker
@@ -234,6 +203,11 @@ def serve(
     options = options or ServeOptions()
     options.check()
     require_server_packages()
+    if options.grpc_port is not None:
+        from mlcli.serving.grpc import check_grpc_port, require_grpc_packages
+
+        require_grpc_packages()
+        check_grpc_port(options.host, options.grpc_port)
     reporter = reporter or Reporter()
     if options.workers > 1:
         _serve_workers(model, options, reporter=reporter, verbose=verbose)
@@ -246,18 +220,28 @@ def serve(
     try:
         _single_threaded_ops()
         set_verbose(verbose)  # TensorFlow loads only for a Keras model or a SavedModel
-        from mlcli.serving.servables import load_servable
-
-        servable = load_servable(model, name=options.name, trust_export=options.trust_export)
+        initial = _load_versions(model, options)
     except BaseException:
         sock.close()
         raise
-    reporter.event("inference", servable.inference)
-    app = _app(servable, options, reporter)
+    reporter.event("inference", initial.servables[0].inference)
+    app = _app(initial, options, reporter)
     config = _uvicorn_config(app, options, verbose=verbose)
-    _listening(reporter, servable.name, sock, options)
-    _graceful_server(config).run(sockets=[sock])
-    reporter.event("stopped", f"model {servable.name}: stopped")
+    name = initial.servables[0].name
+    _listening(reporter, name, sock, options)
+    server = _graceful_server(config)
+    server.run(sockets=[sock])
+    if not server.started:  # the app's startup failed (uvicorn logged why): not a clean stop
+        raise ConfigError(f"model {name}: the server did not start (see above)")
+    reporter.event("stopped", f"model {name}: stopped")
+
+
+def _load_versions(model: str | Path, options: ServeOptions) -> InitialVersions:
+    from mlcli.serving.version_folders import load_versions
+
+    return load_versions(
+        model, name=options.name, trust_export=options.trust_export, keep=options.keep_versions
+    )
 
 
 _WORKER_ENV = "MLCLI_SERVE_WORKER"
@@ -278,7 +262,14 @@ def _checked_reference(model: str | Path, options: ServeOptions) -> tuple[Path, 
     """
     from mlcli.runs.loading import open_run
     from mlcli.serving.servables import check_export, export_description, saved_model_folder
+    from mlcli.serving.version_folders import check_base, model_base
 
+    base = model_base(Path(model))
+    if base is not None:  # its versions are checked as they load (each worker's own)
+        newest, info = max(check_base(base).items())[1], {}
+        with contextlib.suppress(RunError):  # named as `load_versions` names it
+            info = export_description(newest)[1]
+        return base, options.name or str(info.get("model_name") or base.name)
     export = saved_model_folder(Path(model))
     if export is not None:
         if not options.trust_export:
@@ -319,30 +310,12 @@ def _serve_workers(
     sock = _bind(options.host, options.port)
     _listening(reporter, name, sock, options)
     supervisor = Multiprocess(config, sockets=[sock])
-    with _shared_metrics_folder():
+    with shared_metrics_folder():
         supervisor.run()
     # uvicorn ends a worker whose startup failed with STARTUP_FAILURE, and then the others
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         raise RunError(f"{source}: a worker could not load the model; run with --workers 1")
     reporter.event("stopped", f"model {name}: stopped")
-
-
-@contextlib.contextmanager
-def _shared_metrics_folder() -> Iterator[None]:
-    """A fresh folder for the workers' metrics (prometheus_client's multiprocess mode), named
-    by `PROMETHEUS_MULTIPROC_DIR` for the workers to come, and removed once they have ended:
-    a folder left from an earlier server would add its counts to this one's."""
-    folder = tempfile.mkdtemp(prefix="mlcli-metrics-")
-    previous = os.environ.get(MULTIPROCESS_ENV)
-    os.environ[MULTIPROCESS_ENV] = folder
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(MULTIPROCESS_ENV, None)
-        else:
-            os.environ[MULTIPROCESS_ENV] = previous
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class FailedStartup:
@@ -377,14 +350,10 @@ def app_from_environment() -> Any:
     from mlcli._tensorflow import set_verbose
 
     set_verbose(settings["verbose"])
-    from mlcli.serving.servables import load_servable
-
     options = ServeOptions(**settings["options"])
     reporter = make_reporter(**settings["reporter"], interactive=False)
     try:
-        servable = load_servable(
-            settings["model"], name=options.name, trust_export=options.trust_export
-        )
+        initial = _load_versions(settings["model"], options)
     except MlcliError as error:
         return FailedStartup(f"error: {error}")
-    return _app(servable, options, reporter)
+    return _app(initial, options, reporter)

@@ -33,9 +33,11 @@ from mlcli import files
 from mlcli.config.loading import References, config_to_yaml, parse_config, read_document
 from mlcli.config.overrides import copy_document, get_dotted, set_dotted
 from mlcli.config.schema import Config, TuneConfig, TuneRange
-from mlcli.errors import ConfigError, TrainingDivergedError, mask_secrets
+from mlcli.data.splits import check_headers
+from mlcli.errors import ConfigError, TrainingDivergedError, mask_secrets, missing_extra
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs import directory as runs
+from mlcli.training.devices import parse_device
 
 _MAXIMIZED = ("accuracy", "auc", "r2")
 
@@ -152,9 +154,7 @@ def _import_optuna(verbose: bool) -> Any:
     try:
         import optuna
     except ImportError as error:
-        raise ConfigError(
-            "mlcli tune needs Optuna: install mlcli[tune] (pip install 'mlcli[tune]')"
-        ) from error
+        raise missing_extra("mlcli tune", "Optuna", "tune") from error
     if not verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
@@ -229,6 +229,9 @@ def tune(
         )
     tune_config = base.tune
     _check_parameters(document, tune_config, source, folder)
+    if device is not None:
+        parse_device(device)  # a bad value is exit 2 before TensorFlow loads
+    check_headers(base)  # a missing table or column is exit 3 before TensorFlow loads
     optuna = _import_optuna(verbose)
     from mlcli._tensorflow import import_tensorflow
 

@@ -124,6 +124,18 @@ def _serve_busy_port(run: Path, data: Path, folder: Path) -> list[str]:
     return [str(run), "--port", str(held.getsockname()[1])]
 
 
+def _serve_busy_grpc_port(run: Path, data: Path, folder: Path) -> list[str]:
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    _HELD.append(held)
+    return [str(run), "--port", "0", "--grpc-port", str(held.getsockname()[1])]
+
+
+def _serve_grpc_on_the_rest_port(run: Path, data: Path, folder: Path) -> list[str]:
+    return [str(run), "--port", "8765", "--grpc-port", "8765"]
+
+
 def _evaluate_no_baseline(run: Path, data: Path, folder: Path) -> list[str]:
     return [str(run), "--data", str(data), "--baseline", str(folder / "no-baseline")]
 
@@ -154,6 +166,54 @@ def _train_bad_device(run: Path, data: Path, folder: Path) -> list[str]:
     return [*_train_missing_column(run, data, folder), "--device", "tpu"]
 
 
+def _validate_missing_column(run: Path, data: Path, folder: Path) -> list[str]:
+    return _train_missing_column(run, data, folder)[:1]  # validate has no --output
+
+
+def _tune_config(folder: Path, data: Path | str, name: str, *, tune: bool = True) -> Path:
+    config = folder / name
+    section = "tune: {parameters: {model.dropout: {low: 0.0, high: 0.3}}}\n" if tune else ""
+    config.write_text(
+        f"name: t\ndata: {{train: {data}, validation: 0.25}}\ntarget: {{column: label}}\n"
+        f"output: {{dir: {folder / 'runs'}}}\n{section}"
+    )
+    return config
+
+
+def _tune_no_section(run: Path, data: Path, folder: Path) -> list[str]:
+    return [str(_tune_config(folder, data, "no-tune.yaml", tune=False)), "--trials", "1"]
+
+
+def _tune_missing_data(run: Path, data: Path, folder: Path) -> list[str]:
+    config = _tune_config(folder, folder / "nowhere.csv", "tune-nowhere.yaml")
+    return [str(config), "--trials", "1"]
+
+
+def _tune_bad_device(run: Path, data: Path, folder: Path) -> list[str]:
+    return [str(_tune_config(folder, data, "tune.yaml")), "--trials", "1", "--device", "tpu"]
+
+
+def _init(target: str, output: str) -> Callable[[Path, Path, Path], list[str]]:
+    def arguments(run: Path, data: Path, folder: Path) -> list[str]:
+        (folder / "taken.yaml").write_text("name: mine\n")
+        return [str(data), "--target", target, "--output", str(folder / output)]
+
+    arguments.__name__ = f"_init_{target}_{output.split('.')[0]}"
+    return arguments
+
+
+def _init_missing_data(run: Path, data: Path, folder: Path) -> list[str]:
+    return [str(folder / "nowhere.csv"), "--target", "label", "--output", str(folder / "i.yaml")]
+
+
+def _runs_show_no_run(run: Path, data: Path, folder: Path) -> list[str]:
+    return ["show", str(folder / "nothing-here")]
+
+
+def _config_show_missing(run: Path, data: Path, folder: Path) -> list[str]:
+    return ["show", str(folder / "nowhere.yaml")]
+
+
 CASES: list[Case] = [
     ("predict", _predict_output_exists, 2, ["existing.csv", "--force"]),
     ("predict", _predict(_with_data(_no_run)), 4, ["nothing-here", "no such run"]),
@@ -179,10 +239,23 @@ CASES: list[Case] = [
     ("serve", _incomplete_run, 4, ["model.keras"]),
     ("serve", _serve_bad_option, 2, ["--workers"]),
     ("serve", _serve_busy_port, 2, ["--port", "cannot listen"]),
+    ("serve", _serve_busy_grpc_port, 2, ["--grpc-port", "cannot listen"]),
+    ("serve", _serve_grpc_on_the_rest_port, 2, ["--grpc-port 8765", "--port 8765"]),
     ("train", _train_missing_data, 3, ["nowhere.csv"]),
     ("train", _train_missing_column, 3, ["'agee'", "did you mean 'age'"]),
     ("train", _train_bad_device, 2, ["--device", "tpu"]),
+    ("tune", _tune_no_section, 2, ["no-tune.yaml", "`tune`"]),
+    ("tune", _tune_missing_data, 3, ["nowhere.csv"]),
+    ("tune", _tune_bad_device, 2, ["--device", "tpu"]),
+    ("validate", _train_missing_data, 3, ["nowhere.csv"]),
+    ("validate", _validate_missing_column, 3, ["'agee'", "did you mean 'age'"]),
+    ("init", _init_missing_data, 3, ["nowhere.csv"]),
+    ("init", _init("lable", "i.yaml"), 3, ["'lable'", "did you mean 'label'"]),
+    ("init", _init("label", "taken.yaml"), 2, ["taken.yaml", "--force"]),
+    ("runs", _runs_show_no_run, 4, ["nothing-here"]),
+    ("config", _config_show_missing, 2, ["nowhere.yaml"]),
 ]
+QUIETLESS = {"config"}  # commands without --quiet
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +268,8 @@ def outcomes(trained_runs, tmp_path_factory: pytest.TempPathFactory) -> dict[int
     found: dict[int, dict] = {}
     for command in dict.fromkeys(verb for verb, *_ in CASES):
         indices = [i for i, case in enumerate(CASES) if case[0] == command]
-        arguments = [[command, *CASES[i][1](run, data, folder), "--quiet"] for i in indices]
+        quiet = [] if command in QUIETLESS else ["--quiet"]
+        arguments = [[command, *CASES[i][1](run, data, folder), *quiet] for i in indices]
         child = subprocess.run(
             [sys.executable, "-c", _CHILD, json.dumps(arguments)],
             capture_output=True,
@@ -224,3 +298,29 @@ def test_bad_arguments_fail_before_tensorflow_loads(outcomes, index: int):
     for text in named:
         assert text in message, f"{text!r} not in {message!r}"
     assert outcome["heavy"] == [], f"mlcli {verb} imported {outcome['heavy']} before failing"
+
+
+def test_commands_that_load_no_model_never_import_tensorflow(trained_runs, tmp_path):
+    """`init`, `validate`, `config` and `runs` succeed without importing TensorFlow or Keras."""
+    data, run = trained_runs["data"], trained_runs["binary"]
+    config = _tune_config(tmp_path, data, "config.yaml")
+    cases = [
+        ["--help"],
+        ["init", str(data), "--target", "label", "--output", str(tmp_path / "init.yaml")],
+        ["validate", str(config)],
+        ["config", "show", str(config)],
+        ["config", "schema"],
+        ["runs", "--dir", str(run.parent.parent)],
+        ["runs", "show", str(run)],
+    ]
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    for arguments, outcome in zip(cases, json.loads(child.stdout.splitlines()[-1]), strict=True):
+        assert outcome["code"] == 0, (arguments, outcome["stderr"])
+        assert outcome["heavy"] == [], f"mlcli {arguments[0]} imported {outcome['heavy']}"

@@ -230,7 +230,7 @@ print(json.dumps(outputs))
 
 def test_onnx_runs_in_onnxruntime_alone(portable_runs, tmp_path):
     pytest.importorskip("tf2onnx", reason="the onnx extra is not installed")
-    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     run = portable_runs["regression"]
     code, stdout, stderr = _export(str(run), "--format", "onnx", "-o", str(tmp_path / "onnx"))
     assert code == 0, stderr

@@ -225,6 +225,21 @@ def test_without_onnxruntime_the_keras_model_is_used(light_runs, monkeypatch):
     assert choice.predictor is None and choice.reason.startswith("onnxruntime is not installed")
 
 
+def test_without_tensorflow_a_run_without_its_core_says_how_to_write_it(
+    light_runs, tmp_path, monkeypatch
+):
+    import importlib.util
+
+    run = _copy(light_runs["binary"], tmp_path)
+    run.file(runs.CORE_ONNX).unlink(missing_ok=True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name)
+    )
+    choice = light_choice(run, _schema(run.path))
+    assert choice.predictor is None and "pip install 'mlcli[train]'" in choice.reason
+
+
 def test_required_light_path_and_a_bad_setting_are_usage_and_run_errors(
     trained_runs, light_runs, monkeypatch
 ):
