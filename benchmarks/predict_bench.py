@@ -36,7 +36,10 @@ ADULT = REPO / "examples" / "adult" / "adult.data"
 # The naive recipe's model.predict batch: the same as mlcli's default, so that the model's own
 # work is the same and the comparison measures reading, converting and writing.
 NAIVE_BATCH = 65536
-CONTENDERS = ("mlcli", "naive", "textbook")
+CONTENDERS = ("mlcli", "mlcli-keras", "naive", "textbook")
+# mlcli's light path (ONNX Runtime behind the Arrow encoder) is required; mlcli-keras forces
+# the Keras model (`MLCLI_INFERENCE`, docs/evaluate-and-predict.md)
+INFERENCE = {"mlcli": "onnxruntime", "mlcli-keras": "keras"}
 
 
 def generate(rows: int, path: Path, *, seed: int = 0) -> Path:
@@ -52,6 +55,14 @@ def generate(rows: int, path: Path, *, seed: int = 0) -> Path:
             handle.write("\n".join(lines[i] for i in picks) + "\n")
     partial.rename(path)
     return path
+
+
+def warm_up(run: Path, workdir: Path) -> None:
+    """One small predict, so that the run's core.onnx (written on first use) is not timed."""
+    data = generate(1000, workdir / "adult-1000.csv")
+    command = [sys.executable, "-m", "mlcli", "predict", str(run), "--data", str(data)]
+    _, stderr = run_measured([*command, "--force", "--output", str(workdir / "warm-up.csv")])
+    print(f"warm-up: {stderr.splitlines()[0]}", file=sys.stderr)
 
 
 def measure(command: list[str]) -> dict[str, float]:
@@ -149,7 +160,8 @@ def _agreement(mlcli_output: Path, other_output: Path, rows: int = 100_000) -> f
     import pandas as pd
 
     ours = pd.read_csv(mlcli_output, nrows=rows).iloc[:, -1].to_numpy()
-    theirs = pd.read_csv(other_output, nrows=rows)["probability"].to_numpy()
+    other = pd.read_csv(other_output, nrows=rows)
+    theirs = (other["probability"] if "probability" in other else other.iloc[:, -1]).to_numpy()
     return float(np.max(np.abs(ours - theirs)))
 
 
@@ -185,12 +197,16 @@ def main() -> None:
         outputs = {name: args.workdir / f"out-{name}-{rows}.csv" for name in args.contenders}
         commands = {}
         for name in args.contenders:
-            if name == "mlcli":
+            if name in INFERENCE:
                 command = ["-m", "mlcli", "predict", str(run), "--data", str(data), "--force"]
                 command += ["--log-format", "json", "--output", str(outputs[name])]
+                environment = f"MLCLI_INFERENCE={INFERENCE[name]}"
+                commands[name] = ["env", environment, sys.executable, *command]
             else:
                 command = [__file__, "--child", name, str(run), str(data), str(outputs[name])]
-            commands[name] = [sys.executable, *command]
+                commands[name] = [sys.executable, *command]
+        if "mlcli" in commands and rows == args.rows[0]:
+            warm_up(run, args.workdir)
         timed: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
         for _ in range(args.repeats):
             for name, command in commands.items():  # interleaved: the load is shared alike

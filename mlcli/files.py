@@ -33,6 +33,12 @@ def write_text(path: Path, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """Writes bytes atomically (a temporary file renamed over the target)."""
+    with _file_beside(path) as temporary:
+        temporary.write_bytes(data)
+
+
 def write_parquet(path: Path, table: pa.Table) -> None:
     """Writes an Arrow table as Parquet atomically (a temporary file renamed over the target)."""
     import pyarrow.parquet as pq

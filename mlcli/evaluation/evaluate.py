@@ -37,9 +37,11 @@ from mlcli.evaluation.thresholds import Criterion, parse_criterion
 from mlcli.features.build import encode_labels
 from mlcli.features.drift import DriftMonitor
 from mlcli.features.schema import FeatureSchema
+from mlcli.inference.choice import choose_predictor, requested
 from mlcli.inference.labels import BINARY_THRESHOLD, decision_threshold
+from mlcli.inference.light import LightPredictor, Runner
 from mlcli.reporting import QuietReporter, Reporter
-from mlcli.runs.loading import LoadedRun, load_model, open_run
+from mlcli.runs.loading import LoadedRun, open_run
 
 
 @dataclass(frozen=True)
@@ -148,11 +150,15 @@ def _open_for_evaluation(
 
 
 def _baseline_metrics(
-    reference: str | Path, loaded: LoadedRun, table: pa.Table, *, source: str, threshold: float
+    reference: str | Path,
+    loaded: LoadedRun,
+    table: pa.Table,
+    *,
+    source: str,
+    threshold: float,
+    reporter: Reporter,
 ) -> tuple[Path, dict[str, float]]:
-    from mlcli.inference.predictor import Predictor
-
-    baseline = open_run(reference)
+    baseline = open_run(reference, with_model=False)
     ours, theirs = loaded.schema.target, baseline.schema.target
     if (theirs.task, theirs.classes) != (ours.task, ours.classes):
         raise RunError(
@@ -160,7 +166,8 @@ def _baseline_metrics(
             f"this run {ours.task} {ours.classes}; compare runs of the same target"
         )
     rows, labels = labelled_rows(table, baseline, source=source)
-    outputs = Predictor(baseline.model, baseline.schema).outputs(rows, source=source)
+    runner = choose_predictor(baseline.run, baseline.schema, reporter=reporter, what="baseline")
+    outputs = runner.outputs(rows, source=source)
     return baseline.run.path, compute_metrics(labels, outputs, baseline.schema, threshold=threshold)
 
 
@@ -196,7 +203,6 @@ def run_evaluation(
     from mlcli.data.sources import source_for_run
     from mlcli.data.tables import check_header, read_table
     from mlcli.evaluation.report import write_evaluation
-    from mlcli.runs import directory as runs
     from mlcli.runs.directory import resolve_run
 
     reporter = reporter or QuietReporter()
@@ -217,6 +223,7 @@ def run_evaluation(
     bounds = [*parse_bounds(fail_under, kind="under"), *parse_bounds(fail_over, kind="over")]
     # every argument, path and the data's header are checked before TensorFlow loads
     loaded = _open_for_evaluation(run, bounds, criterion)
+    requested()  # MLCLI_INFERENCE is checked with the arguments
     threshold = decision_threshold(threshold, loaded.threshold)
     if baseline is not None:
         resolve_run(baseline)
@@ -225,14 +232,12 @@ def run_evaluation(
         loaded.config, data, names=names, csv_overrides=csv_overrides, stdin=stdin
     )
     check_header(source, names)
-    loaded.model = load_model(loaded.run.file(runs.MODEL))
+    runner = choose_predictor(loaded.run, loaded.schema, reporter=reporter)
     started = time.monotonic()
     table = read_table(source)
     rows, labels = labelled_rows(table, loaded, source=source.describe())
     reporter.event("data", f"{rows.num_rows} labelled rows of {table.num_rows} read")
-    from mlcli.inference.predictor import Predictor
-
-    outputs = Predictor(loaded.model, loaded.schema).outputs(rows, source=source.describe())
+    outputs = runner.outputs(rows, source=source.describe())
     metrics = compute_metrics(labels, outputs, loaded.schema, threshold=threshold)
     task = loaded.schema.target.task
     result = Evaluation(run=loaded.run.path, data=source.describe(), task=task, metrics=metrics)
@@ -243,7 +248,7 @@ def run_evaluation(
     reporter.event("drift", result.drift.summary(), psi=result.drift.psi())
     drifted = result.drift.failure(fail_on_drift) if fail_on_drift is not None else None
     result.failures += [drifted] if drifted else []
-    before = _uncalibrated_outputs(loaded, rows, source=source.describe())
+    before = _uncalibrated_outputs(runner, rows, source=source.describe())
     if before is not None:
         result.calibration = loaded.config.training.calibration
         result.uncalibrated = _calibration_figures(labels, before, loaded.schema)
@@ -251,7 +256,12 @@ def run_evaluation(
         _choose(result, criterion, labels, outputs, loaded, source, save=save_threshold)
     if baseline is not None:
         result.baseline_run, result.baseline = _baseline_metrics(
-            baseline, loaded, table, source=source.describe(), threshold=threshold
+            baseline,
+            loaded,
+            table,
+            source=source.describe(),
+            threshold=threshold,
+            reporter=reporter,
         )
         if max_regression is not None:
             failure = regression_failure(metrics, result.baseline, task=task, limit=max_regression)
@@ -263,13 +273,16 @@ def run_evaluation(
     return result
 
 
-def _uncalibrated_outputs(loaded: LoadedRun, rows: pa.Table, *, source: str) -> Any:
+def _uncalibrated_outputs(runner: Runner, rows: pa.Table, *, source: str) -> Any:
     """The outputs before the model's calibration layer (None for a model without one)."""
+    if isinstance(runner, LightPredictor):
+        light = runner.uncalibrated()
+        return None if light is None else light.outputs(rows, source=source)
     from mlcli.inference.predictor import Predictor
     from mlcli.models.core import uncalibrated
 
-    model = uncalibrated(loaded.model)
-    return None if model is None else Predictor(model, loaded.schema).outputs(rows, source=source)
+    model = uncalibrated(getattr(runner, "model", None))
+    return None if model is None else Predictor(model, runner.schema).outputs(rows, source=source)
 
 
 def _calibration_figures(labels: Any, outputs: Any, schema: FeatureSchema) -> dict[str, float]:

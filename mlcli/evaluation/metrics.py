@@ -131,16 +131,15 @@ def _binary_metrics(labels: np.ndarray, outputs: np.ndarray, threshold: float) -
 def _multiclass_metrics(
     labels: np.ndarray, outputs: np.ndarray, classes: Sequence[Any]
 ) -> dict[str, float]:
-    import keras
     from sklearn import metrics
 
-    accuracy = keras.metrics.SparseCategoricalAccuracy()
-    accuracy.update_state(labels, outputs)
+    # the most probable class (the first on a tie), as Keras's SparseCategoricalAccuracy takes
+    # it; importing Keras for it would import TensorFlow on the light path
     predicted = np.argmax(outputs, axis=1)
     indices = list(range(len(classes)))
     probabilities = outputs.astype(np.float64)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
-    values = {"accuracy": float(accuracy.result())}
+    values = {"accuracy": _float32_share(predicted == labels.reshape(-1))}
     for average in ("macro", "weighted"):
         precision, recall, f1, _ = metrics.precision_recall_fscore_support(
             labels, predicted, labels=indices, average=average, zero_division=0

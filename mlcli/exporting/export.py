@@ -59,6 +59,25 @@ from mlcli.runs.loading import LoadedRun, load_model, open_run
 from mlcli.runs.threshold import read_threshold_record
 
 
+def _write_light_core(loaded: LoadedRun, reporter: Reporter) -> None:
+    """Writes the run's core.onnx for the light inference path, once, while the model is
+    loaded anyway (`mlcli.inference.conversion`); a failed check is recorded, not raised."""
+    import importlib.util
+
+    from mlcli.inference.choice import unencodable
+    from mlcli.inference.conversion import describe_check, recorded_check, write_light_core
+
+    wanted = unencodable(loaded.schema) is None and importlib.util.find_spec("tf2onnx")
+    if not wanted or recorded_check(loaded.run) or loaded.run.file(runs.CORE_ONNX).exists():
+        return
+    check = write_light_core(loaded.run, loaded.model, loaded.schema)
+    if check.get("passed"):
+        reporter.event("light", describe_check(check))
+    else:
+        why = check.get("error") or f"max relative difference {check['max_relative_difference']}"
+        reporter.event("light", f"core.onnx not written: its check failed ({why})")
+
+
 def export(
     run: str | Path,
     *,
@@ -91,6 +110,7 @@ def export(
     files.check_destination(final, force=force, replaceable=replaceable_export)
     import_tensorflow(verbose=verbose)
     loaded.model = load_model(loaded.run.file(runs.MODEL))
+    _write_light_core(loaded, reporter)
     with files.atomic_directory(final, force=force, replaceable=replaceable_export) as folder:
         reporter.event("export", f"writing {format} to {final}")
         model_path = _write(format, loaded, folder, threshold=threshold, verbose=verbose)

@@ -33,19 +33,20 @@ from mlcli.data.tables import TableSource, check_header, iter_batches, require_c
 from mlcli.errors import ConfigError, QualityGateError
 from mlcli.features.drift import DriftMonitor, DriftReport
 from mlcli.features.schema import FeatureSchema
+from mlcli.inference.choice import choose_predictor, requested
 from mlcli.inference.labels import (
     BINARY_THRESHOLD,
     decision_threshold,
     predicted_labels,
     threshold_origin,
 )
+from mlcli.inference.pipeline import staged
 from mlcli.inference.writers import FORMATS, BatchWriter, open_writer
 from mlcli.reporting import QuietReporter, Reporter
-from mlcli.runs import directory as runs
-from mlcli.runs.loading import LoadedRun, load_model, open_run
+from mlcli.runs.loading import LoadedRun, open_run
 
 if TYPE_CHECKING:
-    from mlcli.inference.predictor import Predictor
+    from mlcli.inference.light import Runner
 
 DEFAULT_BATCH_SIZE = 65536
 PREDICTION = "prediction"
@@ -181,27 +182,8 @@ def _check_options(
     return chosen
 
 
-def prefetched(items: Iterator[T]) -> Iterator[T]:
-    """Yields from `items`, producing the next item in a thread while the caller works.
-
-    Reading and parsing the next batch (pyarrow, which releases the GIL) overlaps the model's
-    work on the current one (TensorFlow, likewise); errors surface in the caller.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    done: Any = object()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcli-read") as pool:
-        future = pool.submit(next, items, done)
-        while True:
-            item = future.result()
-            if item is done:
-                return
-            future = pool.submit(next, items, done)
-            yield item
-
-
 def _stream(
-    predictor: Predictor,
+    predictor: Runner,
     source: TableSource,
     writer: BatchWriter,
     *,
@@ -210,28 +192,33 @@ def _stream(
     monitor: DriftMonitor,
     reporter: Reporter,
 ) -> int:
-    """Reads, predicts and writes every batch, counting drift; returns the number of rows."""
-    from mlcli.inference.predictor import PreparedInputs
+    """Reads, predicts and writes every batch, counting drift; returns the number of rows.
 
+    Reading, encoding (with the drift counts), the model and writing each run on a thread of
+    their own (`inference.pipeline`), two batches at most waiting between two of them.
+    """
     schema, started, rows = predictor.schema, time.monotonic(), 0
 
-    def batches() -> Iterator[tuple[pa.Table, PreparedInputs]]:
-        # in the reading thread: the drift counts overlap the model's work as parsing does
-        for table in _batches(source, schema, keep, predictor.batch_rows):
-            prepared = predictor.prepare(table, source=source.describe())
-            monitor.update(table)
-            yield table, prepared
+    def encode(table: pa.Table) -> tuple[pa.Table, Any]:
+        prepared = predictor.prepare(table, source=source.describe())
+        monitor.update(table)
+        return table, prepared
 
-    for table, prepared in prefetched(batches()):
+    def run(item: tuple[pa.Table, Any]) -> pa.Table:
+        table, prepared = item
         outputs = predictor.run(prepared)
         kept = table.select(list(keep))
-        writer.write(predictions_table(outputs, schema, kept=kept, threshold=threshold))
-        rows += table.num_rows
+        return predictions_table(outputs, schema, kept=kept, threshold=threshold)
+
+    batches = _batches(source, schema, keep, predictor.batch_rows)
+    for predictions in staged(batches, [encode, run], name="mlcli-predict"):
+        writer.write(predictions)
+        rows += predictions.num_rows
         elapsed = max(time.monotonic() - started, 1e-9)
-        reporter.advance(table.num_rows, rows_per_s=round(rows / elapsed))
+        reporter.advance(predictions.num_rows, rows_per_s=round(rows / elapsed))
     if rows == 0:  # an empty input still gets a header (CSV) or a schema (Parquet)
         empty = pa.table({name: pa.array([], pa.string()) for name in keep})
-        outputs = predictor.run(PreparedInputs(rows=0, arrays={}, strings={}))
+        outputs = predictor.no_outputs()
         writer.write(predictions_table(outputs, schema, kept=empty, threshold=threshold))
     return rows
 
@@ -288,9 +275,7 @@ def predict(
     # every argument, path and the data's header are checked before TensorFlow loads
     loaded = open_run(run, with_model=False)
     given, threshold = threshold, _check_options(loaded, keep, batch_size, threshold, fail_on_drift)
-    if loaded.schema.target.task == "binary":
-        origin = threshold_origin(given, loaded.threshold)
-        reporter.event("threshold", f"positive at probability >= {threshold:g} ({origin})")
+    requested()  # MLCLI_INFERENCE is checked with the arguments
     source = source_for_run(
         loaded.config,
         data,
@@ -299,10 +284,13 @@ def predict(
         stdin=stdin,
     )
     check_header(source, _needed(loaded.schema, keep))
-    loaded.model = load_model(loaded.run.file(runs.MODEL))  # imports TensorFlow, quietly
-    from mlcli.inference.predictor import Predictor
-
-    predictor = Predictor(loaded.model, loaded.schema, batch_rows=batch_size)
+    # the light path, or the Keras model (which imports TensorFlow, quietly): the first event
+    predictor = choose_predictor(
+        loaded.run, loaded.schema, reporter=reporter, batch_rows=batch_size
+    )
+    if loaded.schema.target.task == "binary":
+        origin = threshold_origin(given, loaded.threshold)
+        reporter.event("threshold", f"positive at probability >= {threshold:g} ({origin})")
     if final is not None:  # like export, predict creates the output's missing folders
         try:
             final.parent.mkdir(parents=True, exist_ok=True)

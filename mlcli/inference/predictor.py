@@ -28,6 +28,7 @@ from mlcli._tensorflow import import_tensorflow
 from mlcli.data.columns import is_text_type
 from mlcli.data.tables import require_columns
 from mlcli.features.schema import FeatureSchema
+from mlcli.inference.light import no_outputs
 from mlcli.preprocessing.inputs import MISSING_VALUES, model_inputs
 from mlcli.preprocessing.layers import to_tensors
 
@@ -121,7 +122,7 @@ class Predictor:
             for name, (values, indices) in prepared.strings.items():
                 batch[name] = (values, tf.constant(indices[start:stop]))
             parts.append(self._call(batch).numpy())
-        return np.concatenate(parts) if parts else self._no_rows()
+        return np.concatenate(parts) if parts else self.no_outputs()
 
     def outputs(self, table: pa.Table, *, source: str) -> np.ndarray:
         """The model's outputs on every row of `table`: (rows, 1) or (rows, classes)."""
@@ -139,12 +140,16 @@ class Predictor:
             np.asarray(self._model(batch, training=False))
             for batch in dataset.batch(self.batch_rows)
         ]
-        return np.concatenate(parts) if parts else self._no_rows()
+        return np.concatenate(parts) if parts else self.no_outputs()
 
-    def _no_rows(self) -> np.ndarray:
-        task = self.schema.target
-        width = len(task.classes) if task.task == "multiclass" else 1
-        return np.zeros((0, width), np.float32)
+    @property
+    def model(self) -> Any:
+        """The Keras model this predictor calls."""
+        return self._model
+
+    def no_outputs(self) -> np.ndarray:
+        """A (0, width) float32 array: the outputs of no rows."""
+        return no_outputs(self.schema)
 
     def column_call(self) -> ColumnCall:
         """The model as one traced `tf.function` over numpy columns, as a server calls it.

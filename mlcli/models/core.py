@@ -16,10 +16,8 @@ import keras
 from mlcli.config.training import ModelConfig
 from mlcli.features.schema import FeatureSchema
 from mlcli.models.architectures import build_body
-from mlcli.preprocessing.inputs import NUMERIC, encoded_input_name
+from mlcli.preprocessing.inputs import CALIBRATION_LAYER, CORE_MODEL, NUMERIC, encoded_input_name
 from mlcli.preprocessing.layers import keyed_model, raw_inputs
-
-CALIBRATION_LAYER = "calibration"  # the name of the saved model's calibration layer
 
 
 def core_inputs(encoded_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, keras.KerasTensor]:
@@ -57,7 +55,7 @@ def build_core(
         output = keras.layers.Rescaling(
             target.std, offset=target.mean, name="prediction", dtype="float32"
         )(standard)
-    return keyed_model(inputs, output, name="core")
+    return keyed_model(inputs, output, name=CORE_MODEL)
 
 
 def compose(

@@ -30,6 +30,9 @@ from mlcli.features.schema import INT_MISSING, FeatureSchema
 NUMERIC = "numeric"
 CATEGORICAL_PREFIX = "categorical__"
 TEXT_PREFIX = "text__"
+# the saved model's parts after the preprocessor, by their Keras names (`mlcli.models.core`)
+CORE_MODEL = "core"
+CALIBRATION_LAYER = "calibration"
 
 MISSING_VALUES: dict[str, float | int | str] = {
     "float32": float("nan"),

@@ -35,6 +35,7 @@ MODEL = "model.keras"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 THRESHOLD = "threshold.json"  # the decision threshold that `evaluate --choose-threshold --save` keeps
+CORE_ONNX = "core.onnx"  # the core network for the light inference path (`inference.light`)
 SAMPLE = "sample.parquet"  # validation rows, raw, that export checks use (runs before 0.2 lack it)
 CHECKPOINTS = "checkpoints"
 PLOTS = "plots"

@@ -1,7 +1,8 @@
-"""What `mlcli serve` serves: a run's model as one compiled TensorFlow function, or the
+"""What `mlcli serve` serves: a run's model on the light path (the Arrow encoder and its core in
+ONNX Runtime, `mlcli.inference.light`) or as one compiled TensorFlow function, or the
 `serving_default` signature of a SavedModel that `mlcli export` wrote.
 
-TensorFlow is imported (quietly, unless it already is) when a model loads. A run's model is
+TensorFlow is imported (quietly, unless it already is) when a Keras model loads. A run's model is
 traced once with a fixed input signature (any number of rows) by `inference.predictor`, so
 batches of every size reuse one graph; the server calls it once on `Servable.example()` before
 it accepts connections, in the thread that runs every later call. The signature and
@@ -29,6 +30,7 @@ from mlcli.exporting.signature import (
 )
 from mlcli.features.schema import ColumnSchema
 from mlcli.inference.labels import decision_threshold
+from mlcli.inference.light import DEFAULT_BATCH_ROWS
 from mlcli.preprocessing.inputs import MISSING_VALUES
 from mlcli.runs import directory as runs
 from mlcli.serving.batching import Columns, ModelCall
@@ -54,6 +56,7 @@ class Servable:
     source: Path
     columns: tuple[ColumnSchema, ...] = ()
     load_seconds: float = 0.0
+    inference: str = "tensorflow (a SavedModel export)"  # the `inference` event's message
 
     def example(self) -> dict[str, np.ndarray]:
         """One row with every value missing: what a warm-up call sends."""
@@ -92,20 +95,39 @@ def load_servable(
 
 
 def _run_servable(reference: str | Path, *, name: str | None) -> Servable:
-    from mlcli.inference.predictor import Predictor
+    from mlcli.inference.choice import keras_predictor, light_choice
     from mlcli.runs.loading import open_run
 
-    loaded = open_run(reference)
+    loaded = open_run(reference, with_model=False)
+    # one ONNX Runtime thread, as TensorFlow's ops are single-threaded here: the event loop
+    # needs the other core
+    choice = light_choice(loaded.run, loaded.schema, threads=1)
+    runner = choice.predictor or keras_predictor(
+        loaded.run, loaded.schema, batch_rows=DEFAULT_BATCH_ROWS
+    )
     return Servable(
         name=name or loaded.config.name,
         version=VERSION,
         signature=ServingSignature.from_schema(
             loaded.schema, threshold=decision_threshold(saved=loaded.threshold)
         ),
-        call=Predictor(loaded.model, loaded.schema).column_call(),
+        call=runner.column_call(),
         source=loaded.run.path,
         columns=tuple(loaded.schema.columns),
+        inference=choice.describe(),
     )
+
+
+def inference_before_workers(source: Path) -> str:
+    """Writes a run's `core.onnx` once (when it can), before several workers start and each
+    loads it; returns the `inference` event's message."""
+    from mlcli.inference.choice import light_choice
+    from mlcli.runs.loading import open_run
+
+    if saved_model_folder(source) is not None:
+        return Servable.inference
+    loaded = open_run(source, with_model=False)
+    return light_choice(loaded.run, loaded.schema, threads=1).describe()
 
 
 def saved_model_folder(path: Path) -> Path | None:

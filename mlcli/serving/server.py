@@ -211,18 +211,19 @@ def serve(
     if options.workers > 1:
         _serve_workers(model, options, reporter=reporter, verbose=verbose)
         return
-    from mlcli._tensorflow import import_tensorflow
+    from mlcli._tensorflow import set_verbose
 
-    # the reference and the address are checked before TensorFlow loads
+    # the reference and the address are checked before anything heavy loads
     _checked_reference(model, options)
     sock = _bind(options.host, options.port)
     try:
         _single_threaded_ops()
-        import_tensorflow(verbose=verbose)
+        set_verbose(verbose)  # TensorFlow loads only for a Keras model or a SavedModel
         initial = _load_versions(model, options)
     except BaseException:
         sock.close()
         raise
+    reporter.event("inference", initial.servables[0].inference)
     app = _app(initial, options, reporter)
     config = _uvicorn_config(app, options, verbose=verbose)
     name = initial.servables[0].name
@@ -287,6 +288,9 @@ def _serve_workers(
 
     # a bad reference fails here, before any worker starts
     source, name = _checked_reference(model, options)
+    from mlcli.serving.servables import inference_before_workers
+
+    reporter.event("inference", inference_before_workers(source))
     settings = {
         "model": str(source),
         "options": {**asdict(options), "name": name},
@@ -342,9 +346,9 @@ def app_from_environment() -> Any:
     A model that does not load gives a `FailedStartup` app naming the error.
     """
     settings = json.loads(os.environ[_WORKER_ENV])
-    from mlcli._tensorflow import import_tensorflow
+    from mlcli._tensorflow import set_verbose
 
-    import_tensorflow(verbose=settings["verbose"])
+    set_verbose(settings["verbose"])
     options = ServeOptions(**settings["options"])
     reporter = make_reporter(**settings["reporter"], interactive=False)
     try:

@@ -127,7 +127,7 @@ def fit_calibration(
     import keras
 
     from mlcli.layers import PiecewiseLinearCalibration, TemperatureScaling
-    from mlcli.models.core import CALIBRATION_LAYER
+    from mlcli.preprocessing.inputs import CALIBRATION_LAYER
 
     probabilities, labels = validation_outputs(core, split, batch_size=batch_size)
     record: dict[str, Any] = {"method": kind, "fitted_on": "validation", "rows": len(labels)}

@@ -29,6 +29,7 @@ tf = import_tensorflow(
 )  # devices are chosen first: mlcli.training.devices.place starts it
 import keras  # noqa: E402
 
+from mlcli.inference.comparison import compare_outputs  # noqa: E402
 from mlcli.models.core import build_core, calibrated_core, compose  # noqa: E402
 from mlcli.preprocessing.layers import build_preprocessor  # noqa: E402
 from mlcli.training import distributed  # noqa: E402
@@ -285,36 +286,6 @@ def check_finite_metrics(metrics: dict[str, dict[str, float]], *, run: runs.Run)
                     "infinite outputs; lower training.learning_rate or check the data. The last "
                     f"good checkpoint is kept in {run.file(runs.CHECKPOINTS)}"
                 )
-
-
-def compare_outputs(raw: np.ndarray, direct: np.ndarray, *, tolerance: float) -> dict[str, Any]:
-    """The composition check's figures: `raw` (the saved model) against `direct` (the core).
-
-    The difference is measured against the outputs' scale, as float32 rounding grows with it:
-    `max|raw - direct| / max(1, max|direct|)` must be at most `tolerance`. NaN or infinite
-    outputs, or outputs of another shape, fail (their figures are None).
-    """
-    result: dict[str, Any] = {
-        "max_relative_difference": None,
-        "max_abs_difference": None,
-        "tolerance": tolerance,
-        "passed": False,
-    }
-    raw, direct = np.asarray(raw, np.float64), np.asarray(direct, np.float64)
-    if raw.shape != direct.shape:
-        return result
-    if raw.size == 0:
-        return {**result, "max_relative_difference": 0.0, "max_abs_difference": 0.0, "passed": True}
-    with np.errstate(invalid="ignore", over="ignore"):
-        absolute = float(np.max(np.abs(raw - direct)))
-        relative = absolute / max(1.0, float(np.max(np.abs(direct))))
-    finite = bool(np.isfinite(raw).all() and np.isfinite(direct).all())
-    return {
-        **result,
-        "max_relative_difference": relative if math.isfinite(relative) else None,
-        "max_abs_difference": absolute if math.isfinite(absolute) else None,
-        "passed": finite and relative <= tolerance,
-    }
 
 
 def _verify_composition(

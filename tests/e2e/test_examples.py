@@ -182,3 +182,58 @@ def test_every_example_beats_its_trivial_baseline(trained, tmp_path_factory, con
             assert scores[name] <= needed[name], f"{_example(config)} {split}: {summary}"
         else:
             assert scores[name] >= needed[name], f"{_example(config)} {split}: {summary}"
+
+
+def _predict_events(run: Path, data: str, output: Path, *, keras: bool) -> list[dict[str, Any]]:
+    """`mlcli predict` on `data` (read with the run's CSV options) into Parquet; its events."""
+    import os
+
+    from mlcli.inference.choice import ENVIRONMENT
+
+    if keras:
+        os.environ[ENVIRONMENT] = "keras"
+    try:
+        arguments = ["predict", str(run), "--data", data, "-o", str(output), "--log-format", "json"]
+        result = runner.invoke(app, arguments)
+    finally:
+        os.environ.pop(ENVIRONMENT, None)
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", EXAMPLES, ids=_example)
+def test_the_light_path_gives_the_keras_models_outputs_on_every_example(tmp_path, config: Path):
+    """One epoch of each example; predict on its training file through ONNX Runtime and through
+    Keras: the same outputs within the light check's tolerance (text columns: Keras, named)."""
+    import pyarrow.parquet as pq
+
+    from mlcli.inference.conversion import LIGHT_TOLERANCE
+
+    arguments = ["train", str(config), "--quiet", "--output", str(tmp_path / "runs")]
+    result = runner.invoke(app, [*arguments, "--set", "training.epochs=1"])
+    assert result.exit_code == 0, result.output
+    run = Path(result.stdout.strip().splitlines()[-1])
+    train = yaml.safe_load((run / "config.yaml").read_text())["data"]["train"]
+    data = str(train[0] if isinstance(train, list) else train)
+    light = _predict_events(run, data, tmp_path / "light.parquet", keras=False)
+    _predict_events(run, data, tmp_path / "keras.parquet", keras=True)
+    first = light[0]
+    assert first["event"] == "inference"
+    columns = json.loads((run / "schema.json").read_text())["columns"]
+    if any(column["type"] == "text" for column in columns):
+        assert first["message"].startswith("keras (text column"), first
+        return
+    assert first["message"].startswith("onnxruntime"), first
+    found = pq.read_table(tmp_path / "light.parquet")
+    expected = pq.read_table(tmp_path / "keras.parquet")
+    if not pa.types.is_floating(found.column("prediction").type):  # labels, a tie aside
+        same = pc.sum(pc.equal(found.column("prediction"), expected.column("prediction")))
+        assert same.as_py() >= found.num_rows - 2
+    for name in found.column_names:
+        if pa.types.is_floating(found.column(name).type):
+            ours = found.column(name).to_numpy().astype(np.float64)
+            theirs = expected.column(name).to_numpy().astype(np.float64)
+            scale = max(1.0, float(np.abs(theirs).max()))
+            assert float(np.abs(ours - theirs).max()) <= LIGHT_TOLERANCE * scale, name
+    print(f"{_example(config)}: {found.num_rows} rows, {first['message']}")

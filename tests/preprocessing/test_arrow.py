@@ -114,3 +114,33 @@ def test_a_deviation_beyond_float32_encodes_as_the_layers_do(scale: float) -> No
     assert np.isfinite(arrow[name]).all()
     assert np.std(arrow[name]) > 0.5  # standardised, not flattened to zero by an inf deviation
     np.testing.assert_allclose(arrow[name], layers[name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 40])
+def test_numpy_columns_encode_exactly_as_the_arrow_encoder(write_config, rows: int):
+    """`encode_columns` (a server's few rows) equals `encode_features` bit for bit, unseen
+    values, missing values, integer categories and the log transform included."""
+    from mlcli.preprocessing.arrow import encode_columns
+    from mlcli.preprocessing.inputs import model_inputs
+
+    schema, splits = _schema_and_splits(
+        write_config, income={"type": "numeric", "transform": "log"}
+    )
+    table = _with_unseen_and_missing(splits.validation).slice(0, rows)
+    columns = model_inputs(table, schema, source="v")  # as a request's payload holds them
+    expected = encode_features(table, schema, source="v")
+    found = encode_columns(columns, schema)
+    assert found is not None and found.keys() == expected.keys()
+    for name, array in expected.items():
+        assert found[name].dtype == array.dtype and found[name].shape == array.shape, name
+        np.testing.assert_array_equal(found[name], array, err_msg=name)
+
+
+def test_numpy_columns_with_a_non_string_value_are_left_to_arrow(write_config):
+    from mlcli.preprocessing.arrow import encode_columns
+    from mlcli.preprocessing.inputs import model_inputs
+
+    schema, splits = _schema_and_splits(write_config)
+    columns = model_inputs(splits.validation.slice(0, 2), schema, source="v")
+    columns["color"] = np.array([[3], ["red"]], dtype=object)
+    assert encode_columns(columns, schema) is None
