@@ -5,7 +5,8 @@ followed by its 0/1 missing indicator when the training split had missing values
 tensor per categorical column and one token-id tensor per text column. `flat_features` turns
 them into one vector per row (MLP, ResNet); `feature_tokens` into one token per feature
 (FT-Transformer). Numeric values may first go through a learned embedding (Gorishniy et al.
-2022) whose bin edges come from the quantiles in the feature schema.
+2022) whose bin edges come from the quantiles in the feature schema, or from decision trees
+fitted on the training split (`mlcli.models.binning`, passed in as `bin_edges`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mlcli.layers import (
 from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, NUMERIC, TEXT_PREFIX
 
 Inputs = dict[str, keras.KerasTensor]
+BinEdges = list[list[float]]  # per numeric column, its bin edges in encoded units
 
 
 def numeric_layout(schema: FeatureSchema) -> tuple[list[ColumnSchema], list[int], list[int]]:
@@ -64,12 +66,15 @@ def embed_numbers(
     numeric: keras.KerasTensor,
     *,
     units: int,
+    bin_edges: BinEdges | None = None,
 ) -> keras.KerasTensor:
-    """(rows, numeric columns, units): the configured embedding of every numeric value, ReLU'd."""
+    """(rows, numeric columns, units): the configured embedding of every numeric value, ReLU'd.
+
+    Piecewise-linear bins are `bin_edges` when given, else the schema's quantiles."""
     columns, values, indicators = numeric_layout(schema)
     x = TakeColumns(values, name="numeric_values")(numeric) if indicators else numeric
     if config.type == "piecewise_linear":
-        edges = [encoded_bin_edges(column, config.bins) for column in columns]
+        edges = bin_edges or [encoded_bin_edges(column, config.bins) for column in columns]
         embedded = PiecewiseLinearEmbedding(edges, units, name="piecewise_linear")(x)
     else:
         embedded = PeriodicEmbedding(config.frequencies, config.frequency_scale, units)(x)
@@ -98,7 +103,11 @@ def _categorical_and_text_parts(schema: FeatureSchema, inputs: Inputs) -> list[k
 
 
 def flat_features(
-    schema: FeatureSchema, config: MlpConfig | ResNetConfig, inputs: Inputs
+    schema: FeatureSchema,
+    config: MlpConfig | ResNetConfig,
+    inputs: Inputs,
+    *,
+    bin_edges: BinEdges | None = None,
 ) -> keras.KerasTensor:
     """One vector per row: numbers (embedded or not), one-hot or embedded categories, texts."""
     parts: list[keras.KerasTensor] = []
@@ -107,7 +116,9 @@ def flat_features(
         if embedding.type == "none":
             parts.append(inputs[NUMERIC])
         else:
-            embedded = embed_numbers(schema, embedding, inputs[NUMERIC], units=embedding.dim)
+            embedded = embed_numbers(
+                schema, embedding, inputs[NUMERIC], units=embedding.dim, bin_edges=bin_edges
+            )
             parts.append(keras.layers.Flatten()(embedded))
             _, _, indicators = numeric_layout(schema)
             if indicators:
@@ -117,7 +128,12 @@ def flat_features(
 
 
 def feature_tokens(
-    schema: FeatureSchema, config: NumericEmbeddingConfig, inputs: Inputs, *, dim: int
+    schema: FeatureSchema,
+    config: NumericEmbeddingConfig,
+    inputs: Inputs,
+    *,
+    dim: int,
+    bin_edges: BinEdges | None = None,
 ) -> keras.KerasTensor:
     """(rows, tokens, dim): one token per numeric value, missing indicator, category, text."""
     tokens: list[keras.KerasTensor] = []
@@ -127,7 +143,7 @@ def feature_tokens(
         if config.type == "none":
             tokens.append(LinearTokenizer(dim, name="numeric_tokens")(numeric))
         else:
-            tokens.append(embed_numbers(schema, config, numeric, units=dim))
+            tokens.append(embed_numbers(schema, config, numeric, units=dim, bin_edges=bin_edges))
             if indicators:
                 chosen = TakeColumns(indicators, name="missing_indicators")(numeric)
                 tokens.append(LinearTokenizer(dim, name="indicator_tokens")(chosen))
