@@ -24,6 +24,7 @@ from mlcli.layers import (
     PiecewiseLinearEmbedding,
     TakeColumns,
     quantile_scores,
+    robust_scores,
 )
 from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, NUMERIC, TEXT_PREFIX
 
@@ -54,6 +55,8 @@ def encoded_bin_edges(column: ColumnSchema, bins: int) -> list[float]:
     picks = quantiles[np.round(np.linspace(0, len(quantiles) - 1, bins + 1)).astype(int)]
     if column.transform == "quantile":
         picks = quantile_scores(picks, column.quantiles)
+    elif column.transform == "robust":
+        picks = robust_scores(picks, column.quantiles).astype(np.float64)
     edges = np.unique((picks - column.mean) / math.sqrt(column.variance))
     if len(edges) < 2:  # a constant column: one bin around its value
         edges = np.array([edges[0] - 1.0, edges[0] + 1.0])

@@ -27,15 +27,17 @@ from mlcli.data.columns import FLOAT32_MAX
 from mlcli.data.tables import require_columns
 from mlcli.features.build import encode_labels
 from mlcli.features.schema import ColumnSchema, FeatureSchema
+from mlcli.layers import robust_scores
 from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, MISSING_VALUES, NUMERIC, model_inputs
 
 EPSILON = np.float32(1e-7)  # keras.backend.epsilon(), Normalization's floor on the deviation
 
 
 def encodable(schema: FeatureSchema) -> bool:
-    """Whether every column's encoding is computed here (numeric without quantiles, lookups)."""
+    """Whether every column's encoding is computed here (numeric but for the quantile
+    transform, lookups)."""
     return all(
-        (column.type == "numeric" and column.transform in ("none", "log"))
+        (column.type == "numeric" and column.transform in ("none", "log", "robust"))
         or (column.type in ("categorical", "binary") and column.dtype in ("string", "int64"))
         for column in schema.columns
     )
@@ -46,6 +48,9 @@ def _numeric(column: ColumnSchema, values: np.ndarray) -> list[np.ndarray]:
     if column.transform == "log":
         with np.errstate(invalid="ignore"):
             values = np.log1p(np.maximum(values, np.float32(-1.0 + 1e-7)))
+    elif column.transform == "robust":
+        with np.errstate(invalid="ignore"):
+            values = robust_scores(values, column.quantiles)
     mean = np.float32(column.mean)
     filled = np.where(missing, mean, values)
     # float64 first: a variance beyond float32 (a 1e30 column's 1e60) must not become inf
