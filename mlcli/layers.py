@@ -46,6 +46,9 @@ def quantile_scores(values: np.ndarray, quantiles: list[float]) -> np.ndarray:
 
 # Smooth clipping bounds robust-scaled values softly near +-this (RealMLP's x / sqrt(1 + (x/3)^2)).
 SMOOTH_CLIP = 3.0
+# Robust-scaled values are first clipped to +-this: the same result in float32 (3 to 7 digits),
+# and (x/3)^2 never overflows.
+ROBUST_LIMIT = 1e6
 
 
 def robust_scaling(quantiles: list[float]) -> tuple[float, float]:
@@ -65,6 +68,7 @@ def robust_scores(values: np.ndarray, quantiles: list[float]) -> np.ndarray:
     """NumPy twin of the `robust` transform in float32: robust scaling, then smooth clipping."""
     center, factor = robust_scaling(quantiles)
     scaled = (np.asarray(values, np.float32) - np.float32(center)) * np.float32(factor)
+    scaled = np.clip(scaled, np.float32(-ROBUST_LIMIT), np.float32(ROBUST_LIMIT))
     return scaled / np.sqrt(np.float32(1.0) + np.square(scaled / np.float32(SMOOTH_CLIP)))
 
 

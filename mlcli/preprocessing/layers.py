@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from mlcli.data.columns import FLOAT32_MAX
 from mlcli.features.schema import ColumnSchema, FeatureSchema
-from mlcli.layers import SMOOTH_CLIP, QuantileTransform, robust_scaling
+from mlcli.layers import ROBUST_LIMIT, SMOOTH_CLIP, QuantileTransform, robust_scaling
 from mlcli.preprocessing.inputs import (
     CATEGORICAL_PREFIX,
     NUMERIC,
@@ -66,6 +66,7 @@ def _numeric(column: ColumnSchema, value: keras.KerasTensor) -> list[keras.Keras
     elif column.transform == "robust":  # `mlcli.layers.robust_scores` computes the same
         center, factor = robust_scaling(column.quantiles)
         scaled = keras.ops.multiply(keras.ops.subtract(value, center), factor)
+        scaled = keras.ops.clip(scaled, -ROBUST_LIMIT, ROBUST_LIMIT)
         value = scaled / keras.ops.sqrt(1.0 + keras.ops.square(scaled / SMOOTH_CLIP))
     filled = keras.ops.where(missing, keras.ops.full_like(value, column.mean), value)
     # (value - mean) / std as `keras.layers.Normalization` computes it, but from the standard
