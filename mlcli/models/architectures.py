@@ -9,7 +9,7 @@
   feed-forward network), the [CLS] token's final state as the representation.
 
 With `model.ensemble: k` above 1 (mlp and resnet), the features are repeated for k members
-and every dense layer is a `BatchEnsembleDense` (`mlcli.models.ensemble`): the body's output is
+and every dense layer is a `BatchEnsembleDense` (`mlcli.ensemble_layers`): the body's output is
 then (rows, k, units).
 
 `mlcli.models.core.build_core` puts the task's head on top.
@@ -25,7 +25,7 @@ from mlcli.config.training import FTTransformerConfig, MlpConfig, ModelConfig, R
 from mlcli.features.schema import FeatureSchema
 from mlcli.layers import ClsToken, LastToken, ReGLU
 from mlcli.models.embeddings import BinEdges, Inputs, feature_tokens, flat_features
-from mlcli.models.ensemble import BatchEnsembleDense, EnsembleInput
+from mlcli.ensemble_layers import BatchEnsembleDense, EnsembleInput
 
 
 def build_body(

@@ -18,7 +18,7 @@ from mlcli.config.training import ModelConfig
 from mlcli.features.schema import FeatureSchema
 from mlcli.models.architectures import build_body
 from mlcli.models.embeddings import BinEdges
-from mlcli.models.ensemble import EnsembleHead, MemberMean
+from mlcli.ensemble_layers import EnsembleHead, MemberMean
 from mlcli.preprocessing.inputs import NUMERIC, encoded_input_name
 from mlcli.preprocessing.layers import keyed_model, raw_inputs
 

@@ -127,7 +127,7 @@ def compile_core(
     """
     import tensorflow as tf
 
-    from mlcli.models.ensemble import MemberMean
+    from mlcli.ensemble_layers import MemberMean
 
     loss, metrics = loss_and_metrics(
         task,

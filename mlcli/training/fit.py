@@ -31,7 +31,8 @@ import keras  # noqa: E402
 
 from mlcli.models.binning import fitted_bin_edges  # noqa: E402
 from mlcli.models.core import build_core, calibrated_core, compose  # noqa: E402
-from mlcli.preprocessing.layers import build_preprocessor  # noqa: E402
+from mlcli.ensemble_layers import MemberMean  # noqa: E402
+from mlcli.preprocessing.layers import build_preprocessor, keyed_model  # noqa: E402
 from mlcli.training import distributed  # noqa: E402
 from mlcli.training.calibration import fit_calibration  # noqa: E402
 from mlcli.training.callbacks import (  # noqa: E402
@@ -228,6 +229,10 @@ def _save_and_evaluate(
         with strategy.scope():  # the final metrics include AUC
             compile_core(core, schema.target.task, config.training, for_evaluation=True)
     saved = distributed.local_copy(core) if fitting.placement.multi_worker else core
+    if any(isinstance(layer, MemberMean) for layer in saved.layers):
+        # an uncompiled view of the same layers: the saved model then holds no compile config,
+        # whose members' loss and metrics (training only) no loader could find
+        saved = keyed_model(saved.input, saved.output, name="core")
     layer, calibration, checked = None, None, saved
     if config.training.calibration != "none":
         layer, calibration = fit_calibration(

@@ -1,6 +1,6 @@
 """The loss and metrics of an ensemble's members, and multiclass label smoothing.
 
-While an ensemble (`mlcli.models.ensemble`) trains, its core hands the loss every member's
+While an ensemble (`mlcli.ensemble_layers`) trains, its core hands the loss every member's
 prediction: (rows, k) for binary and regression, (rows, k, classes) for multiclass, against
 targets of one value per row. `MemberLoss` broadcasts the target over the members and averages
 the members' losses. Keras's `SparseCategoricalCrossentropy` has no label smoothing, so a

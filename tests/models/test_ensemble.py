@@ -97,7 +97,7 @@ def test_the_layers_serialize_and_load_with_safe_mode(tmp_path):
     before = keras.ops.convert_to_numpy(core(x))
     core.save(tmp_path / "core.keras")
     keras.backend.clear_session()
-    import mlcli.models.ensemble  # noqa: F401  (registers the layers, as load_model does)
+    import mlcli.ensemble_layers  # noqa: F401  (registers the layers, as load_model does)
 
     loaded = keras.saving.load_model(tmp_path / "core.keras", safe_mode=True)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), before, atol=1e-6)

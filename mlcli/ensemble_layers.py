@@ -14,6 +14,9 @@ members' losses (`mlcli.training.compile`); otherwise (evaluation, prediction, e
 and the server) it returns the mean of the members' probabilities or values, one normal
 output. All members see the same batches ("shared batches": one input pipeline, one pass).
 
+The layers are registered for `safe_mode` loading; `mlcli.layers` imports this module, so
+whatever imports that to load a model finds them. Only `mlcli.models` builds them.
+
 Example:
 
 ```python
