@@ -22,10 +22,10 @@ from typing import Any
 import keras
 
 from mlcli.config.training import FTTransformerConfig, MlpConfig, ModelConfig, ResNetConfig
+from mlcli.ensemble_layers import BatchEnsembleDense, EnsembleInput
 from mlcli.features.schema import FeatureSchema
 from mlcli.layers import ClsToken, LastToken, ReGLU
 from mlcli.models.embeddings import BinEdges, Inputs, feature_tokens, flat_features
-from mlcli.ensemble_layers import BatchEnsembleDense, EnsembleInput
 
 
 def build_body(

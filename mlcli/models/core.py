@@ -15,10 +15,10 @@ from collections.abc import Mapping
 import keras
 
 from mlcli.config.training import ModelConfig
+from mlcli.ensemble_layers import EnsembleHead, MemberMean
 from mlcli.features.schema import FeatureSchema
 from mlcli.models.architectures import build_body
 from mlcli.models.embeddings import BinEdges
-from mlcli.ensemble_layers import EnsembleHead, MemberMean
 from mlcli.preprocessing.inputs import NUMERIC, encoded_input_name
 from mlcli.preprocessing.layers import keyed_model, raw_inputs
 

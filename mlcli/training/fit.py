@@ -29,9 +29,9 @@ tf = import_tensorflow(
 )  # devices are chosen first: mlcli.training.devices.place starts it
 import keras  # noqa: E402
 
+from mlcli.ensemble_layers import MemberMean  # noqa: E402
 from mlcli.models.binning import fitted_bin_edges  # noqa: E402
 from mlcli.models.core import build_core, calibrated_core, compose  # noqa: E402
-from mlcli.ensemble_layers import MemberMean  # noqa: E402
 from mlcli.preprocessing.layers import build_preprocessor, keyed_model  # noqa: E402
 from mlcli.training import distributed  # noqa: E402
 from mlcli.training.calibration import fit_calibration  # noqa: E402
