@@ -24,8 +24,8 @@ from mlcli.layers import (
     PiecewiseLinearEmbedding,
     TakeColumns,
     quantile_scores,
-    robust_scores,
 )
+from mlcli.preprocessing.arrow import robust_scores
 from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, NUMERIC, TEXT_PREFIX
 
 Inputs = dict[str, keras.KerasTensor]

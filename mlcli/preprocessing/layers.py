@@ -19,7 +19,8 @@ import tensorflow as tf
 
 from mlcli.data.columns import FLOAT32_MAX
 from mlcli.features.schema import ColumnSchema, FeatureSchema
-from mlcli.layers import ROBUST_LIMIT, SMOOTH_CLIP, QuantileTransform, robust_scaling
+from mlcli.layers import QuantileTransform
+from mlcli.preprocessing.arrow import ROBUST_LIMIT, SMOOTH_CLIP, robust_scaling
 from mlcli.preprocessing.inputs import (
     CATEGORICAL_PREFIX,
     NUMERIC,
@@ -63,7 +64,7 @@ def _numeric(column: ColumnSchema, value: keras.KerasTensor) -> list[keras.Keras
         value = keras.ops.log1p(keras.ops.maximum(value, -1.0 + 1e-7))
     elif column.transform == "quantile":
         value = QuantileTransform(column.quantiles, name=layer_name("quantile", column.name))(value)
-    elif column.transform == "robust":  # `mlcli.layers.robust_scores` computes the same
+    elif column.transform == "robust":  # `preprocessing.arrow.robust_scores` computes the same
         center, factor = robust_scaling(column.quantiles)
         scaled = keras.ops.multiply(keras.ops.subtract(value, center), factor)
         scaled = keras.ops.clip(scaled, -ROBUST_LIMIT, ROBUST_LIMIT)

@@ -84,7 +84,7 @@ def test_robust_transform_arrow_equals_the_layers_relative_to_scale(write_config
 
 
 def test_robust_scaling_uses_the_quartiles_or_else_the_range():
-    from mlcli.layers import robust_scaling, robust_scores
+    from mlcli.preprocessing.arrow import robust_scaling, robust_scores
 
     quantiles = np.linspace(0.0, 8.0, 129).tolist()  # median 4, quartiles 2 and 6
     assert robust_scaling(quantiles) == pytest.approx((4.0, 0.25))
