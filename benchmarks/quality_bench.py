@@ -153,8 +153,8 @@ def lightgbm_tuned_score(
 
     def objective(trial: optuna.Trial) -> float:
         params = {
-            "n_estimators": 2000,
-            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+            "n_estimators": 1000,
+            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
             "num_leaves": trial.suggest_int("num_leaves", 8, 256, log=True),
             "min_child_samples": trial.suggest_int("min_child_samples", 5, 100, log=True),
             "subsample": trial.suggest_float("subsample", 0.5, 1.0),
@@ -166,8 +166,9 @@ def lightgbm_tuned_score(
         model.fit(
             data["x_train"],
             data["y_train"],
-            eval_set=[(data["x_validation"], data["y_validation"])],
-            callbacks=[lightgbm.early_stopping(100, verbose=False)],
+            eval_X=(data["x_validation"],),
+            eval_y=(data["y_validation"],),
+            callbacks=[lightgbm.early_stopping(50, verbose=False)],
         )
         _, value = _score(task, model.predict(data["x_validation"]), data["y_validation"])
         loss = value if task == "regression" else -value
