@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from serve_bench import REPO, free_port, load_rows, raw_request, run_load
+from serve_bench import REPO, free_port, launch, load_rows, raw_request, run_load
 
 NAME = "bench"  # serve_bench's raw requests name this model
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
@@ -47,19 +47,7 @@ PREDICT = "/tensorflow.serving.PredictionService/Predict"
 def start_server(run: str, port: int, grpc_port: int, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "mlcli", "serve", run, "--name", NAME]
     command += ["--port", str(port), "--grpc-port", str(grpc_port)]
-    with log.open("w") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"mlcli serve exited with {process.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("mlcli serve did not start within 180 s")
+    return launch(command, port, log)
 
 
 def grpc_requests(run: str, rows: list[dict[str, Any]]) -> list[bytes]:

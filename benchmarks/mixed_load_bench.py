@@ -38,7 +38,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +49,7 @@ from typing import Any
 import httpx
 import numpy as np
 from grpc_bench import PREDICT, grpc_requests
-from serve_bench import ADULT_TEST, NAME, REPO, free_port, load_rows, raw_request
+from serve_bench import ADULT_TEST, NAME, free_port, launch, load_rows, raw_request
 from v2_bench import raw, v2_json_body
 from versions_bench import Swap, VersionedConnection, export_version_one, monitor, publish
 
@@ -79,21 +78,10 @@ def start(base: Path, port: int, grpc_port: int, log: Path, poll_seconds: float)
     command = [sys.executable, "-m", "mlcli", "serve", str(base), "--name", NAME]
     command += ["--port", str(port), "--grpc-port", str(grpc_port)]
     command += ["--poll-seconds", str(poll_seconds), "--log-format", "json"]
-    with log.open("w") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"mlcli serve exited with {process.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-                    grpc.channel_ready_future(channel).result(timeout=60)
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("mlcli serve did not start within 180 s")
+    process = launch(command, port, log)
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=60)
+    return process
 
 
 def prepared(run: str, port: int, rows: list[dict[str, Any]]) -> dict[str, list[bytes]]:

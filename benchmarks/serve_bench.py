@@ -120,21 +120,26 @@ def cold_start(run: str, body: bytes, log: Path) -> float:
         process.wait(timeout=120)
 
 
-def start_server(kind: str, run: str, port: int, log: Path) -> subprocess.Popen:
-    command = server_command(kind, run, port)
+def launch(command: list[str], port: int, log: Path, what: str = "mlcli serve") -> subprocess.Popen:
+    """Starts the server `command` (stderr to `log`) and returns it once `GET /healthz` on
+    `port` answers 200; exits the benchmark if it stops or does not answer within 180 s."""
     with log.open("w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"{kind} server exited with {process.returncode}: {log.read_text()}")
+            raise SystemExit(f"{what} exited with {process.returncode}: {log.read_text()}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
                 return process
         except httpx.TransportError:
             time.sleep(0.2)
     process.kill()
-    raise SystemExit(f"{kind} server did not start within 180 s")
+    raise SystemExit(f"{what} did not start within 180 s")
+
+
+def start_server(kind: str, run: str, port: int, log: Path) -> subprocess.Popen:
+    return launch(server_command(kind, run, port), port, log, what=f"{kind} server")
 
 
 class Connection:

@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
-from serve_bench import ADULT_TEST, NAME, REPO, free_port, load_rows, raw_request
+from serve_bench import ADULT_TEST, NAME, free_port, launch, load_rows, raw_request
 
 
 @dataclass
@@ -95,19 +94,7 @@ def export_version_one(run: str, folder: Path) -> Path:
 def start(base: Path, port: int, log: Path, poll_seconds: float) -> subprocess.Popen:
     command = [sys.executable, "-m", "mlcli", "serve", str(base), "--name", NAME]
     command += ["--port", str(port), "--poll-seconds", str(poll_seconds)]
-    with log.open("w") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"mlcli serve exited with {process.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("mlcli serve did not start within 180 s")
+    return launch(command, port, log)
 
 
 def publish(base: Path, number: int) -> float:
