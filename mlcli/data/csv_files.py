@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from mlcli.config.schema import CsvOptions
@@ -77,6 +76,8 @@ def string_array(values: Sequence[str]) -> pa.Array:
 
 def _clean_strings(table: pa.Table, csv: CsvOptions) -> pa.Table:
     """Trims text fields and re-reads numbers that only looked like text because of spaces."""
+    import pyarrow.compute as pc
+
     if not csv.trim_whitespace:
         return table
     na = string_array(csv.na_values)
@@ -105,6 +106,8 @@ def _first_invalid(column: pa.Array) -> int:
 
 def _check_utf8(table: pa.Table, source: str, row_offset: int) -> None:
     """Text that is not UTF-8, named by column, 1-based data row and its bytes."""
+    import pyarrow.compute as pc
+
     for name, column in zip(table.column_names, table.columns, strict=True):
         if not is_text_type(column.type):
             continue

@@ -272,10 +272,6 @@ def predict(
         stdin: the stream `-` reads.
         reporter: where progress goes.
     """
-    from mlcli.data.sources import source_for_run
-    from mlcli.data.tables import check_header
-    from mlcli.runs.loading import open_run
-
     reporter = reporter or QuietReporter()
     stream = None if isinstance(output, str | Path) else output
     chosen, compression = output_format("-" if stream else str(output), format)
@@ -285,9 +281,15 @@ def predict(
             raise ConfigError(
                 f"--output {final}: {path} already exists; pass --force to replace it"
             )
-    # every argument, path and the data's header are checked before TensorFlow loads
+    # every argument, path and the data's header are checked before TensorFlow loads, each
+    # before the modules the next check needs (pydantic for the run, pyarrow for the header)
+    from mlcli.runs.loading import open_run
+
     loaded = open_run(run, with_model=False)
     given, threshold = threshold, _check_options(loaded, keep, batch_size, threshold, fail_on_drift)
+    from mlcli.data.sources import source_for_run
+    from mlcli.data.tables import check_header
+
     source = source_for_run(
         loaded.config,
         data,
