@@ -341,3 +341,8 @@ class PiecewiseLinearCalibration(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "x": self.x, "y": self.y}
+
+
+# The ensemble's layers (TabM, `model.ensemble`) are registered with these: whatever loads a
+# model imports this module only (`mlcli.runs.loading`, the export checks' runtimes).
+import mlcli.ensemble_layers  # noqa: E402, F401

@@ -145,10 +145,12 @@ class NumericSpec(StrictModel):
     """A number: missing values imputed with the mean plus an indicator, then normalised."""
 
     type: Literal["numeric"] = Field(description="The feature type.")
-    transform: Literal["none", "log", "quantile"] = Field(
+    transform: Literal["none", "log", "quantile", "robust"] = Field(
         "none",
         description="`log`: log1p of the value (for non-negative, heavy-tailed columns); "
-        "`quantile`: the normal score of the value's quantile in the training split.",
+        "`quantile`: the normal score of the value's quantile in the training split; "
+        "`robust`: minus the median, over the interquartile range, then softly clipped to "
+        "about +-3 by x / sqrt(1 + (x/3)^2) (RealMLP, Holzmueller et al. 2024).",
     )
 
 

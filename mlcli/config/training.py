@@ -31,7 +31,13 @@ class NumericEmbeddingConfig(StrictModel):
         "linear map and ReLU; periodic: sin/cos of learned frequencies, then the same.",
     )
     dim: int = Field(16, ge=1, le=1024, description="Embedding size per numeric feature.")
-    bins: int = Field(32, ge=2, le=128, description="piecewise_linear: quantile bins.")
+    bins: int = Field(32, ge=2, le=128, description="piecewise_linear: bins per feature, at most.")
+    binning: Literal["quantile", "tree"] = Field(
+        "quantile",
+        description="piecewise_linear: bin edges at quantiles of the training split, or at the "
+        "thresholds of a decision tree on the target (max `bins` leaves) fit on the training "
+        "split only (Gorishniy et al. 2022); either way the edges are stored in the model.",
+    )
     frequencies: int = Field(16, ge=1, le=256, description="periodic: frequencies per feature.")
     frequency_scale: float = Field(
         0.1, gt=0.0, description="periodic: standard deviation of the initial frequencies."
@@ -39,6 +45,13 @@ class NumericEmbeddingConfig(StrictModel):
 
 
 _NUMERIC_EMBEDDING = "How numeric columns enter the network."
+_ENSEMBLE = (
+    "Members trained at once in one network (TabM, Gorishniy et al. 2024): each dense layer "
+    "shares its weights and gives each member its own scaling vectors and biases, each member "
+    "has its own head, the loss is the mean of the members' losses, and the saved model "
+    "outputs the mean of their predictions. 1: a single network."
+)
+Ensemble = Annotated[int, Field(ge=1, le=64)]
 
 
 class MlpConfig(StrictModel):
@@ -57,6 +70,7 @@ class MlpConfig(StrictModel):
     numeric_embedding: NumericEmbeddingConfig = Field(
         default_factory=NumericEmbeddingConfig, description=_NUMERIC_EMBEDDING
     )
+    ensemble: Ensemble = Field(1, description=_ENSEMBLE)
 
 
 class ResNetConfig(StrictModel):
@@ -76,6 +90,7 @@ class ResNetConfig(StrictModel):
     numeric_embedding: NumericEmbeddingConfig = Field(
         default_factory=NumericEmbeddingConfig, description=_NUMERIC_EMBEDDING
     )
+    ensemble: Ensemble = Field(1, description=_ENSEMBLE)
 
 
 class FTTransformerConfig(StrictModel):
@@ -165,6 +180,13 @@ class TrainingConfig(StrictModel):
     )
     early_stopping: EarlyStoppingConfig | None = Field(
         default_factory=EarlyStoppingConfig, description="null: train every epoch."
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Classification: the targets move this far towards the uniform "
+        "distribution over the classes (0: none); ignored for regression.",
     )
     class_weight: Literal["none", "balanced"] = Field(
         "none",

@@ -47,7 +47,7 @@ def _numeric_column(
 ) -> ColumnSchema:
     raw = numeric_values(column, name)
     values = transformed_numbers(raw, spec, name)
-    needed = quantiles or spec.transform == "quantile"
+    needed = quantiles or spec.transform in ("quantile", "robust")
     schema = numeric_schema(
         name,
         spec,
@@ -130,8 +130,10 @@ def numeric_schema(
     """A numeric column's schema from its statistics (after the `log` transform, if any)."""
     if mean is None:
         raise DataError(f"column {name!r} has no values in the training split")
-    if spec.transform == "quantile":
-        mean, variance = 0.0, 1.0  # the transform's scores are standard normal already
+    if spec.transform in ("quantile", "robust"):
+        # quantile: the scores are standard normal already; robust: centred on the median,
+        # scaled by the quartiles and softly clipped (missing values are imputed with it)
+        mean, variance = 0.0, 1.0
     return ColumnSchema(
         quantiles=quantiles,
         name=name,

@@ -3,7 +3,8 @@
 `build_core` takes the preprocessor's encoded outputs; `compose` puts the preprocessor in
 front so that the saved model takes raw column values and returns the head's output:
 the positive class's probability (binary), class probabilities (multiclass) or the value
-(regression); with `training.calibration`, through a calibration layer fitted on the
+(regression), for an ensemble (`model.ensemble`) the mean over its members; with
+`training.calibration`, through a calibration layer fitted on the
 validation split (`mlcli.layers.TemperatureScaling`, `PiecewiseLinearCalibration`).
 """
 
@@ -14,8 +15,10 @@ from collections.abc import Mapping
 import keras
 
 from mlcli.config.training import ModelConfig
+from mlcli.ensemble_layers import EnsembleHead, MemberMean
 from mlcli.features.schema import FeatureSchema
 from mlcli.models.architectures import build_body
+from mlcli.models.embeddings import BinEdges
 from mlcli.preprocessing.inputs import CALIBRATION_LAYER, CORE_MODEL, NUMERIC, encoded_input_name
 from mlcli.preprocessing.layers import keyed_model, raw_inputs
 
@@ -37,10 +40,17 @@ def build_core(
     config: ModelConfig,
     *,
     encoded_shapes: Mapping[str, tuple[int, ...]],
+    bin_edges: BinEdges | None = None,
 ) -> keras.Model:
-    """The configured network (`model.type`) from encoded features to the task's head."""
+    """The configured network (`model.type`) from encoded features to the task's head.
+
+    `bin_edges`: piecewise-linear bins fitted on the training split (`model.numeric_embedding.
+    binning: tree`), per numeric column in encoded units; None: the schema's quantiles.
+    """
     inputs = core_inputs(encoded_shapes)
-    x = build_body(schema, config, inputs)
+    x = build_body(schema, config, inputs, bin_edges=bin_edges)
+    if getattr(config, "ensemble", 1) > 1:
+        return keyed_model(inputs, _ensemble_head(schema, x), name=CORE_MODEL)
     target = schema.target
     # the head computes in float32 under mixed precision (training.precision) too
     if target.task == "binary":
@@ -56,6 +66,22 @@ def build_core(
             target.std, offset=target.mean, name="prediction", dtype="float32"
         )(standard)
     return keyed_model(inputs, output, name=CORE_MODEL)
+
+
+def _ensemble_head(schema: FeatureSchema, x: keras.KerasTensor) -> keras.KerasTensor:
+    """Each member's head on (rows, k, units), then the mean of their outputs (`MemberMean`)."""
+    target = schema.target
+    if target.task == "binary":
+        logits = EnsembleHead(1, name="member_logits", dtype="float32")(x)
+        members = keras.layers.Activation("sigmoid", dtype="float32")(logits)
+        return MemberMean(name="probability", dtype="float32")(members)
+    if target.task == "multiclass":
+        logits = EnsembleHead(len(target.classes), name="member_logits", dtype="float32")(x)
+        members = keras.layers.Softmax(axis=-1, dtype="float32")(logits)
+        return MemberMean(name="probabilities", dtype="float32")(members)
+    standard = EnsembleHead(1, name="standardized", dtype="float32")(x)
+    members = keras.layers.Rescaling(target.std, offset=target.mean, dtype="float32")(standard)
+    return MemberMean(name="prediction", dtype="float32")(members)
 
 
 def compose(

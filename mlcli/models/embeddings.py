@@ -5,7 +5,8 @@ followed by its 0/1 missing indicator when the training split had missing values
 tensor per categorical column and one token-id tensor per text column. `flat_features` turns
 them into one vector per row (MLP, ResNet); `feature_tokens` into one token per feature
 (FT-Transformer). Numeric values may first go through a learned embedding (Gorishniy et al.
-2022) whose bin edges come from the quantiles in the feature schema.
+2022) whose bin edges come from the quantiles in the feature schema, or from decision trees
+fitted on the training split (`mlcli.models.binning`, passed in as `bin_edges`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from mlcli.layers import (
     TakeColumns,
     quantile_scores,
 )
+from mlcli.preprocessing.arrow import robust_scores
 from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, NUMERIC, TEXT_PREFIX
 
 Inputs = dict[str, keras.KerasTensor]
+BinEdges = list[list[float]]  # per numeric column, its bin edges in encoded units
 
 
 def numeric_layout(schema: FeatureSchema) -> tuple[list[ColumnSchema], list[int], list[int]]:
@@ -52,6 +55,8 @@ def encoded_bin_edges(column: ColumnSchema, bins: int) -> list[float]:
     picks = quantiles[np.round(np.linspace(0, len(quantiles) - 1, bins + 1)).astype(int)]
     if column.transform == "quantile":
         picks = quantile_scores(picks, column.quantiles)
+    elif column.transform == "robust":
+        picks = robust_scores(picks, column.quantiles).astype(np.float64)
     edges = np.unique((picks - column.mean) / math.sqrt(column.variance))
     if len(edges) < 2:  # a constant column: one bin around its value
         edges = np.array([edges[0] - 1.0, edges[0] + 1.0])
@@ -64,12 +69,15 @@ def embed_numbers(
     numeric: keras.KerasTensor,
     *,
     units: int,
+    bin_edges: BinEdges | None = None,
 ) -> keras.KerasTensor:
-    """(rows, numeric columns, units): the configured embedding of every numeric value, ReLU'd."""
+    """(rows, numeric columns, units): the configured embedding of every numeric value, ReLU'd.
+
+    Piecewise-linear bins are `bin_edges` when given, else the schema's quantiles."""
     columns, values, indicators = numeric_layout(schema)
     x = TakeColumns(values, name="numeric_values")(numeric) if indicators else numeric
     if config.type == "piecewise_linear":
-        edges = [encoded_bin_edges(column, config.bins) for column in columns]
+        edges = bin_edges or [encoded_bin_edges(column, config.bins) for column in columns]
         embedded = PiecewiseLinearEmbedding(edges, units, name="piecewise_linear")(x)
     else:
         embedded = PeriodicEmbedding(config.frequencies, config.frequency_scale, units)(x)
@@ -98,7 +106,11 @@ def _categorical_and_text_parts(schema: FeatureSchema, inputs: Inputs) -> list[k
 
 
 def flat_features(
-    schema: FeatureSchema, config: MlpConfig | ResNetConfig, inputs: Inputs
+    schema: FeatureSchema,
+    config: MlpConfig | ResNetConfig,
+    inputs: Inputs,
+    *,
+    bin_edges: BinEdges | None = None,
 ) -> keras.KerasTensor:
     """One vector per row: numbers (embedded or not), one-hot or embedded categories, texts."""
     parts: list[keras.KerasTensor] = []
@@ -107,7 +119,9 @@ def flat_features(
         if embedding.type == "none":
             parts.append(inputs[NUMERIC])
         else:
-            embedded = embed_numbers(schema, embedding, inputs[NUMERIC], units=embedding.dim)
+            embedded = embed_numbers(
+                schema, embedding, inputs[NUMERIC], units=embedding.dim, bin_edges=bin_edges
+            )
             parts.append(keras.layers.Flatten()(embedded))
             _, _, indicators = numeric_layout(schema)
             if indicators:
@@ -117,7 +131,12 @@ def flat_features(
 
 
 def feature_tokens(
-    schema: FeatureSchema, config: NumericEmbeddingConfig, inputs: Inputs, *, dim: int
+    schema: FeatureSchema,
+    config: NumericEmbeddingConfig,
+    inputs: Inputs,
+    *,
+    dim: int,
+    bin_edges: BinEdges | None = None,
 ) -> keras.KerasTensor:
     """(rows, tokens, dim): one token per numeric value, missing indicator, category, text."""
     tokens: list[keras.KerasTensor] = []
@@ -127,7 +146,7 @@ def feature_tokens(
         if config.type == "none":
             tokens.append(LinearTokenizer(dim, name="numeric_tokens")(numeric))
         else:
-            tokens.append(embed_numbers(schema, config, numeric, units=dim))
+            tokens.append(embed_numbers(schema, config, numeric, units=dim, bin_edges=bin_edges))
             if indicators:
                 chosen = TakeColumns(indicators, name="missing_indicators")(numeric)
                 tokens.append(LinearTokenizer(dim, name="indicator_tokens")(chosen))

@@ -37,11 +37,40 @@ from mlcli.preprocessing.inputs import CATEGORICAL_PREFIX, MISSING_VALUES, NUMER
 
 EPSILON = np.float32(1e-7)  # keras.backend.epsilon(), Normalization's floor on the deviation
 
+# Smooth clipping bounds robust-scaled values softly near +-this: x / sqrt(1 + (x/3)^2).
+SMOOTH_CLIP = 3.0
+# Robust-scaled values are first clipped to +-this: the same result in float32 (3 to 7 digits),
+# and (x/3)^2 never overflows.
+ROBUST_LIMIT = 1e6
+
+
+def robust_scaling(quantiles: list[float]) -> tuple[float, float]:
+    """(center, factor) of RealMLP's robust scaling (Holzmueller et al. 2024, "Better by
+    Default"): the median, and 1 / the interquartile range, or 1 / half the range when the
+    quartiles tie, or 0 for a constant column. `quantiles`: evenly spaced from 0 to 1."""
+    points = np.asarray(quantiles, dtype=np.float64)
+    probabilities = np.linspace(0.0, 1.0, len(points))
+    median, low, high = np.interp([0.5, 0.25, 0.75], probabilities, points)
+    spread = high - low
+    if spread == 0:
+        spread = 0.5 * (points[-1] - points[0])
+    return float(median), float(1.0 / spread) if spread > 0 else 0.0
+
+
+def robust_scores(values: np.ndarray, quantiles: list[float]) -> np.ndarray:
+    """The `robust` transform in float32: robust scaling, then smooth clipping (the Keras
+    preprocessing layers compute the same)."""
+    center, factor = robust_scaling(quantiles)
+    scaled = (np.asarray(values, np.float32) - np.float32(center)) * np.float32(factor)
+    scaled = np.clip(scaled, np.float32(-ROBUST_LIMIT), np.float32(ROBUST_LIMIT))
+    return scaled / np.sqrt(np.float32(1.0) + np.square(scaled / np.float32(SMOOTH_CLIP)))
+
 
 def encodable(schema: FeatureSchema) -> bool:
-    """Whether every column's encoding is computed here (numeric without quantiles, lookups)."""
+    """Whether every column's encoding is computed here (numeric but for the quantile
+    transform, lookups)."""
     return all(
-        (column.type == "numeric" and column.transform in ("none", "log"))
+        (column.type == "numeric" and column.transform in ("none", "log", "robust"))
         or (column.type in ("categorical", "binary") and column.dtype in ("string", "int64"))
         for column in schema.columns
     )
@@ -52,6 +81,9 @@ def _numeric(column: ColumnSchema, values: np.ndarray) -> list[np.ndarray]:
     if column.transform == "log":
         with np.errstate(invalid="ignore"):
             values = np.log1p(np.maximum(values, np.float32(-1.0 + 1e-7)))
+    elif column.transform == "robust":
+        with np.errstate(invalid="ignore"):
+            values = robust_scores(values, column.quantiles)
     mean = np.float32(column.mean)
     filled = np.where(missing, mean, values)
     # float64 first: a variance beyond float32 (a 1e30 column's 1e60) must not become inf

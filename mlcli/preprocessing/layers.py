@@ -20,6 +20,7 @@ import tensorflow as tf
 from mlcli.data.columns import FLOAT32_MAX
 from mlcli.features.schema import ColumnSchema, FeatureSchema
 from mlcli.layers import QuantileTransform
+from mlcli.preprocessing.arrow import ROBUST_LIMIT, SMOOTH_CLIP, robust_scaling
 from mlcli.preprocessing.inputs import (
     CATEGORICAL_PREFIX,
     NUMERIC,
@@ -63,6 +64,11 @@ def _numeric(column: ColumnSchema, value: keras.KerasTensor) -> list[keras.Keras
         value = keras.ops.log1p(keras.ops.maximum(value, -1.0 + 1e-7))
     elif column.transform == "quantile":
         value = QuantileTransform(column.quantiles, name=layer_name("quantile", column.name))(value)
+    elif column.transform == "robust":  # `preprocessing.arrow.robust_scores` computes the same
+        center, factor = robust_scaling(column.quantiles)
+        scaled = keras.ops.multiply(keras.ops.subtract(value, center), factor)
+        scaled = keras.ops.clip(scaled, -ROBUST_LIMIT, ROBUST_LIMIT)
+        value = scaled / keras.ops.sqrt(1.0 + keras.ops.square(scaled / SMOOTH_CLIP))
     filled = keras.ops.where(missing, keras.ops.full_like(value, column.mean), value)
     # (value - mean) / std as `keras.layers.Normalization` computes it, but from the standard
     # deviation: a column of magnitude 1e30 has a variance (1e60) that float32 cannot hold

@@ -39,21 +39,38 @@ def check_monitor(config: Config, task: str) -> None:
 
 
 def loss_and_metrics(
-    task: str, *, auc: bool = True
+    task: str, *, auc: bool = True, label_smoothing: float = 0.0, ensemble: bool = False
 ) -> tuple[keras.losses.Loss, list[keras.metrics.Metric]]:
-    """The loss and the metrics that follow from the task (binary: AUC only if `auc`)."""
+    """The loss and the metrics that follow from the task (binary: AUC only if `auc`).
+
+    Classification targets are smoothed by `label_smoothing`. An `ensemble` takes the mean of
+    its members' losses (`mlcli.training.members.MemberLoss`), as does a multiclass task with
+    label smoothing (Keras's sparse loss has none); its metrics score the members' mean.
+    """
     import keras
 
+    from mlcli.training.members import MemberLoss, member_metrics
+
+    if ensemble:
+        return MemberLoss(task, label_smoothing), member_metrics(task, auc=auc)
+    if task == "multiclass" and label_smoothing:
+        loss: keras.losses.Loss = MemberLoss(task, label_smoothing)
+    elif task == "binary":
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+    elif task == "multiclass":
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    else:
+        loss = keras.losses.MeanSquaredError()
     if task == "binary":
-        return keras.losses.BinaryCrossentropy(), [
+        return loss, [
             keras.metrics.BinaryAccuracy(name="accuracy"),
             *([keras.metrics.AUC(name="auc")] if auc else []),
         ]
     if task == "multiclass":
-        return keras.losses.SparseCategoricalCrossentropy(), [
+        return loss, [
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
         ]
-    return keras.losses.MeanSquaredError(), [
+    return loss, [
         keras.metrics.RootMeanSquaredError(name="rmse"),
         keras.metrics.MeanAbsoluteError(name="mae"),
     ]
@@ -110,7 +127,14 @@ def compile_core(
     """
     import tensorflow as tf
 
-    loss, metrics = loss_and_metrics(task, auc=for_evaluation or epoch_auc(config))
+    from mlcli.ensemble_layers import MemberMean
+
+    loss, metrics = loss_and_metrics(
+        task,
+        auc=for_evaluation or epoch_auc(config),
+        label_smoothing=config.label_smoothing,
+        ensemble=any(isinstance(layer, MemberMean) for layer in core.layers),
+    )
     trained = getattr(core, "optimizer", None) if for_evaluation else None
     # Keras 3's multi-step loop (`steps_per_execution` > 1) fails under a MirroredStrategy of
     # several replicas (`InvalidArgumentError ... while/cond/Placeholder`, as in

@@ -20,7 +20,7 @@ import numpy as np
 from mlcli import files
 from mlcli._tensorflow import import_tensorflow
 from mlcli.config.schema import Config
-from mlcli.errors import TrainingDivergedError
+from mlcli.errors import ConfigError, TrainingDivergedError
 from mlcli.reporting import Reporter
 from mlcli.runs import directory as runs
 
@@ -29,9 +29,12 @@ tf = import_tensorflow(
 )  # devices are chosen first: mlcli.training.devices.place starts it
 import keras  # noqa: E402
 
+from mlcli.ensemble_layers import MemberMean  # noqa: E402
 from mlcli.inference.comparison import compare_outputs  # noqa: E402
+from mlcli.models.binning import fitted_bin_edges  # noqa: E402
 from mlcli.models.core import build_core, calibrated_core, compose  # noqa: E402
-from mlcli.preprocessing.layers import build_preprocessor  # noqa: E402
+from mlcli.preprocessing.inputs import CORE_MODEL  # noqa: E402
+from mlcli.preprocessing.layers import build_preprocessor, keyed_model  # noqa: E402
 from mlcli.training import distributed  # noqa: E402
 from mlcli.training.calibration import fit_calibration  # noqa: E402
 from mlcli.training.callbacks import (  # noqa: E402
@@ -115,9 +118,13 @@ def fit_run(
     composition, calibration = _save_and_evaluate(
         config, data, run, fitting, kept=kept, seconds=seconds
     )
+    epochs_fitted = max(1, kept["epochs_run"] - first_epoch)
     return {
         "device": fitting.placement.describe(config.training),
         "epochs_run": kept["epochs_run"],
+        # the cost of an epoch, validation included: what `model.ensemble` multiplies
+        "seconds_per_epoch": seconds["fit"] / epochs_fitted,
+        "ensemble": getattr(config.model, "ensemble", 1),
         "kept_epoch": kept,
         "resumed_after_epoch": first_epoch or None,
         "composition_max_abs_difference": composition["max_abs_difference"],
@@ -144,10 +151,30 @@ def _prepare(
     batch_size = config.training.batch_size * placement.replicas  # the global batch
     steps = math.ceil(train.rows / batch_size)
     task = data.schema.target.task
+    bin_edges = _bin_edges(config, data, train)
     with placement.strategy.scope(), precision(config.training.precision):
-        core = build_core(data.schema, config.model, encoded_shapes=train.shapes)
+        core = build_core(
+            data.schema, config.model, encoded_shapes=train.shapes, bin_edges=bin_edges
+        )
         compile_core(core, task, config.training, steps_per_epoch=steps)
     return _Fitting(placement, preprocessor, train, validation, test, core, batch_size, steps)
+
+
+def _bin_edges(config: Config, data: TrainingData, train: Split) -> list[list[float]] | None:
+    """Tree bins (`model.numeric_embedding.binning: tree`) fitted on the training split only."""
+    from mlcli.preprocessing.inputs import NUMERIC
+    from mlcli.training.datasets import EncodedSplit
+
+    embedding = config.model.numeric_embedding
+    if embedding.type != "piecewise_linear" or embedding.binning != "tree":
+        return None
+    if not isinstance(train, EncodedSplit):
+        raise ConfigError(
+            "config key `model.numeric_embedding.binning`: tree bins are fitted on the training "
+            "split in memory, found a streamed one; set data.streaming: false, or binning: quantile"
+        )
+    numeric = train.features.get(NUMERIC)
+    return fitted_bin_edges(data.schema, config.model, numeric, train.labels, seed=config.seed)
 
 
 def _fit(
@@ -204,6 +231,10 @@ def _save_and_evaluate(
         with strategy.scope():  # the final metrics include AUC
             compile_core(core, schema.target.task, config.training, for_evaluation=True)
     saved = distributed.local_copy(core) if fitting.placement.multi_worker else core
+    if any(isinstance(layer, MemberMean) for layer in saved.layers):
+        # an uncompiled view of the same layers: the saved model then holds no compile config,
+        # whose members' loss and metrics (training only) no loader could find
+        saved = keyed_model(saved.input, saved.output, name=CORE_MODEL)
     layer, calibration, checked = None, None, saved
     if config.training.calibration != "none":
         layer, calibration = fit_calibration(

@@ -66,7 +66,7 @@ def test_a_model_key_is_named_without_the_family_tag():
 def test_a_key_of_another_model_family_lists_this_family_keys():
     message = _message(model={"type": "resnet", "hidden_units": [8]})
     assert "config key `model.hidden_units` is not allowed" in message
-    assert "valid keys here: activation, blocks, hidden_dropout" in message
+    assert "valid keys here: activation, blocks, ensemble, hidden_dropout" in message
 
 
 def test_a_misspelt_model_family_is_suggested():

@@ -29,7 +29,15 @@ FAMILIES = {
         "hidden_units": [16],
         "numeric_embedding": {"type": "periodic", "frequencies": 4, "dim": 4},
     },
+    "mlp-ensemble": {"type": "mlp", "hidden_units": [16, 8], "ensemble": 3, "batch_norm": True},
     "resnet": {"type": "resnet", "width": 16, "blocks": 2},
+    "resnet-ensemble": {
+        "type": "resnet",
+        "width": 16,
+        "blocks": 1,
+        "ensemble": 4,
+        "numeric_embedding": {"type": "piecewise_linear", "bins": 8, "dim": 4},
+    },
     "ft_transformer": {"type": "ft_transformer", "token_dim": 8, "heads": 2, "blocks": 1},
     "ft_transformer-piecewise": {
         "type": "ft_transformer",
@@ -81,6 +89,9 @@ def test_family_round_trips_through_model_keras(write_config, tmp_path, family):
     ("family", "target", "task", "metric"),
     [
         ("mlp-piecewise", "label", "binary", "accuracy"),
+        ("mlp-ensemble", "tier", "multiclass", "accuracy"),
+        pytest.param("resnet-ensemble", "value", "regression", "rmse", marks=pytest.mark.slow),
+        pytest.param("mlp-ensemble", "label", "binary", "accuracy", marks=pytest.mark.slow),
         pytest.param("resnet", "value", "regression", "rmse", marks=pytest.mark.slow),
         pytest.param("ft_transformer", "tier", "multiclass", "accuracy", marks=pytest.mark.slow),
     ],

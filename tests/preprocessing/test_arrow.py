@@ -63,6 +63,38 @@ def test_arrow_encoding_equals_the_preprocessing_layers(write_config):
     assert arrow["categorical__grade"][1, 0] == 0
 
 
+def test_robust_transform_arrow_equals_the_layers_relative_to_scale(write_config):
+    from mlcli.preprocessing.inputs import model_inputs
+    from mlcli.preprocessing.layers import build_preprocessor, encode
+
+    robust = {"type": "numeric", "transform": "robust"}
+    schema, splits = _schema_and_splits(write_config, income=robust, age=robust)
+    assert encodable(schema)
+    table = _with_unseen_and_missing(splits.validation)
+    arrow = encode_features(table, schema, source="validation")["numeric"]
+    layers = encode(build_preprocessor(schema), model_inputs(table, schema, source="v"), schema)
+    expected = layers["numeric"]
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert np.abs(arrow - expected).max() / scale <= 1e-6
+    values = arrow[:, [0, 2]]  # age and income (each followed by its missing indicator)
+    assert np.isfinite(values).all()
+    # smooth clipping: |x / sqrt(1 + (x/3)^2)| < 3, missing values at the median (0)
+    assert np.abs(values).max() < 3.0
+    assert values[4, 0] == 0.0 and values[5, 1] == 0.0
+
+
+def test_robust_scaling_uses_the_quartiles_or_else_the_range():
+    from mlcli.preprocessing.arrow import robust_scaling, robust_scores
+
+    quantiles = np.linspace(0.0, 8.0, 129).tolist()  # median 4, quartiles 2 and 6
+    assert robust_scaling(quantiles) == pytest.approx((4.0, 0.25))
+    tied = [0.0] * 100 + [1.0] * 28 + [10.0]  # quartiles tie at 0: half the range, 5
+    assert robust_scaling(tied) == pytest.approx((0.0, 0.2))
+    assert robust_scaling([3.0] * 129) == (3.0, 0.0)  # constant: every value scores 0
+    scores = robust_scores(np.array([4.0, 6.0, 1e30]), quantiles)
+    np.testing.assert_allclose(scores, [0.0, 0.5 / np.sqrt(1 + (0.5 / 3) ** 2), 3.0], rtol=1e-6)
+
+
 def test_text_and_quantile_columns_are_left_to_the_layers(write_config):
     schema, splits = _schema_and_splits(write_config, review="text")
     assert not encodable(schema)
