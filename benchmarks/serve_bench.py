@@ -253,11 +253,15 @@ def naive_server(run: str, port: int) -> None:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
+    from mlcli.exporting.signature import ServingSignature
+    from mlcli.inference.labels import decision_threshold
     from mlcli.runs.loading import open_run
-    from mlcli.serving.payloads import BadRequestError, Signature, parse_predict, predict_response
+    from mlcli.serving.payloads import BadRequestError, parse_predict, predict_response
 
     loaded = open_run(run)
-    signature = Signature.from_schema(loaded.schema)
+    signature = ServingSignature.from_schema(
+        loaded.schema, threshold=decision_threshold(saved=loaded.threshold)
+    )
 
     def model_predict(columns: dict[str, np.ndarray]) -> np.ndarray:
         tensors = {n: tf.constant(columns[n], dtype=d) for n, d in signature.inputs.items()}

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mlcli.errors import DataError
 
@@ -44,6 +43,8 @@ def numeric_values(column: pa.ChunkedArray, name: str, *, row_offset: int = 0) -
     Rows in messages are 1-based and counted from `row_offset` (the data rows before
     `column[0]` in its file).
     """
+    import pyarrow.compute as pc
+
     if not (is_numeric_type(column.type) or pa.types.is_boolean(column.type)):
         if is_text_type(column.type):
             bad = _first_non_number(column)
@@ -96,6 +97,8 @@ def check_float32_range(values: Any, *, column: str, source: str, row_offset: in
         `check_float32_range(np.array([1.0, 1e39]), column="x", source="a.csv")` raises
         `a.csv: column 'x' holds 1e+39 at row 2, beyond float32's range (|x| <= 3.4028235e+38)`.
     """
+    import pyarrow.compute as pc
+
     if isinstance(values, np.ndarray):
         if values.dtype.kind != "f" or values.dtype.itemsize <= 4:
             return  # integers and float32 always fit
@@ -138,6 +141,8 @@ def label_values(column: pa.ChunkedArray, replace: dict[str, str]) -> pa.Chunked
     A missing label is a null, an empty string or a floating NaN (as Parquet and pandas write
     one); every reader of labels (training splits, `evaluate`) drops those rows.
     """
+    import pyarrow.compute as pc
+
     labels = _replaced(column, replace) if replace else column
     if is_text_type(labels.type):
         return pc.if_else(pc.equal(labels, ""), pa.nulls(1, labels.type)[0], labels)
@@ -147,6 +152,8 @@ def label_values(column: pa.ChunkedArray, replace: dict[str, str]) -> pa.Chunked
 
 
 def _replaced(column: pa.ChunkedArray, replace: dict[str, str]) -> pa.ChunkedArray:
+    import pyarrow.compute as pc
+
     text = pc.cast(column, pa.string()) if not is_text_type(column.type) else column
     replaced = text
     for old, new in replace.items():

@@ -20,7 +20,6 @@ import pyarrow as pa
 from mlcli.config.messages import did_you_mean
 from mlcli.config.schema import CsvOptions, DataConfig, Source, SourceSpec
 from mlcli.data.csv_files import csv_names, iter_csv, open_file, read_csv, unreadable
-from mlcli.data.parquet_files import iter_parquet, parquet_names, read_parquet
 from mlcli.errors import DataError
 
 _COMPRESSION_SUFFIXES = {".gz", ".zst", ".zstd", ".bz2", ".lz4"}
@@ -140,6 +139,8 @@ def read_table(
     column_types: Mapping[str, pa.DataType] | None = None,
 ) -> pa.Table:
     """Reads a whole table into memory (multithreaded parsing), columns cast to one schema."""
+    from mlcli.data.parquet_files import read_parquet
+
     tables: list[pa.Table] = []
     if source.stdin is not None:
         tables.append(
@@ -185,6 +186,8 @@ def iter_batches(
     `column_types` fixes the types of CSV columns (inference on the first block alone could
     otherwise disagree with later blocks).
     """
+    from mlcli.data.parquet_files import iter_parquet, parquet_names
+
     if source.stdin is not None:
         yield from iter_csv(source.stdin, source.csv, source="<stdin>", column_types=column_types)
         return
@@ -231,6 +234,8 @@ def check_header(source: TableSource, needed: Sequence[str]) -> None:
     if source.stdin is not None:
         return
     if source.format == "parquet":
+        from mlcli.data.parquet_files import parquet_names  # pyarrow.parquet only for Parquet
+
         for path in source.paths:
             require_columns(parquet_names(path), needed, source=str(path))
         return

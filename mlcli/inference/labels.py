@@ -16,14 +16,15 @@ as_text(labels.to_pylist())                        # ["high", "low", ...], as a 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Any
 
 from mlcli.errors import ConfigError
-from mlcli.features.schema import TargetSchema
+
+if TYPE_CHECKING:  # numpy and pyarrow load with the first outputs: thresholds are checked first
+    import numpy as np
+    import pyarrow as pa
+
+    from mlcli.features.schema import TargetSchema
 
 BINARY_THRESHOLD = 0.5  # the one binary rule: positive when probability >= threshold
 
@@ -55,6 +56,8 @@ def positive(probabilities: np.ndarray, *, threshold: float = BINARY_THRESHOLD) 
     takes its threshold from `decision_threshold`), so a probability of exactly the threshold
     is positive in all.
     """
+    import numpy as np
+
     return np.asarray(probabilities).reshape(-1) >= threshold
 
 
@@ -67,6 +70,10 @@ def predicted_labels(
     a multiclass row is its most probable
     class; a regression row is its value (float64).
     """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if target.task == "regression":
         return pa.array(outputs.reshape(-1).astype(np.float64))
     if target.task == "binary":

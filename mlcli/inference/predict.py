@@ -25,28 +25,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-import numpy as np
-import pyarrow as pa
-
 from mlcli import files
-from mlcli.data.tables import TableSource, check_header, iter_batches, require_columns
 from mlcli.errors import ConfigError, QualityGateError
-from mlcli.features.drift import DriftMonitor, DriftReport
-from mlcli.features.schema import FeatureSchema
-from mlcli.inference.choice import choose_predictor, requested
 from mlcli.inference.labels import (
     BINARY_THRESHOLD,
     decision_threshold,
     predicted_labels,
     threshold_origin,
 )
-from mlcli.inference.pipeline import staged
-from mlcli.inference.writers import FORMATS, BatchWriter, open_writer
+from mlcli.inference.writers import FORMATS, open_writer
 from mlcli.reporting import QuietReporter, Reporter
-from mlcli.runs.loading import LoadedRun, open_run
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy, pyarrow and what uses them load once the arguments are checked
+    import numpy as np
+    import pyarrow as pa
+
+    from mlcli.data.tables import TableSource
+    from mlcli.features.drift import DriftMonitor, DriftReport
+    from mlcli.features.schema import FeatureSchema
     from mlcli.inference.light import Runner
+    from mlcli.inference.writers import BatchWriter
+    from mlcli.runs.loading import LoadedRun
 
 DEFAULT_BATCH_SIZE = 65536
 PREDICTION = "prediction"
@@ -112,6 +111,8 @@ def input_column_types(schema: FeatureSchema, keep: Sequence[str]) -> dict[str, 
 
     Kept columns are read as text, so they pass through exactly as written (`007` stays).
     """
+    import pyarrow as pa
+
     types: dict[str, pa.DataType] = {name: pa.string() for name in keep}
     arrow = {"float32": pa.float64(), "int64": pa.int64(), "string": pa.string()}
     types.update({column.name: arrow[column.dtype] for column in schema.columns})
@@ -130,6 +131,8 @@ def predictions_table(
     `prediction` holds the user's own labels (or the values); each `probability_<class>`
     column a probability as float32.
     """
+    import pyarrow as pa
+
     columns: dict[str, Any] = {}
     if kept is not None:
         columns.update(zip(kept.column_names, kept.columns, strict=True))
@@ -147,6 +150,10 @@ def _needed(schema: FeatureSchema, keep: Sequence[str]) -> list[str]:
 def _batches(
     source: TableSource, schema: FeatureSchema, keep: Sequence[str], batch_size: int
 ) -> Iterator[pa.Table]:
+    import pyarrow as pa
+
+    from mlcli.data.tables import iter_batches, require_columns
+
     needed = _needed(schema, keep)
     checked = False
     for batch in iter_batches(
@@ -197,6 +204,10 @@ def _stream(
     Reading, encoding (with the drift counts), the model and writing each run on a thread of
     their own (`inference.pipeline`), two batches at most waiting between two of them.
     """
+    import pyarrow as pa
+
+    from mlcli.inference.pipeline import staged
+
     schema, started, rows = predictor.schema, time.monotonic(), 0
 
     def encode(table: pa.Table) -> tuple[pa.Table, Any]:
@@ -261,8 +272,6 @@ def predict(
         stdin: the stream `-` reads.
         reporter: where progress goes.
     """
-    from mlcli.data.sources import source_for_run
-
     reporter = reporter or QuietReporter()
     stream = None if isinstance(output, str | Path) else output
     chosen, compression = output_format("-" if stream else str(output), format)
@@ -272,10 +281,15 @@ def predict(
             raise ConfigError(
                 f"--output {final}: {path} already exists; pass --force to replace it"
             )
-    # every argument, path and the data's header are checked before TensorFlow loads
+    # every argument, path and the data's header are checked before TensorFlow loads, each
+    # before the modules the next check needs (pydantic for the run, pyarrow for the header)
+    from mlcli.runs.loading import open_run
+
     loaded = open_run(run, with_model=False)
     given, threshold = threshold, _check_options(loaded, keep, batch_size, threshold, fail_on_drift)
-    requested()  # MLCLI_INFERENCE is checked with the arguments
+    from mlcli.data.sources import source_for_run
+    from mlcli.data.tables import check_header
+
     source = source_for_run(
         loaded.config,
         data,
@@ -284,6 +298,11 @@ def predict(
         stdin=stdin,
     )
     check_header(source, _needed(loaded.schema, keep))
+    # numpy, pyarrow's kernels and the runtimes load only now, once the arguments are good
+    from mlcli.features.drift import DriftMonitor
+    from mlcli.inference.choice import choose_predictor, requested
+
+    requested()  # MLCLI_INFERENCE is checked with the arguments, before any model loads
     # the light path, or the Keras model (which imports TensorFlow, quietly): the first event
     predictor = choose_predictor(
         loaded.run, loaded.schema, reporter=reporter, batch_rows=batch_size

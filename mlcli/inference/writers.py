@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mlcli.errors import DataError
+
+if TYPE_CHECKING:  # pyarrow loads with the first batch: `predict` checks its arguments first
+    import pyarrow as pa
 
 FORMATS = ("csv", "parquet", "jsonl")
 
@@ -34,6 +33,8 @@ class BatchWriter:
         self._buffered: io.BufferedWriter | None = None
 
     def _open_stream(self) -> Any:
+        import pyarrow as pa
+
         if isinstance(self.sink, Path):
             self._stream = pa.output_stream(str(self.sink), compression=self.compression)
             return self._stream
@@ -45,6 +46,8 @@ class BatchWriter:
         return self.sink
 
     def _conform(self, table: pa.Table) -> pa.Table:
+        import pyarrow as pa
+
         if self.schema is None:
             self.schema = table.schema
             return table
@@ -91,6 +94,9 @@ class CsvBatchWriter(BatchWriter):
     """CSV with a header row (pyarrow's CSV writer)."""
 
     def write(self, table: pa.Table) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+
         table = self._conform(table)
         if self._writer is None:
             for field in table.schema:
@@ -107,6 +113,8 @@ class ParquetBatchWriter(BatchWriter):
     """Parquet, one row group per batch."""
 
     def write(self, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
         table = self._conform(table)
         if self._writer is None:
             self._writer = pq.ParquetWriter(self._open_stream(), table.schema)

@@ -324,3 +324,42 @@ def test_commands_that_load_no_model_never_import_tensorflow(trained_runs, tmp_p
     for arguments, outcome in zip(cases, json.loads(child.stdout.splitlines()[-1]), strict=True):
         assert outcome["code"] == 0, (arguments, outcome["stderr"])
         assert outcome["heavy"] == [], f"mlcli {arguments[0]} imported {outcome['heavy']}"
+
+
+_IMPORTED = """
+import json, sys
+from typer.testing import CliRunner
+from mlcli.cli.app import app
+
+result = CliRunner().invoke(app, json.loads(sys.argv[1]))
+print(json.dumps({"code": result.exit_code, "modules": sorted(sys.modules)}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("setup", "code", "absent"),
+    [
+        (_predict_output_exists, 2, {"numpy", "pyarrow", "yaml"}),
+        (_predict(_with_data(_no_run)), 4, {"numpy", "pyarrow"}),
+        (_predict(_missing_column), 3, {"pyarrow.compute", "pyarrow.parquet", "onnxruntime"}),
+    ],
+    ids=["output-exists", "no-run", "missing-column"],
+)
+def test_predict_checks_each_argument_before_the_modules_the_next_check_needs(
+    trained_runs, tmp_path, setup, code, absent
+):
+    """An existing output needs no run (nor YAML), no run needs no table, a header no kernels."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_runs["binary"], run)
+    arguments = ["predict", *setup(run, trained_runs["data"], tmp_path), "--quiet"]
+    child = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, json.dumps(arguments)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    outcome = json.loads(child.stdout.splitlines()[-1])
+    assert outcome["code"] == code
+    assert absent.isdisjoint(outcome["modules"]), sorted(absent & set(outcome["modules"]))

@@ -58,6 +58,7 @@ def test_text_that_is_not_utf8_names_its_column_and_data_row(
     tmp_path, monkeypatch, mode, row, column, bad
 ):
     monkeypatch.setattr(csv_files, "BLOCK_BYTES", 2048)  # many blocks: rows counted across them
+    monkeypatch.setattr(csv_files, "STREAM_BLOCK_BYTES", 2048)
     lines = _csv_bytes()
     fields = lines[row].split(b",")
     fields[column] = fields[column][:2] + bad + fields[column][2:]
@@ -92,6 +93,7 @@ def test_a_compressed_file_cut_short_is_a_data_error_naming_it(
     tmp_path, monkeypatch, kind, suffix, cut, streamed
 ):
     monkeypatch.setattr(csv_files, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(csv_files, "STREAM_BLOCK_BYTES", 4096)
     whole = tmp_path / f"whole.csv{suffix}"
     _compress(kind, b"\n".join(_csv_bytes(3000)) + b"\n", whole)
     data = whole.read_bytes()
