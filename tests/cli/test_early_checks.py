@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow.csv as pa_csv
 import pytest
@@ -34,6 +35,19 @@ for arguments in json.loads(sys.argv[1]):
     found.append({"code": result.exit_code, "stderr": result.stderr, "heavy": heavy})
 print(json.dumps(found))
 """
+
+
+def _in_child(script: str, argument: object, folder: Path) -> Any:
+    """What `script` printed last (JSON), run in a fresh interpreter with `argument` as JSON."""
+    child = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(argument)],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    return json.loads(child.stdout.splitlines()[-1])
 
 
 def _no_run(run: Path, data: Path, folder: Path) -> list[str]:
@@ -270,15 +284,7 @@ def outcomes(trained_runs, tmp_path_factory: pytest.TempPathFactory) -> dict[int
         indices = [i for i, case in enumerate(CASES) if case[0] == command]
         quiet = [] if command in QUIETLESS else ["--quiet"]
         arguments = [[command, *CASES[i][1](run, data, folder), *quiet] for i in indices]
-        child = subprocess.run(
-            [sys.executable, "-c", _CHILD, json.dumps(arguments)],
-            capture_output=True,
-            text=True,
-            cwd=folder,
-            timeout=120,
-        )
-        assert child.returncode == 0, child.stderr
-        found.update(zip(indices, json.loads(child.stdout.splitlines()[-1]), strict=True))
+        found.update(zip(indices, _in_child(_CHILD, arguments, folder), strict=True))
     for held in _HELD:
         held.close()
     return found
@@ -313,15 +319,7 @@ def test_commands_that_load_no_model_never_import_tensorflow(trained_runs, tmp_p
         ["runs", "--dir", str(run.parent.parent)],
         ["runs", "show", str(run)],
     ]
-    child = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(cases)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert child.returncode == 0, child.stderr
-    for arguments, outcome in zip(cases, json.loads(child.stdout.splitlines()[-1]), strict=True):
+    for arguments, outcome in zip(cases, _in_child(_CHILD, cases, tmp_path), strict=True):
         assert outcome["code"] == 0, (arguments, outcome["stderr"])
         assert outcome["heavy"] == [], f"mlcli {arguments[0]} imported {outcome['heavy']}"
 
@@ -352,14 +350,6 @@ def test_predict_checks_each_argument_before_the_modules_the_next_check_needs(
     run = tmp_path / "run"
     shutil.copytree(trained_runs["binary"], run)
     arguments = ["predict", *setup(run, trained_runs["data"], tmp_path), "--quiet"]
-    child = subprocess.run(
-        [sys.executable, "-c", _IMPORTED, json.dumps(arguments)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert child.returncode == 0, child.stderr
-    outcome = json.loads(child.stdout.splitlines()[-1])
+    outcome = _in_child(_IMPORTED, arguments, tmp_path)
     assert outcome["code"] == code
     assert absent.isdisjoint(outcome["modules"]), sorted(absent & set(outcome["modules"]))
