@@ -4,6 +4,7 @@ real datasets of ../shared (tests that use them skip where that folder is absent
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,10 @@ def regenerated(script: str, output: Path) -> str:
     )
     assert done.returncode == 0, done.stderr
     return output.read_text(encoding="utf-8")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

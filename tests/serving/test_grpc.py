@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
-from conftest import predict_with_cli
+from conftest import free_port, predict_with_cli
 
 grpc = pytest.importorskip("grpc", reason="needs the grpc extra")
 pytest.importorskip("tensorflow_serving", reason="needs the grpc extra")
@@ -64,16 +63,10 @@ class Server:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(trained_runs, tmp_path_factory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("grpc") / "serve.log"
-    port, grpc_port = _free_port(), _free_port()
+    port, grpc_port = free_port(), free_port()
     command = [sys.executable, "-m", "mlcli", "serve", str(trained_runs["binary"])]
     options = ["--name", "tiny", "--port", str(port), "--grpc-port", str(grpc_port)]
     limits = ["--max-rows", str(MAX_ROWS), "--max-body-bytes", str(MAX_BODY)]
@@ -575,7 +568,7 @@ def test_a_missing_grpc_extra_says_what_to_install_before_loading(monkeypatch, t
 
 @pytest.mark.slow
 def test_several_workers_share_the_grpc_port_and_count_together(trained_runs, table, tmp_path):
-    port, grpc_port = _free_port(), _free_port()
+    port, grpc_port = free_port(), free_port()
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "mlcli", "serve", str(trained_runs["binary"]), "--name"]
     options = ["tiny", "--workers", "2", "--port", str(port), "--grpc-port", str(grpc_port)]

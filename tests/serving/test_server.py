@@ -23,7 +23,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
-from conftest import predict_with_cli
+from conftest import free_port, predict_with_cli
 
 MAX_BODY = 65536
 ROWS = 40
@@ -41,12 +41,6 @@ class Server:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _few_open_files() -> None:
     """The server's open-file limit at 256, as on the host where slow clients exhausted it."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -54,7 +48,7 @@ def _few_open_files() -> None:
 
 
 def _start(run: Path, folder: Path, *options: str) -> Server:
-    port = _free_port()
+    port = free_port()
     log = folder / "serve.log"
     command = [sys.executable, "-m", "mlcli", "serve", str(run), "--port", str(port)]
     with log.open("w") as stderr:
@@ -456,7 +450,7 @@ def test_a_worker_that_cannot_load_the_model_stops_the_server_with_exit_4(traine
     broken = _broken_copy(trained_runs["binary"], tmp_path)
     command = [sys.executable, "-m", "mlcli", "serve", str(broken), "--workers", "2"]
     done = subprocess.run(
-        [*command, "--port", str(_free_port())], capture_output=True, text=True, timeout=300
+        [*command, "--port", str(free_port())], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 4, done.stderr
     assert "a worker could not load the model; run with --workers 1" in done.stderr
