@@ -214,3 +214,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Any:
+    """One local Ray instance (2 CPUs, loopback) for every test that runs on Ray; `--ray`
+    commands in this process join it. Skips where Ray (mlcli[ray]) is not installed."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+        )
+    yield ray
+    ray.shutdown()

@@ -46,6 +46,7 @@ GROUND_MODULES = {
     "errors",
     "reporting",
     "_tensorflow",
+    "_ray",
     "layers",
     "ensemble_layers",
     "files",

@@ -26,6 +26,7 @@ from mlcli.cli import (
     tune,
     validate,
 )
+from mlcli.cli.options import RayCommand
 
 app = typer.Typer(
     name="mlcli",
@@ -53,14 +54,14 @@ def main_options(
     """mlcli: from a YAML config and a table to a trained, served Keras model."""
 
 
-app.command()(train.train)
+app.command(cls=RayCommand)(train.train)
 app.command()(validate.validate)
 app.command()(evaluate.evaluate)
-app.command()(predict.predict)
+app.command(cls=RayCommand)(predict.predict)
 app.command()(explain.explain)
 app.command()(init.init)
 app.command()(serve.serve)
-app.command()(tune.tune)
+app.command(cls=RayCommand)(tune.tune)
 app.command(name="export")(export.export_model)
 
 runs_app = typer.Typer(

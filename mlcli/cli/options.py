@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from mlcli.errors import MlcliErrorUsage
 from mlcli.reporting import LogFormat, Reporter, make_reporter
@@ -108,3 +109,40 @@ def model_reporter(
     chosen = reporter(quiet, log_format_value, interactive=interactive)
     set_verbose(verbose)
     return chosen
+
+
+# predict, tune and train: `--ray [ADDRESS]`. Typer has no option whose value may be left out,
+# so the commands that take it parse with `RayCommand`, which reads a bare `--ray` (followed by
+# nothing, another option or a word that is no address) as `--ray local`.
+RayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="[ADDRESS]",
+        help="Run on Ray: alone (or `local`) a Ray instance on this machine; `auto` the "
+        "cluster RAY_ADDRESS names; HOST:PORT or ray://HOST:PORT a cluster's head. "
+        "Needs mlcli[ray].",
+        show_default=False,
+    ),
+]
+
+
+def bare_ray_flag(args: list[str]) -> list[str]:
+    """`args` with every bare `--ray` written as `--ray=local` (see `RayOption`)."""
+    from mlcli._ray import LOCAL, looks_like_address
+
+    out: list[str] = []
+    for index, arg in enumerate(args):
+        following = args[index + 1] if index + 1 < len(args) else None
+        if arg == "--ray" and (following is None or not looks_like_address(following)):
+            out.append(f"--ray={LOCAL}")
+        else:
+            out.append(arg)
+    return out
+
+
+class RayCommand(TyperCommand):
+    """A command with `--ray [ADDRESS]`: a bare `--ray` means `--ray local`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, bare_ray_flag(list(args)))
