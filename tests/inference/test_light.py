@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from mlcli.cli.app import app
 from mlcli.inference.choice import ENVIRONMENT, choose_predictor, keras_predictor, light_choice
 from mlcli.inference.conversion import LIGHT_TOLERANCE, recorded_check
-from mlcli.inference.light import LightPredictor
+from mlcli.inference.light import CORE_CALL_ROWS, Encoded, LightPredictor
 from mlcli.reporting import Reporter
 from mlcli.runs import directory as runs
 
@@ -282,3 +282,33 @@ def test_export_writes_the_core_once_while_the_model_is_loaded(light_runs, tmp_p
     assert result.exit_code == 0, result.output
     assert "[light] core.onnx written and checked" in result.stderr
     assert run.file(runs.CORE_ONNX).is_file() and recorded_check(run)["passed"]
+
+
+class _RecordingSession:
+    """An ONNX Runtime session stand-in: each row's output is the sum of its inputs."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def get_inputs(self) -> list[object]:
+        return [type("Input", (), {"name": name})() for name in ("a", "b")]
+
+    def get_outputs(self) -> list[object]:
+        return [type("Output", (), {"name": "out"})()]
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.calls.append(len(feed["a"]))
+        return [(feed["a"] + feed["b"]).astype(np.float32)]
+
+
+@pytest.mark.parametrize("rows", [1, CORE_CALL_ROWS - 1, CORE_CALL_ROWS, 3 * CORE_CALL_ROWS + 7])
+@pytest.mark.parametrize("batch_rows", [1000, CORE_CALL_ROWS, 65536])
+def test_the_core_is_called_on_bounded_slices_whatever_the_batch(rows, batch_rows):
+    session = _RecordingSession()
+    predictor = LightPredictor(session, None, batch_rows=batch_rows)  # type: ignore[arg-type]
+    a = np.arange(rows, dtype=np.float32).reshape(-1, 1)
+    b = np.full((rows, 1), 0.5, np.float32)
+    outputs = predictor.run(Encoded(rows=rows, feed={"a": a, "b": b}))
+    np.testing.assert_array_equal(outputs, a + b)  # every row once, in order
+    assert max(session.calls) <= min(batch_rows, CORE_CALL_ROWS)
+    assert sum(session.calls) == rows
