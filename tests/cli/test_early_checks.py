@@ -346,7 +346,7 @@ print(json.dumps({"code": result.exit_code, "modules": sorted(sys.modules)}))
 def test_predict_checks_each_argument_before_the_modules_the_next_check_needs(
     trained_runs, tmp_path, setup, code, absent
 ):
-    """An existing output needs no run (nor YAML), no run needs no table, a CSV header no pyarrow."""
+    """An existing output needs no run (nor YAML), no run no table, a CSV header no pyarrow."""
     run = tmp_path / "run"
     shutil.copytree(trained_runs["binary"], run)
     arguments = ["predict", *setup(run, trained_runs["data"], tmp_path), "--quiet"]

@@ -130,6 +130,52 @@ def test_predict_evaluate_and_serve_never_import_tensorflow_on_the_light_path(li
     assert result.stdout.splitlines()[-2:] == ["onnxruntime", "[]"]
 
 
+_SERVE_FIRST_ANSWERS = """
+import asyncio, json, sys
+import httpx
+from mlcli.serving.batching import Batcher
+from mlcli.serving.routes import create_app
+from mlcli.serving.servables import load_servable
+
+servable = load_servable(sys.argv[1], name="m")
+batcher = Batcher(servable.call, max_rows=16, timeout_s=0.001)
+app = create_app(servable, batcher=batcher, max_body_bytes=1 << 20)
+row = json.loads(sys.argv[2])
+
+
+async def ask():
+    await batcher.start()
+    try:
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://m") as client:
+            bodies = [{"instances": [row, row]}, {"inputs": {k: [v] for k, v in row.items()}}]
+            return [(await client.post("/v1/models/m:predict", json=b)).status_code for b in bodies]
+    finally:
+        await batcher.stop()
+
+
+print(servable.inference, asyncio.run(ask()))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("pandas", "tensorflow", "keras")))
+"""
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_a_light_server_answers_without_importing_pandas_or_tensorflow(light_runs, task):
+    """pyarrow imports pandas on its first `pa.array` (0.4 s): a first answer must not wait."""
+    run = light_runs[task]
+    light_choice(runs.Run(run), _schema(run))  # core.onnx written (in a child process)
+    row = pa_csv.read_csv(light_runs["data"]).slice(0, 1).to_pylist()[0]
+    result = subprocess.run(
+        [sys.executable, "-c", _SERVE_FIRST_ANSWERS, str(run), json.dumps(row)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == ["onnxruntime [200, 200]", "[]"]
+
+
 def _schema(run: Path):
     from mlcli.features.schema import FeatureSchema
 
