@@ -34,7 +34,11 @@ KeepOption = Annotated[
     typer.Option("--keep", help="An input column copied to the output (repeatable)."),
 ]
 BatchSizeOption = Annotated[
-    int, typer.Option("--batch-size", help="Rows per model call and output batch.")
+    int,
+    typer.Option(
+        "--batch-size",
+        help="Rows per batch and per Keras model call (ONNX Runtime: 2,048 at most).",
+    ),
 ]
 FormatOption = Annotated[
     str | None, typer.Option("--format", help="csv, parquet or jsonl (default: by suffix).")

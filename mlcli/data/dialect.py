@@ -8,20 +8,20 @@ made, which `mlcli init` writes into the config as a comment.
 `detect_header` answers the narrower question that `evaluate` and `predict` ask of new data for
 a trained run: does the first line name the model's columns? Then the table is read by those
 names, whatever the run's own CSV options say; `repeats_names` catches, when a table is read,
-a header line that the config reads as data. The standard library's `csv` module does the
-parsing of the sample.
+a header line that the config reads as data. `header_names` reads the names a CSV is read
+with from its first lines, as pyarrow.csv would, so that a command names a missing column
+before numpy and pyarrow load. The standard library's `csv` module does the parsing here.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pyarrow as pa
 
 from mlcli.config.schema import CsvOptions
 from mlcli.errors import DataError
@@ -36,6 +36,9 @@ _ALWAYS_MISSING = {"?", "#N/A", "n/a", "NAN", "None", "<NA>"}
 # Values that mean "missing" when they interrupt an otherwise numeric column.
 _MISSING_IN_NUMBERS = {"-", "--", ".", "none", "missing", "na", "NULL", "null", "nil"}
 DEFAULT_NA_VALUES: list[str] = CsvOptions.model_validate({}).na_values
+# The suffixes pyarrow's `compression="detect"` decompresses: other files are read as they are.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4", ".br")
+_LINE_END = re.compile(rb"\r\n|\r|\n")  # pyarrow.csv's line ends
 
 
 @dataclass
@@ -53,7 +56,19 @@ class CsvDialect:
 
 
 def read_head_bytes(path: Path, limit: int = HEAD_BYTES) -> bytes:
-    """The first `limit` bytes of a (possibly compressed) file, as they are."""
+    """The first `limit` bytes of a (possibly compressed) file, as they are.
+
+    A file without a compression suffix is read by the standard library, so that checking a
+    header imports neither pyarrow nor numpy; a compressed one through pyarrow's codecs.
+    """
+    if not path.name.lower().endswith(COMPRESSED_SUFFIXES):
+        try:
+            with path.open("rb") as handle:
+                return handle.read(limit)
+        except OSError as error:
+            raise DataError(f"{path}: cannot read the file: {error}") from error
+    import pyarrow as pa
+
     try:
         with pa.input_stream(str(path), compression="detect") as stream:
             return bytes(stream.read(limit))
@@ -260,3 +275,43 @@ def repeats_names(row: Sequence[object], names: Sequence[str]) -> bool:
     """Whether a row read as data is the column names themselves: a header line read as data."""
     values = ["" if value is None else str(value).strip() for value in row]
     return values == [name.strip() for name in names]
+
+
+def header_names(path: Path, options: CsvOptions) -> list[str] | None:
+    """The column names pyarrow.csv reads `path` with under `options`, by the standard library.
+
+    Given names (`options.columns`) are the names of a file that is not empty. Otherwise the
+    header is the first record after `skip_rows` lines (line ends `\\n`, `\\r\\n` or `\\r`; blank
+    lines skipped; a byte-order mark dropped), split by the delimiter and quote character as
+    pyarrow splits it. None when that cannot be told cheaply and exactly: a compressed file,
+    bytes that are not UTF-8, a header that does not end within the file's head or holds a
+    quoted line break, a name repeated. Then `mlcli.data.csv_files.csv_names` asks pyarrow,
+    which raises the error in its own words.
+    """
+    if path.name.lower().endswith(COMPRESSED_SUFFIXES):
+        return None
+    if options.columns:  # pyarrow reads an empty file (only) as no table at all
+        return list(options.columns) if read_head_bytes(path, 1) else None
+    lines = _LINE_END.split(read_head_bytes(path).removeprefix(b"\xef\xbb\xbf"))
+    rest = [line for line in lines[options.skip_rows :][:-1] if line]  # whole lines, not blank
+    if not rest:  # no header, or one that the head (or the file) cuts before its line end
+        return None
+    try:
+        first = [rest[0].decode("utf-8"), *(line.decode("utf-8", "replace") for line in rest[1:2])]
+    except UnicodeDecodeError:
+        return None
+    reader = csv.reader(
+        first,
+        delimiter=options.delimiter,
+        quotechar=options.quote_char,
+        quoting=csv.QUOTE_MINIMAL if options.quoting else csv.QUOTE_NONE,
+        doublequote=True,
+        strict=False,
+    )
+    try:
+        names = next(reader)
+    except (csv.Error, StopIteration):
+        return None
+    if reader.line_num != 1 or len(set(names)) != len(names):
+        return None  # a quoted line break in a name (pyarrow keeps its `\\r`); a name repeats
+    return names

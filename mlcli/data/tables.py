@@ -13,14 +13,15 @@ import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from mlcli.config.messages import did_you_mean
 from mlcli.config.schema import CsvOptions, DataConfig, Source, SourceSpec
-from mlcli.data.csv_files import csv_names, iter_csv, open_file, read_csv, unreadable
+from mlcli.data.dialect import header_names
 from mlcli.errors import DataError
+
+if TYPE_CHECKING:  # pyarrow (and numpy) load when a table is read, not to check its header
+    import pyarrow as pa
 
 _COMPRESSION_SUFFIXES = {".gz", ".zst", ".zstd", ".bz2", ".lz4"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -139,6 +140,9 @@ def read_table(
     column_types: Mapping[str, pa.DataType] | None = None,
 ) -> pa.Table:
     """Reads a whole table into memory (multithreaded parsing), columns cast to one schema."""
+    import pyarrow as pa
+
+    from mlcli.data.csv_files import open_file, read_csv, unreadable
     from mlcli.data.parquet_files import read_parquet
 
     tables: list[pa.Table] = []
@@ -186,6 +190,7 @@ def iter_batches(
     `column_types` fixes the types of CSV columns (inference on the first block alone could
     otherwise disagree with later blocks).
     """
+    from mlcli.data.csv_files import iter_csv, open_file, unreadable
     from mlcli.data.parquet_files import iter_parquet, parquet_names
 
     if source.stdin is not None:
@@ -228,7 +233,7 @@ def check_header(source: TableSource, needed: Sequence[str]) -> None:
     """Raises `DataError` (as `require_columns`) when the table's header lacks a needed column.
 
     Cheap, so that a command checks it before loading a model: a Parquet file's footer, a CSV's
-    first rows (the first file of several; the rest are checked as they are read). Standard
+    first line (the first file of several; the rest are checked as they are read). Standard
     input cannot be read twice: its first batch is checked when it is read.
     """
     if source.stdin is not None:
@@ -240,7 +245,12 @@ def check_header(source: TableSource, needed: Sequence[str]) -> None:
             require_columns(parquet_names(path), needed, source=str(path))
         return
     path = source.paths[0]
-    require_columns(csv_names(path, source.csv), needed, source=str(path))
+    names = header_names(path, source.csv)  # the standard library: no numpy, no pyarrow
+    if names is None:  # compressed, not UTF-8, a name repeated: pyarrow reads it, or says why
+        from mlcli.data.csv_files import csv_names
+
+        names = csv_names(path, source.csv)
+    require_columns(names, needed, source=str(path))
 
 
 def fingerprint(path: Path) -> dict[str, Any]:
@@ -254,6 +264,8 @@ def fingerprint(path: Path) -> dict[str, Any]:
 
 def read_sample(source: TableSource, rows: int) -> pa.Table:
     """The first rows of a table (one block of the first file), read without loading the rest."""
+    import pyarrow as pa
+
     batches = []
     count = 0
     for batch in iter_batches(source, batch_rows=rows):

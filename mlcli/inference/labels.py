@@ -9,7 +9,7 @@ decode outputs here, so every one of them names the same class for the same row.
 
 ```python
 labels = predicted_labels(outputs, schema.target)  # pa.Array of the target's own values
-as_text(labels.to_pylist())                        # ["high", "low", ...], as a SavedModel
+label_texts(outputs, schema.target)                # ["high", "low", ...], as a SavedModel
 ```
 """
 
@@ -61,14 +61,28 @@ def positive(probabilities: np.ndarray, *, threshold: float = BINARY_THRESHOLD) 
     return np.asarray(probabilities).reshape(-1) >= threshold
 
 
+def predicted_indices(
+    outputs: np.ndarray, target: TargetSchema, *, threshold: float = BINARY_THRESHOLD
+) -> np.ndarray:
+    """Each row's class as an index into `target.classes` (a classifier's outputs).
+
+    A binary row is positive when its probability is at or above `threshold` (`positive`);
+    a multiclass row is its most probable class.
+    """
+    import numpy as np
+
+    if target.task == "binary":
+        return positive(outputs, threshold=threshold).astype(np.int64)
+    return np.argmax(outputs, axis=1).astype(np.int64)
+
+
 def predicted_labels(
     outputs: np.ndarray, target: TargetSchema, *, threshold: float = BINARY_THRESHOLD
 ) -> pa.Array:
     """The predicted labels in the user's own values (classification), or the values.
 
-    A binary row is positive when its probability is at or above `threshold` (`positive`);
-    a multiclass row is its most probable
-    class; a regression row is its value (float64).
+    A classifier's row is its class (`predicted_indices`); a regression row is its value
+    (float64).
     """
     import numpy as np
     import pyarrow as pa
@@ -76,11 +90,20 @@ def predicted_labels(
 
     if target.task == "regression":
         return pa.array(outputs.reshape(-1).astype(np.float64))
-    if target.task == "binary":
-        indices = positive(outputs, threshold=threshold).astype(np.int64)
-    else:
-        indices = np.argmax(outputs, axis=1).astype(np.int64)
+    indices = predicted_indices(outputs, target, threshold=threshold)
     return pc.take(pa.array(target.classes), pa.array(indices))
+
+
+def label_texts(
+    outputs: np.ndarray, target: TargetSchema, *, threshold: float = BINARY_THRESHOLD
+) -> list[str]:
+    """`as_text` of a classifier's `predicted_labels`, without pyarrow: what a server answers.
+
+    pyarrow imports pandas on its first `pa.array` (0.4 s), which a server's first answer
+    would otherwise wait for.
+    """
+    texts = as_text(target.classes)
+    return [texts[index] for index in predicted_indices(outputs, target, threshold=threshold)]
 
 
 def as_text(labels: Iterable[Any]) -> list[str]:

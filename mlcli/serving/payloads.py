@@ -27,7 +27,7 @@ from mlcli.exporting.signature import (
     SIGNATURE_KEY,
     ServingSignature,
 )
-from mlcli.inference.labels import as_text, predicted_labels
+from mlcli.inference.labels import label_texts
 from mlcli.preprocessing.inputs import MISSING_VALUES
 
 _TF_DTYPES = {"float32": "DT_FLOAT", "int64": "DT_INT64", "string": "DT_STRING"}
@@ -269,7 +269,7 @@ def signature_outputs(outputs: np.ndarray, signature: ServingSignature) -> dict[
     target = signature.target
     if target.task == "regression":
         return {PREDICTION: outputs.reshape(-1)}
-    labels = as_text(predicted_labels(outputs, target, threshold=signature.threshold).to_pylist())
+    labels = label_texts(outputs, target, threshold=signature.threshold)
     if target.task == "binary":
         outputs = np.concatenate([1.0 - outputs, outputs], axis=1)
     return {LABEL: np.array(labels, dtype=object), PROBABILITIES: outputs}

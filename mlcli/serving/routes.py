@@ -95,8 +95,10 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def request_id(scope: Any) -> str:
-    """The id of the request of `scope`: in the server log beside anything it did not say."""
-    return scope.setdefault(_REQUEST_ID, uuid.uuid4().hex[:16])
+    """The id of `scope`'s request in the server log, made when a failure first asks for it."""
+    if _REQUEST_ID not in scope:
+        scope[_REQUEST_ID] = uuid.uuid4().hex[:16]
+    return str(scope[_REQUEST_ID])
 
 
 def logged_path(path: str) -> str:
@@ -150,7 +152,6 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        identifier = request_id(scope)
         status = 500
         started = False
 
@@ -163,6 +164,7 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_status)
         except Exception as error:  # a bug in a handler: this request fails, the server goes on
+            identifier = request_id(scope)
             self.reporter.warning(
                 f"request {identifier}: internal error: {type(error).__name__}: {error}"
             )
@@ -178,7 +180,7 @@ class AccessLog:
                 path=logged_path(scope["path"]),
                 status=status,
                 ms=round(seconds * 1000, 2),
-                **({"request_id": identifier} if status >= 500 else {}),
+                **({"request_id": request_id(scope)} if status >= 500 else {}),
             )
             if self.metrics is not None:
                 route = scope.get(_ROUTE, UNMATCHED)

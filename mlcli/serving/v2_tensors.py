@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from mlcli.exporting.signature import ServingSignature
-from mlcli.inference.labels import as_text, predicted_labels
+from mlcli.inference.labels import label_texts
 from mlcli.serving.payloads import BadRequestError, column_values
 
 BYTES = "BYTES"
@@ -202,7 +202,7 @@ def output_tensors(outputs: np.ndarray, signature: ServingSignature) -> dict[str
     target = signature.target
     if target.task == "regression":
         return {VALUE: outputs.reshape(-1).astype(np.float32)}
-    labels = as_text(predicted_labels(outputs, target, threshold=signature.threshold).to_pylist())
+    labels = label_texts(outputs, target, threshold=signature.threshold)
     if target.task == "binary":
         outputs = np.concatenate([1.0 - outputs, outputs], axis=1)
     return {

@@ -7,11 +7,19 @@ from pathlib import Path
 
 import pytest
 from conftest import uci_like as _uci_like
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlcli.config.schema import CsvOptions
-from mlcli.data.dialect import detect_header, read_head, read_head_bytes, repeats_names, sniff_csv
+from mlcli.data.csv_files import csv_names
+from mlcli.data.dialect import (
+    detect_header,
+    header_names,
+    read_head,
+    read_head_bytes,
+    repeats_names,
+    sniff_csv,
+)
 from mlcli.errors import DataError
 
 
@@ -95,3 +103,85 @@ def test_a_row_that_repeats_the_names_is_a_header_read_as_data():
     assert repeats_names([" a", "b ", None], ["a", "b", ""])
     assert not repeats_names(["a", 1], ["a", "b"])
     assert not repeats_names(["a"], ["a", "b"])
+
+
+_NAME_CHARACTERS = st.sampled_from([*"ab Z_-.é名,;|\t\"'\\#?", "\r", "\n", "\ufeff"])
+
+
+@st.composite
+def _csv_files(draw: st.DrawFn) -> tuple[bytes, CsvOptions, list[str]]:
+    """A CSV file's bytes with a header of odd names, the options it is read with, its names."""
+    delimiter = draw(st.sampled_from([",", ";", "\t", "|", " "]))
+    quote_char = draw(st.sampled_from(['"', "'"]))
+    quoting = draw(st.booleans())
+    names = draw(
+        st.lists(
+            st.text(_NAME_CHARACTERS, min_size=1, max_size=6), min_size=1, max_size=6, unique=True
+        )
+    )
+    if not quoting:  # then a name cannot hold the delimiter or a line end
+        names = [n for n in names if not set(n) & {delimiter, "\r", "\n"}] or ["x"]
+    end = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    if names[0].startswith("\ufeff"):  # at the file's start that is its byte-order mark
+        names = [name for name in names if not name.startswith("\ufeff")] or ["x"]
+    special = {delimiter, quote_char, "\r", "\n"}
+
+    def field(value: str) -> str:  # quoted when it must be, and sometimes when it need not be
+        if quoting and (set(value) & special or draw(st.booleans())):
+            return quote_char + value.replace(quote_char, quote_char * 2) + quote_char
+        return value
+
+    rows = [names] + [["1"] * len(names)] * draw(st.integers(0, 3))
+    body = "".join(delimiter.join(field(value) for value in row) + end for row in rows)
+    skip_rows = draw(st.integers(0, 2))
+    banner = "".join(
+        draw(st.text(st.sampled_from(list("x ,;'\"")), max_size=8)) + end for _ in range(skip_rows)
+    )
+    blank = end * draw(st.integers(0, 2))
+    bom = "\ufeff" if draw(st.booleans()) else ""
+    text = bom + banner + blank + body
+    options = CsvOptions(
+        delimiter=delimiter, quote_char=quote_char, quoting=quoting, skip_rows=skip_rows
+    )
+    return text.encode("utf-8"), options, names
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(_csv_files())
+def test_header_names_are_the_names_pyarrow_reads(tmp_path, written):
+    data, options, names = written
+    path = tmp_path / "table.csv"
+    path.write_bytes(data)
+    found = header_names(path, options)
+    assert found is None or found == csv_names(path, options)
+    if not any({"\r", "\n"} & set(name) for name in names):  # one line: no need of pyarrow
+        assert found == csv_names(path, options) == names
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"", "empty"),
+        (b"\n\n", "only blank lines"),
+        (b"a,b", "no line end after the header"),
+        (b"a,a\n1,2\n", "a repeated name"),
+        (b"caf\xe9,b\n1,2\n", "not UTF-8"),
+        (b'a,"b\nc"\n1,2\n', "a line break in a quoted name"),
+    ],
+)
+def test_header_names_leaves_what_it_cannot_tell_exactly_to_pyarrow(tmp_path, data, why):
+    path = tmp_path / "table.csv"
+    path.write_bytes(data)
+    assert header_names(path, CsvOptions()) is None, why
+
+
+def test_header_names_reads_no_compressed_file_and_gives_configured_names(tmp_path):
+    packed = tmp_path / "table.csv.gz"
+    packed.write_bytes(gzip.compress(b"a,b\n1,2\n"))
+    assert header_names(packed, CsvOptions()) is None
+    plain = _write(tmp_path / "plain.csv", "1,2\n")
+    given_names = CsvOptions(header=False, columns=["p", "q"])
+    assert header_names(plain, given_names) == ["p", "q"]
+    assert header_names(_write(tmp_path / "none.csv", ""), given_names) is None

@@ -6,9 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from mlcli.features.schema import TargetSchema
-from mlcli.inference.labels import BINARY_THRESHOLD, as_text, predicted_labels
+from mlcli.inference.labels import BINARY_THRESHOLD, as_text, label_texts, predicted_labels
 
 
 def test_binary_is_positive_at_or_above_the_threshold():
@@ -89,3 +92,28 @@ def test_a_threshold_outside_zero_to_one_is_a_config_error(explicit):
 
     with pytest.raises(ConfigError, match="expected a probability in"):
         decision_threshold(explicit, 0.7)
+
+
+_CLASSES = st.one_of(
+    st.lists(st.text(max_size=5), min_size=2, max_size=5, unique=True),
+    st.lists(st.integers(-(2**40), 2**40), min_size=2, max_size=5, unique=True),
+    st.lists(st.floats(allow_nan=False, width=32), min_size=2, max_size=5, unique=True),
+    st.just([False, True]),
+)
+
+
+@given(
+    classes=_CLASSES,
+    rows=st.integers(0, 20),
+    threshold=st.floats(0, 1),
+    data=st.data(),
+)
+def test_label_texts_are_the_text_of_the_predicted_labels(classes, rows, threshold, data):
+    """A server's labels (no pyarrow) are predict's labels as text, for every type of class."""
+    task = "binary" if len(classes) == 2 and data.draw(st.booleans()) else "multiclass"
+    target = TargetSchema(column="y", task=task, classes=classes)
+    width = 1 if task == "binary" else len(classes)
+    elements = st.floats(0, 1, width=32)
+    outputs = data.draw(hnp.arrays(np.float32, (rows, width), elements=elements))
+    expected = as_text(predicted_labels(outputs, target, threshold=threshold).to_pylist())
+    assert label_texts(outputs, target, threshold=threshold) == expected

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from mlcli.cli.app import app
 from mlcli.inference.choice import ENVIRONMENT, choose_predictor, keras_predictor, light_choice
 from mlcli.inference.conversion import LIGHT_TOLERANCE, recorded_check
-from mlcli.inference.light import LightPredictor
+from mlcli.inference.light import CORE_CALL_ROWS, Encoded, LightPredictor
 from mlcli.reporting import Reporter
 from mlcli.runs import directory as runs
 
@@ -128,6 +128,52 @@ def test_predict_evaluate_and_serve_never_import_tensorflow_on_the_light_path(li
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-2:] == ["onnxruntime", "[]"]
+
+
+_SERVE_FIRST_ANSWERS = """
+import asyncio, json, sys
+import httpx
+from mlcli.serving.batching import Batcher
+from mlcli.serving.routes import create_app
+from mlcli.serving.servables import load_servable
+
+servable = load_servable(sys.argv[1], name="m")
+batcher = Batcher(servable.call, max_rows=16, timeout_s=0.001)
+app = create_app(servable, batcher=batcher, max_body_bytes=1 << 20)
+row = json.loads(sys.argv[2])
+
+
+async def ask():
+    await batcher.start()
+    try:
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://m") as client:
+            bodies = [{"instances": [row, row]}, {"inputs": {k: [v] for k, v in row.items()}}]
+            return [(await client.post("/v1/models/m:predict", json=b)).status_code for b in bodies]
+    finally:
+        await batcher.stop()
+
+
+print(servable.inference, asyncio.run(ask()))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("pandas", "tensorflow", "keras")))
+"""
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_a_light_server_answers_without_importing_pandas_or_tensorflow(light_runs, task):
+    """pyarrow imports pandas on its first `pa.array` (0.4 s): a first answer must not wait."""
+    run = light_runs[task]
+    light_choice(runs.Run(run), _schema(run))  # core.onnx written (in a child process)
+    row = pa_csv.read_csv(light_runs["data"]).slice(0, 1).to_pylist()[0]
+    result = subprocess.run(
+        [sys.executable, "-c", _SERVE_FIRST_ANSWERS, str(run), json.dumps(row)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == ["onnxruntime [200, 200]", "[]"]
 
 
 def _schema(run: Path):
@@ -282,3 +328,33 @@ def test_export_writes_the_core_once_while_the_model_is_loaded(light_runs, tmp_p
     assert result.exit_code == 0, result.output
     assert "[light] core.onnx written and checked" in result.stderr
     assert run.file(runs.CORE_ONNX).is_file() and recorded_check(run)["passed"]
+
+
+class _RecordingSession:
+    """An ONNX Runtime session stand-in: each row's output is the sum of its inputs."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def get_inputs(self) -> list[object]:
+        return [type("Input", (), {"name": name})() for name in ("a", "b")]
+
+    def get_outputs(self) -> list[object]:
+        return [type("Output", (), {"name": "out"})()]
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.calls.append(len(feed["a"]))
+        return [(feed["a"] + feed["b"]).astype(np.float32)]
+
+
+@pytest.mark.parametrize("rows", [1, CORE_CALL_ROWS - 1, CORE_CALL_ROWS, 3 * CORE_CALL_ROWS + 7])
+@pytest.mark.parametrize("batch_rows", [1000, CORE_CALL_ROWS, 65536])
+def test_the_core_is_called_on_bounded_slices_whatever_the_batch(rows, batch_rows):
+    session = _RecordingSession()
+    predictor = LightPredictor(session, None, batch_rows=batch_rows)  # type: ignore[arg-type]
+    a = np.arange(rows, dtype=np.float32).reshape(-1, 1)
+    b = np.full((rows, 1), 0.5, np.float32)
+    outputs = predictor.run(Encoded(rows=rows, feed={"a": a, "b": b}))
+    np.testing.assert_array_equal(outputs, a + b)  # every row once, in order
+    assert max(session.calls) <= min(batch_rows, CORE_CALL_ROWS)
+    assert sum(session.calls) == rows

@@ -549,3 +549,13 @@ def test_the_runs_saved_threshold_decides_served_labels_as_predict_and_the_expor
     }
     own = [v.decode() for v in function(**columns)["label"].numpy()]
     assert own == predicted
+
+
+def test_a_request_id_is_made_once_per_request_and_only_when_asked_for():
+    from mlcli.serving.routes import request_id
+
+    first: dict[str, Any] = {}
+    second: dict[str, Any] = {}
+    assert request_id(first) == request_id(first)  # the log and the answer name one id
+    assert request_id(first) != request_id(second)
+    assert len(request_id(second)) == 16 and len(first) == 1
