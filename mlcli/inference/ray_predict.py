@@ -156,23 +156,29 @@ def _unwrapped(error: BaseException, source: str) -> MlcliError | None:
             return current
         if isinstance(cause, pa.ArrowException):
             return unreadable(source, cause)
+        if isinstance(current, pa.ArrowException):  # Ray's planning: files' schemas merged
+            return unreadable(source, current)
         current = cause if isinstance(cause, BaseException) else current.__cause__
     return None
 
 
 @contextlib.contextmanager
 def _ordered_quiet_data() -> Iterator[None]:
-    """Ray Data keeps the rows' order and draws no progress bars, for the length of the block."""
+    """Ray Data keeps the rows' order, draws no progress bars and raises an actor's own error."""
     from ray.data import DataContext
 
     context = DataContext.get_current()
-    before = (context.execution_options.preserve_order, context.enable_progress_bars)
-    context.execution_options.preserve_order = True
+    options = context.execution_options
+    before = (options.preserve_order, context.enable_progress_bars)
+    original = context.raise_original_map_exception
+    options.preserve_order = True
     context.enable_progress_bars = False
+    context.raise_original_map_exception = True  # an actor's DataError, not UserCodeException
     try:
         yield
     finally:
-        context.execution_options.preserve_order, context.enable_progress_bars = before
+        options.preserve_order, context.enable_progress_bars = before
+        context.raise_original_map_exception = original
 
 
 def predict_on_ray(
