@@ -43,6 +43,7 @@ def predict(run: Path, data: Path, output: Path, *ray: str) -> dict[str, float]:
     if output.is_dir():
         shutil.rmtree(output)
     output.unlink(missing_ok=True)
+    output.with_name(output.name + ".drift.json").unlink(missing_ok=True)  # local predict's
     command = [sys.executable, "-m", "mlcli", "predict", str(run), "--data", str(data)]
     command += ["--output", str(output), "--log-format", "json", *ray]
     started = time.monotonic()

@@ -343,4 +343,5 @@ def _run_pipeline(
         if parts == 0:  # no rows: one part with the columns alone, as the local predict writes
             write_empty_part(folder, format, schema, keep=keep, threshold=threshold)
             parts = 1
+        folder.chmod(0o755)  # mkdtemp's 0700 would hide the predictions from a team's readers
     return sink.rows, parts

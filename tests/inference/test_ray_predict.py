@@ -83,6 +83,7 @@ def test_parquet_parts_predict_as_the_local_predict_row_for_row(
     assert "onnxruntime" in stderr and "1000 rows" in stderr
     _assert_same_rows(_read_parts(folder), pq.read_table(local))
     assert not [e for e in tmp_path.iterdir() if e.name.startswith(".")]  # no temporary left
+    assert folder.stat().st_mode & 0o777 == 0o755  # readable by others, as predict's files
 
 
 def test_a_csv_of_another_dialect_is_read_as_the_local_predict_reads_it(
@@ -104,6 +105,12 @@ def test_a_csv_of_another_dialect_is_read_as_the_local_predict_reads_it(
     code, stderr = _predict(run, "--data", str(data), "-o", str(folder), *options, "--ray", "-q")
     assert code == 0, stderr
     assert all(name.endswith(".csv") for name in (e.name for e in folder.iterdir()))
+    _assert_same_rows(_read_parts(folder), pa_csv.read_csv(local))
+    (folder / "part-000099.csv").write_text("a part of an older predict\n")
+    code, stderr = _predict(
+        run, "--data", str(data), "-o", str(folder), *options, "--ray", "--force", "-q"
+    )
+    assert code == 0, stderr  # --force replaces a folder of parts, stale ones included
     _assert_same_rows(_read_parts(folder), pa_csv.read_csv(local))
 
 
