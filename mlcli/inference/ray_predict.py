@@ -68,19 +68,20 @@ def folder_format(output: Path, requested: str | None) -> str:
     return _SUFFIX_FORMATS.get(output.suffix.lower(), DEFAULT_FORMAT)
 
 
-def actor_pool(cpus: float, requested: int | None) -> int:
-    """How many actors predict: `requested`, else every CPU of the cluster but one.
+def actor_pool(cpus: float, requested: int | None, *, nodes: int = 1) -> int:
+    """How many actors predict: `requested`, else every CPU of the cluster but one per node.
 
     Each actor holds one CPU for as long as the pipeline runs; Ray Data's read and write tasks
-    need one more, or they wait for a CPU that no actor gives back (the pipeline would hang).
+    need the others (a node's spare CPU reads and writes for its actors): a pool that held
+    every CPU would leave them waiting for one that no actor gives back, and hang.
     """
-    free = int(cpus) - 1
+    most = max(1, int(cpus) - 1)
     if requested is None:
-        return max(1, free)
-    if requested > max(1, free):
+        return max(1, int(cpus) - max(1, nodes))
+    if requested > most:
         raise ConfigError(
             f"--actors {requested}: the cluster has {cpus:g} CPUs and each actor holds one; "
-            f"expected at most {max(1, free)}, leaving one CPU to read and write the parts"
+            f"expected at most {most}, leaving a CPU to read and write the parts"
         )
     return requested
 
@@ -233,7 +234,7 @@ def predict_on_ray(
     started = time.monotonic()
     with connect(address, command=COMMAND) as cluster:
         startup = time.monotonic() - started
-        pool = actor_pool(cluster.cpus, actors)
+        pool = actor_pool(cluster.cpus, actors, nodes=cluster.nodes)
         reporter.event(
             "ray",
             f"{cluster.nodes} node(s), {cluster.cpus:g} CPUs; {pool} actor(s) predicting",

@@ -212,16 +212,24 @@ def test_the_parts_format_is_the_option_else_the_suffix_else_parquet(name, reque
 
 
 @pytest.mark.parametrize(
-    ("cpus", "requested", "expected"),
-    [(1.0, None, 1), (2.0, None, 1), (16.0, None, 15), (64.0, 8, 8), (2.0, 1, 1)],
+    ("cpus", "nodes", "requested", "expected"),
+    [
+        (1.0, 1, None, 1),
+        (2.0, 1, None, 1),
+        (16.0, 1, None, 15),
+        (64.0, 4, None, 60),
+        (64.0, 4, 8, 8),
+        (64.0, 4, 63, 63),
+        (2.0, 1, 1, 1),
+    ],
 )
-def test_the_pool_leaves_a_cpu_for_reading_and_writing(cpus, requested, expected):
-    assert ray_predict.actor_pool(cpus, requested) == expected
+def test_the_pool_leaves_a_cpu_per_node_for_reading_and_writing(cpus, nodes, requested, expected):
+    assert ray_predict.actor_pool(cpus, requested, nodes=nodes) == expected
 
 
 @pytest.mark.parametrize(("cpus", "requested"), [(2.0, 2), (16.0, 16), (4.0, 9)])
 def test_a_pool_that_would_hold_every_cpu_is_refused(cpus, requested):
-    with pytest.raises(ConfigError, match="leaving one CPU"):
+    with pytest.raises(ConfigError, match="leaving a CPU"):
         ray_predict.actor_pool(cpus, requested)
 
 
