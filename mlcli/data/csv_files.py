@@ -80,7 +80,7 @@ def string_array(values: Sequence[str]) -> pa.Array:
     )
 
 
-def _clean_strings(table: pa.Table, csv: CsvOptions) -> pa.Table:
+def clean_strings(table: pa.Table, csv: CsvOptions) -> pa.Table:
     """Trims text fields and re-reads numbers that only looked like text because of spaces."""
     import pyarrow.compute as pc
 
@@ -198,7 +198,7 @@ def read_csv(
     if table.num_columns == 0:
         raise DataError(f"{source}: the file is empty, expected a table with a header or rows")
     _check(table, csv, source, first=True, row_offset=0)
-    return _clean_strings(table, csv)
+    return clean_strings(table, csv)
 
 
 def csv_names(path: Path, csv: CsvOptions) -> list[str]:
@@ -245,7 +245,7 @@ def iter_csv(
             table = pa.Table.from_batches([batch])
             _check(table, csv, source, first=rows == 0, row_offset=rows)
             rows += table.num_rows
-            yield from _clean_strings(table, csv).to_batches()
+            yield from clean_strings(table, csv).to_batches()
     except StopIteration:
         return
     except _ARROW_ERRORS as error:

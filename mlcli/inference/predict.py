@@ -168,7 +168,7 @@ def _batches(
         yield pa.Table.from_batches([batch])
 
 
-def _check_options(
+def check_options(
     loaded: LoadedRun,
     keep: Sequence[str],
     batch_size: int,
@@ -286,7 +286,7 @@ def predict(
     from mlcli.runs.loading import open_run
 
     loaded = open_run(run, with_model=False)
-    given, threshold = threshold, _check_options(loaded, keep, batch_size, threshold, fail_on_drift)
+    given, threshold = threshold, check_options(loaded, keep, batch_size, threshold, fail_on_drift)
     from mlcli.data.sources import source_for_run
     from mlcli.data.tables import check_header
 
