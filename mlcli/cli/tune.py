@@ -14,6 +14,7 @@ from mlcli.cli.options import (
     LogFormatOption,
     Overrides,
     Quiet,
+    RayOption,
     RunsOutput,
     Verbose,
     reporter,
@@ -31,6 +32,15 @@ TimeoutOption = Annotated[
     typer.Option("--timeout", min=1, help="Start no new trial after this many seconds."),
 ]
 DeviceOption = Annotated[str | None, typer.Option("--device", help="auto, cpu or gpu.")]
+ParallelOption = Annotated[
+    int | None,
+    typer.Option(
+        "--parallel",
+        min=1,
+        help="With --ray: trials at once [default: one per CPU of the cluster].",
+        show_default=False,
+    ),
+]
 
 
 def tune(
@@ -40,6 +50,8 @@ def tune(
     overrides: Overrides = None,
     output: RunsOutput = None,
     device: DeviceOption = None,
+    ray: RayOption = None,
+    parallel: ParallelOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormatOption = "text",
@@ -57,6 +69,8 @@ def tune(
             overrides=overrides or [],
             output_dir=output,
             device=device,
+            ray=ray,
+            parallel=parallel,
             reporter=reporter(quiet, log_format),
             verbose=verbose,
         )
