@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mlcli._ray import connect, parse_address, require_ray
+from mlcli._ray import check_reachable, connect, parse_address, require_ray
 from mlcli.errors import ConfigError, InterruptedRunError, mask_secrets
 from mlcli.training.devices import parse_device
 from mlcli.training.trials import (
@@ -49,10 +49,13 @@ TrialTask = Callable[[TrialPlan, int, dict[str, Any], int], TrialResult]
 
 def check_ray_arguments(address: str, *, device: str | None) -> None:
     """Raises `ConfigError` (exit 2) for what `--ray` cannot run, before anything heavy loads:
-    no Ray installed, an address that is none, or a GPU device (trials ask Ray for CPUs only).
+    no Ray installed, an address that is none or does not answer within `REACH_SECONDS`, or a
+    GPU device (trials ask Ray for CPUs only).
     """
     require_ray(COMMAND)
-    parse_address(address)
+    target = parse_address(address)
+    if target is not None:
+        check_reachable(*target)
     if device is not None and parse_device(device).kind == "gpu":
         raise ConfigError(
             f"--device {device} with --ray: trials on Ray ask for CPUs only; "
@@ -182,7 +185,7 @@ def search_on_ray(
             trials=trials,
             parallel=parallel,
         )
-        remote = ray.remote(task).options(num_cpus=cpus, max_retries=0)
+        remote = ray.remote(num_cpus=cpus, max_retries=0)(task)
         started = time.monotonic()
         running: dict[Any, tuple[Any, dict[str, Any], float]] = {}
         results: list[TrialResult] = []
