@@ -1,5 +1,6 @@
 """`mlcli tune`: options in, `mlcli.training.tune.tune` called, the trials and the best
-config's path printed."""
+config's path printed. `--ray [ADDRESS] [--parallel K]` runs the trials on Ray
+(`mlcli.training.tune_ray`); `--parallel` without `--ray` is a usage error (exit 2)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ ParallelOption = Annotated[
     typer.Option(
         "--parallel",
         min=1,
-        help="With --ray: trials at once [default: one per CPU of the cluster].",
+        help="With --ray: trials at once [default: one per CPU of the cluster, at most --trials].",
         show_default=False,
     ),
 ]
@@ -57,7 +58,7 @@ def tune(
     log_format: LogFormatOption = "text",
 ) -> None:
     """Search the ranges in CONFIG's `tune:` section, one run per trial; prints the best
-    config's path as the last line."""
+    config's path as the last line. With --ray the trials run on Ray, K at a time."""
 
     def action() -> TuneResult:
         from mlcli.training.tune import tune as tune_config

@@ -5,6 +5,8 @@ keys of `tune.parameters`; every trial is a complete run of its own (`mlcli.trai
 scored by `tune.metric` from its metrics.json. The first trial is the config's own values
 where they lie within the ranges, so the best trial is never worse than the config on that
 metric. The best config is written out with absolute data paths, ready for `mlcli train`.
+With `ray` (`mlcli tune --ray`), the same study runs its trials as Ray tasks, K at a time
+(`mlcli.training.tune_ray`); one trial, wherever it runs, is `mlcli.training.trials.run_trial`.
 
 ```
 runs/<name>-tune/<id>/
