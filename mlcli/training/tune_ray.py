@@ -25,6 +25,8 @@ and raises `InterruptedRunError` (exit 130).
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -140,6 +142,13 @@ def _cancel(running: dict[Any, Any]) -> None:
         ray.wait(list(running), num_returns=len(running), timeout=5.0)
 
 
+def _keep_sigterm(handler: Any) -> None:
+    """Puts back the SIGTERM handler that was set before Ray started: a local Ray instance
+    replaces it with its own, which exits 1, where mlcli's stops the search (exit 130)."""
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def _tell(study: Any, trial: Any, result: TrialResult) -> None:
     from optuna.trial import TrialState
 
@@ -178,7 +187,9 @@ def search_on_ray(
     """
     import ray
 
+    sigterm = signal.getsignal(signal.SIGTERM)
     with connect(address, command=COMMAND) as cluster:
+        _keep_sigterm(sigterm)
         at_once, cpus = trial_shape(
             cluster_cpus=cluster.cpus,
             node_cpus=_largest_node_cpus(),

@@ -255,3 +255,39 @@ def test_ray_tune_finds_the_best_trial_of_sequential_tune(ray_here, write_config
 
     threads = ray_here.get(ray_here.remote(num_cpus=1)(_threads_after_limit).remote(1))
     assert threads == (1, 1)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_search_with_exit_130_and_the_finished_trials(write_config, tmp_path):
+    """The whole command in a child process with a Ray instance of its own: SIGTERM after the
+    first trial finished cancels the others, writes trials.json and exits 130."""
+    import subprocess
+    import threading
+
+    pytest.importorskip("ray")
+    path = write_config(model={"hidden_units": [8]}, tune=TUNED)
+    command = [sys.executable, "-m", "mlcli", "tune", str(path), "--trials", "6", "--ray"]
+    child = subprocess.Popen(
+        [*command, "--parallel", "1", "--output", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    watchdog = threading.Timer(240, child.kill)  # never a hang, whatever happens
+    watchdog.start()
+    seen: list[str] = []
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            seen.append(line)
+            if "1/6" in line:  # the first trial finished
+                child.send_signal(signal.SIGTERM)
+                break
+        code = child.wait(timeout=60)  # Ray's own processes may hold the pipe: not read to EOF
+    finally:
+        watchdog.cancel()
+        child.kill()
+    assert code == 130, "".join(seen)
+    trials = json.loads(next((tmp_path / "out").glob("tiny-tune/*/trials.json")).read_text())
+    assert [t["number"] for t in trials] == [0]
