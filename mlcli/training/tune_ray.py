@@ -45,6 +45,7 @@ from mlcli.training.trials import (
 
 COMMAND = "mlcli tune"
 WAIT_SECONDS = 0.5  # how long one `ray.wait` blocks, so that a signal is handled promptly
+CANCEL_SECONDS = 30.0  # how long a stop waits for the cancelled trials' workers to end
 
 TrialTask = Callable[[TrialPlan, int, dict[str, Any], int], TrialResult]
 
@@ -133,13 +134,17 @@ def _outcome(ref: Any, number: int, values: dict[str, Any], started: float) -> T
 
 
 def _cancel(running: dict[Any, Any]) -> None:
+    """Cancels the running trials, killing their workers; asks again for a task that a cancel
+    reached while Ray was still starting its worker (that cancel can be lost)."""
     import ray
 
-    for ref in running:
-        with contextlib.suppress(Exception):  # a task that ended meanwhile
-            ray.cancel(ref, force=True)
-    with contextlib.suppress(Exception):
-        ray.wait(list(running), num_returns=len(running), timeout=5.0)
+    left = list(running)
+    deadline = time.monotonic() + CANCEL_SECONDS
+    while left and time.monotonic() < deadline:
+        for ref in left:
+            with contextlib.suppress(Exception):  # a task that ended meanwhile
+                ray.cancel(ref, force=True)
+        _, left = ray.wait(left, num_returns=len(left), timeout=WAIT_SECONDS)
 
 
 def _keep_sigterm(handler: Any) -> None:
