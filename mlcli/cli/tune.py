@@ -1,5 +1,6 @@
 """`mlcli tune`: options in, `mlcli.training.tune.tune` called, the trials and the best
-config's path printed."""
+config's path printed. `--ray [ADDRESS] [--parallel K]` runs the trials on Ray
+(`mlcli.training.tune_ray`); `--parallel` without `--ray` is a usage error (exit 2)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from mlcli.cli.options import (
     LogFormatOption,
     Overrides,
     Quiet,
+    RayOption,
     RunsOutput,
     Verbose,
     reporter,
@@ -31,6 +33,15 @@ TimeoutOption = Annotated[
     typer.Option("--timeout", min=1, help="Start no new trial after this many seconds."),
 ]
 DeviceOption = Annotated[str | None, typer.Option("--device", help="auto, cpu or gpu.")]
+ParallelOption = Annotated[
+    int | None,
+    typer.Option(
+        "--parallel",
+        min=1,
+        help="With --ray: trials at once [default: one per CPU of the cluster, at most --trials].",
+        show_default=False,
+    ),
+]
 
 
 def tune(
@@ -40,12 +51,14 @@ def tune(
     overrides: Overrides = None,
     output: RunsOutput = None,
     device: DeviceOption = None,
+    ray: RayOption = None,
+    parallel: ParallelOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormatOption = "text",
 ) -> None:
     """Search the ranges in CONFIG's `tune:` section, one run per trial; prints the best
-    config's path as the last line."""
+    config's path as the last line. With --ray the trials run on Ray, K at a time."""
 
     def action() -> TuneResult:
         from mlcli.training.tune import tune as tune_config
@@ -57,6 +70,8 @@ def tune(
             overrides=overrides or [],
             output_dir=output,
             device=device,
+            ray=ray,
+            parallel=parallel,
             reporter=reporter(quiet, log_format),
             verbose=verbose,
         )

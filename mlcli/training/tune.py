@@ -5,6 +5,8 @@ keys of `tune.parameters`; every trial is a complete run of its own (`mlcli.trai
 scored by `tune.metric` from its metrics.json. The first trial is the config's own values
 where they lie within the ranges, so the best trial is never worse than the config on that
 metric. The best config is written out with absolute data paths, ready for `mlcli train`.
+With `ray` (`mlcli tune --ray`), the same study runs its trials as Ray tasks, K at a time
+(`mlcli.training.tune_ray`); one trial, wherever it runs, is `mlcli.training.trials.run_trial`.
 
 ```
 runs/<name>-tune/<id>/
@@ -24,36 +26,25 @@ print(result.best.score, result.best_config)
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlcli import files
-from mlcli.config.loading import References, config_to_yaml, parse_config, read_document
-from mlcli.config.overrides import copy_document, get_dotted, set_dotted
+from mlcli.config.loading import config_to_yaml, parse_config, read_document
+from mlcli.config.overrides import get_dotted
 from mlcli.config.schema import Config, TuneConfig, TuneRange
 from mlcli.data.splits import check_headers
-from mlcli.errors import ConfigError, TrainingDivergedError, mask_secrets, missing_extra
+from mlcli.errors import ConfigError, MlcliErrorUsage, TrainingDivergedError, missing_extra
 from mlcli.reporting import QuietReporter, Reporter
 from mlcli.runs import directory as runs
 from mlcli.training.devices import parse_device
+from mlcli.training.trials import TrialPlan, TrialResult, run_trial, with_values, write_trials
+
+__all__ = ["TrialResult", "TuneResult", "tune"]
 
 _MAXIMIZED = ("accuracy", "auc", "r2")
-
-
-@dataclass
-class TrialResult:
-    """One trial: the values it tried and what its run scored."""
-
-    number: int
-    values: dict[str, Any]
-    state: str  # complete | failed
-    score: float | None = None
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    run: str | None = None
-    seconds: float = 0.0
-    error: str | None = None
 
 
 @dataclass
@@ -73,20 +64,6 @@ def _direction(tune: TuneConfig) -> str:
     if tune.direction != "auto":
         return tune.direction
     return "maximize" if tune.metric.rsplit(".", 1)[-1] in _MAXIMIZED else "minimize"
-
-
-def _with_values(
-    document: dict[str, Any],
-    values: dict[str, Any],
-    source: str,
-    folder: Path,
-    references: References | None = None,
-) -> Config:
-    """The config with searched keys set; its `${VAR}` references are kept for the others."""
-    trial = copy_document(document)
-    for key, value in values.items():
-        set_dotted(trial, key, value)
-    return parse_config(trial, source=source, relative_to=folder, references=references)
 
 
 def _suggest(trial: Any, key: str, spec: TuneRange) -> Any:
@@ -130,24 +107,12 @@ def _check_parameters(
         samples = spec.choices if spec.choices is not None else [spec.low, spec.high]
         for sample in samples:
             try:
-                _with_values(document, {key: sample}, source, folder)
+                with_values(document, {key: sample}, source, folder)
             except ConfigError as error:
                 raise ConfigError(
                     f"{source}: config key `tune.parameters.{key}`: the value {sample!r} "
                     f"does not give a valid config: {error}"
                 ) from error
-
-
-def _score(metrics: dict[str, Any], metric: str, source: str) -> float:
-    split, _, name = metric.partition(".")
-    try:
-        return float(metrics[split][name])
-    except (KeyError, TypeError, ValueError) as error:
-        found = {s: sorted(v) for s, v in metrics.items() if isinstance(v, dict)}
-        raise ConfigError(
-            f"{source}: config key `tune.metric`: {metric!r} is not in the run's metrics; "
-            f"expected <split>.<metric> among {found}"
-        ) from error
 
 
 def _import_optuna(verbose: bool) -> Any:
@@ -160,37 +125,35 @@ def _import_optuna(verbose: bool) -> Any:
     return optuna
 
 
-def _run_trial(
-    trial: Any,
-    *,
-    document: dict[str, Any],
-    references: References,
-    tune_config: TuneConfig,
-    source: str,
-    directory: Path,
-    folder: Path,
-    device: str | None,
-) -> TrialResult:
-    from mlcli.training.train import train
+def _propose(trial: Any, tune_config: TuneConfig) -> dict[str, Any]:
+    """The values Optuna proposes for `trial`, asked in the order of `tune.parameters`."""
+    return {key: _suggest(trial, key, spec) for key, spec in tune_config.parameters.items()}
 
-    values = {key: _suggest(trial, key, spec) for key, spec in tune_config.parameters.items()}
-    name = f"trial-{trial.number:03d}"
-    config = _with_values(
-        document, {**values, "name": name}, f"{source} ({name})", folder, references
-    )
-    started = time.monotonic()
-    result = TrialResult(number=trial.number, values=values, state="failed")
-    try:
-        run = train(config, output_dir=directory, device=device)
-    except TrainingDivergedError as error:
-        result.error = mask_secrets(str(error))
-    else:
-        metrics = json.loads((run / runs.METRICS).read_text(encoding="utf-8"))
-        result.metrics = {k: v for k, v in metrics.items() if isinstance(v, dict)}
-        result.score = _score(metrics, tune_config.metric, source)
-        result.run, result.state = str(run), "complete"
-    result.seconds = time.monotonic() - started
-    return result
+
+def _search_here(
+    study: Any,
+    plan: TrialPlan,
+    tune_config: TuneConfig,
+    *,
+    trials: int,
+    timeout: float | None,
+    on_result: Callable[[TrialResult], None],
+) -> list[TrialResult]:
+    """Runs the trials one after another in this process."""
+    import optuna
+
+    results: list[TrialResult] = []
+
+    def objective(trial: Any) -> float:
+        result = run_trial(plan, trial.number, _propose(trial, tune_config))
+        results.append(result)
+        on_result(result)
+        if result.score is None:
+            raise optuna.TrialPruned(result.error)
+        return result.score
+
+    study.optimize(objective, n_trials=trials, timeout=timeout)
+    return results
 
 
 def tune(
@@ -201,6 +164,8 @@ def tune(
     overrides: list[str] | None = None,
     output_dir: Path | None = None,
     device: str | None = None,
+    ray: str | None = None,
+    parallel: int | None = None,
     reporter: Reporter | None = None,
     verbose: bool = False,
 ) -> TuneResult:
@@ -212,11 +177,28 @@ def tune(
         timeout: no new trial starts after this many seconds.
         overrides: `key.path=value` overrides applied to the config first.
         output_dir: the runs folder instead of the config's `output.dir`.
-        device: auto, cpu or gpu, for every trial.
+        device: auto, cpu or gpu, for every trial (auto or cpu with `ray`).
+        ray: run the trials as Ray tasks on this cluster (`mlcli._ray.connect`'s address:
+            local, auto, HOST:PORT or ray://...); None runs them one by one here.
+        parallel: with `ray`, how many trials run at once (`mlcli.training.tune_ray`).
         reporter: where one event per trial goes.
         verbose: show Optuna's and TensorFlow's own logs.
+
+    Raises:
+        MlcliErrorUsage: `parallel` without `ray` (exit 2).
+        InterruptedRunError: SIGINT or SIGTERM stopped a search on Ray; trials.json holds the
+            trials that finished (exit 130).
     """
     reporter = reporter or QuietReporter()
+    if ray is not None:
+        from mlcli.training.tune_ray import check_ray_arguments
+
+        check_ray_arguments(ray, device=device)  # exit 2 before anything heavy
+    elif parallel is not None:
+        raise MlcliErrorUsage(
+            f"--parallel {parallel}: trials run in parallel only on Ray; add --ray (alone, "
+            "it starts a Ray instance on this machine) or leave --parallel out"
+        )
     path = Path(config)
     source = str(path)
     document, references = read_document(path, overrides=overrides or [])
@@ -233,9 +215,10 @@ def tune(
         parse_device(device)  # a bad value is exit 2 before TensorFlow loads
     check_headers(base)  # a missing table or column is exit 3 before TensorFlow loads
     optuna = _import_optuna(verbose)
-    from mlcli._tensorflow import import_tensorflow
+    if ray is None:  # on Ray, the workers import TensorFlow and this process never does
+        from mlcli._tensorflow import import_tensorflow
 
-    import_tensorflow(verbose=verbose, start=False)  # each trial's run chooses the devices
+        import_tensorflow(verbose=verbose, start=False)  # each trial's run chooses the devices
     directory = Path(output_dir or base.output.dir) / f"{base.name}-tune" / runs.new_run_id()
     directory.mkdir(parents=True, exist_ok=False)
     direction = _direction(tune_config)
@@ -245,38 +228,49 @@ def tune(
     start = _starting_point(base, tune_config)
     if start:
         study.enqueue_trial(start)
-    results: list[TrialResult] = []
+    plan = TrialPlan(
+        document=document,
+        references=references,
+        metric=tune_config.metric,
+        source=source,
+        folder=folder,
+        directory=directory,
+        device=device,
+    )
 
-    def objective(trial: Any) -> float:
-        result = _run_trial(
-            trial,
-            document=document,
-            references=references,
-            tune_config=tune_config,
-            source=source,
-            directory=directory,
-            folder=folder,
-            device=device,
-        )
-        results.append(result)
+    def report(result: TrialResult) -> None:
         shown = "failed" if result.score is None else f"{result.score:.4f}"
         reporter.event(
             "trial",
             f"{result.number + 1}/{trials}: {tune_config.metric} {shown} in {result.seconds:.0f}s",
         )
-        if result.score is None:
-            raise optuna.TrialPruned(result.error)
-        return result.score
 
-    study.optimize(objective, n_trials=trials, timeout=timeout)
+    if ray is None:
+        results = _search_here(
+            study, plan, tune_config, trials=trials, timeout=timeout, on_result=report
+        )
+    else:
+        from mlcli.training.tune_ray import search_on_ray
+
+        results = search_on_ray(
+            study,
+            plan,
+            propose=lambda trial: _propose(trial, tune_config),
+            address=ray,
+            trials=trials,
+            parallel=parallel,
+            timeout=timeout,
+            on_result=report,
+        )
+    results.sort(key=lambda r: r.number)
     complete = [r for r in results if r.score is not None]
     if not complete:
         raise TrainingDivergedError(f"every trial of {directory} diverged; narrow the ranges")
     pick = max if direction == "maximize" else min
     best = pick(complete, key=lambda r: r.score if r.score is not None else 0.0)
-    best_config = _with_values(document, best.values, source, folder, references)
+    best_config = with_values(document, best.values, source, folder, references)
     files.write_text(directory / "best-config.yaml", config_to_yaml(best_config))
-    files.write_json(directory / "trials.json", [asdict(r) for r in results])
+    write_trials(directory, results)
     return TuneResult(
         metric=tune_config.metric,
         direction=direction,
