@@ -59,8 +59,8 @@ TAIL_LINES = 40  # a worker's last lines that are no progress event, for its err
 
 
 @dataclass
-class _Worker:
-    """One placed worker as the driver follows it."""
+class Worker:
+    """One placed worker as the driver follows it: its actor, address and how it ended."""
 
     index: int
     actor: Any
@@ -94,15 +94,16 @@ class _Worker:
 
 
 @dataclass
-class _Job:
-    """The workers of one `train_on_ray` and what the chief said so far."""
+class Job:
+    """The workers of one `train_on_ray`, the reporter the chief's events go to, and the
+    chief's run directory once it named it."""
 
-    workers: list[_Worker]
+    workers: list[Worker]
     reporter: Reporter
     verbose: bool
     run: str | None = None  # the chief's (partial) run directory, from its `run` event
 
-    def take(self, worker: _Worker, lines: Sequence[str]) -> None:
+    def take(self, worker: Worker, lines: Sequence[str]) -> None:
         """A worker's new stderr lines: the chief's events go to the reporter."""
         for line in lines:
             record = parse_event(line)
@@ -136,7 +137,7 @@ class _Job:
             if code is not None:
                 worker.code, worker.stdout = code, stdout
 
-    def watch(self) -> _Worker | None:
+    def watch(self) -> Worker | None:
         """Polls until every worker ended (None) or one failed (that worker)."""
         while True:
             self.poll()
@@ -180,14 +181,14 @@ def _runs_folder(config: Path | None, overrides: Sequence[str], output_dir: Path
 
 
 @contextlib.contextmanager
-def _placed(request: WorkerRequest) -> Iterator[list[_Worker]]:
+def _placed(request: WorkerRequest) -> Iterator[list[Worker]]:
     """The workers' actors in a placement group, killed (and the group removed) at the end."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     group = placement_group(request.bundles(), strategy=request.placement.upper())
-    workers: list[_Worker] = []
+    workers: list[Worker] = []
     try:
         ready, _ = ray.wait([group.ready()], timeout=PLACE_SECONDS)
         if not ready:
@@ -209,7 +210,7 @@ def _placed(request: WorkerRequest) -> Iterator[list[_Worker]]:
                     placement_group=group, placement_group_bundle_index=index
                 ),
             ).remote()
-            workers.append(_Worker(index, actor))
+            workers.append(Worker(index, actor))
         yield workers
     finally:
         for worker in workers:
@@ -219,7 +220,7 @@ def _placed(request: WorkerRequest) -> Iterator[list[_Worker]]:
             remove_placement_group(group)
 
 
-def _locate(workers: list[_Worker]) -> None:
+def _locate(workers: list[Worker]) -> None:
     """Each worker's node and a free port there: its `TF_CONFIG` address."""
     import ray
 
@@ -292,17 +293,21 @@ def train_on_ray(
         request.check_capacity(cluster.cpus, cluster.gpus, _largest_node_cpus())
         with _placed(request) as workers:
             _locate(workers)
-            job = _Job(workers, reporter, verbose)
+            job = Job(workers, reporter, verbose)
             reporter.event(
                 "ray",
                 f"{len(workers)} worker(s) on {len({w.host for w in workers})} node(s): "
                 + ", ".join(f"{w.index} at {w.address}" for w in workers),
             )
-            return _run(job, command, address=address, request=request)
+            return run_job(job, command, address=address, request=request)
 
 
-def _run(job: _Job, command: list[str], *, address: str, request: WorkerRequest) -> Path:
-    """Starts every worker's child, follows them to the end, and returns the chief's run."""
+def run_job(job: Job, command: list[str], *, address: str, request: WorkerRequest) -> Path:
+    """Starts every worker's child, follows them to the end, and returns the chief's run.
+
+    Raises the error of the first worker that failed (`ray_cluster.job_failure`), after the
+    others were stopped; `address` and `request` go into its `--resume` hint.
+    """
     import ray
 
     addresses = [worker.address for worker in job.workers]
@@ -337,7 +342,7 @@ def _run(job: _Job, command: list[str], *, address: str, request: WorkerRequest)
     return _chief_run(job)
 
 
-def _chief_run(job: _Job) -> Path:
+def _chief_run(job: Job) -> Path:
     chief = job.workers[0]
     printed = [line for line in chief.stdout if line.strip()]
     if not printed:

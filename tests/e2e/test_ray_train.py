@@ -27,7 +27,7 @@ from mlcli.training.ray_train import ACTOR_PREFIX
 
 runner = CliRunner()
 ADULT = REPO / "examples" / "adult" / "config.yaml"
-EPOCHS = 3  # of the example's 30 (early stopping ends it at about 12): the test's time budget
+EPOCHS = 2  # of the example's 30 (early stopping ends it at about 12): the test's time budget
 TOLERANCE = 0.005  # docs/devices-and-distributed.md: two workers against one process
 EPOCHS_KILLED = 4  # the killed run's: worker 1 is killed after the first
 
