@@ -1,4 +1,4 @@
-"""mlcli.training.ray_train's job: how the driver follows its workers, on the session's local
+"""mlcli.training.ray_job: how the driver follows its workers, on the session's local
 Ray with stand-in actors (each poll answers the next step of a script, as `ray.put` refs), so
 that no TensorFlow child runs: a clean end, a worker failing on its own, a worker whose actor
 died, and the others stopped after a failure."""
@@ -13,7 +13,7 @@ import pytest
 
 from mlcli.errors import DataError, InterruptedRunError
 from mlcli.reporting import Reporter
-from mlcli.training import ray_train
+from mlcli.training import ray_job
 from mlcli.training.ray_cluster import WorkerRequest
 
 Step = tuple[list[str], int | None, list[str]]  # what a poll answers: lines, code, stdout
@@ -69,7 +69,7 @@ def ray(ray_local: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
         _failed = failed
     for name, seconds in (("POLL_SECONDS", 0.01), ("SETTLE_SECONDS", 0.2)):
-        monkeypatch.setattr(ray_train, name, seconds)
+        monkeypatch.setattr(ray_job, name, seconds)
     return ray_local
 
 
@@ -93,16 +93,16 @@ RUNNING: Step = ([], None, [])
 PARTIAL = "/runs/a/.1.partial"
 
 
-def _job(ray: Any, *scripts: StandIn, verbose: bool = False) -> ray_train.Job:
+def _job(ray: Any, *scripts: StandIn, verbose: bool = False) -> ray_job.Job:
     workers = [
-        ray_train.Worker(index, actor, host="10.0.0.9", address=f"10.0.0.9:{4100 + index}")
+        ray_job.Worker(index, actor, host="10.0.0.9", address=f"10.0.0.9:{4100 + index}")
         for index, actor in enumerate(scripts)
     ]
-    return ray_train.Job(workers, Recorder(), verbose)
+    return ray_job.Job(workers, Recorder(), verbose)
 
 
-def _run(job: ray_train.Job) -> Path:
-    return ray_train.run_job(job, ["mlcli", "train"], address="local", request=WorkerRequest(2))
+def _run(job: ray_job.Job) -> Path:
+    return ray_job.run_job(job, ["mlcli", "train"], address="local", request=WorkerRequest(2))
 
 
 def test_a_clean_end_returns_the_chiefs_run_and_relays_only_its_events(
