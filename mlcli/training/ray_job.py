@@ -8,21 +8,29 @@ that does not answer, fails the job: the others get `SETTLE_SECONDS` to end by t
 SIGTERM (the last epoch's checkpoint is kept) and SIGKILL `STOP_SECONDS` later. The job ends
 with `ray_cluster.job_failure`: exit 130 and the chief's partial run to `--resume`, or the
 failed worker's own code when it failed on its own (config, data, run, divergence).
+
+A complete run that the driver does not see (the runs folder is not shared with the chief's
+node) is copied back from the chief's node to the same path here (`unpack_run`).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import os
+import shutil
+import tarfile
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlcli.errors import InterruptedRunError, MlcliError
+from mlcli.errors import InterruptedRunError, MlcliError, RunError
 from mlcli.reporting import Reporter
+from mlcli.runs import directory as runs
 from mlcli.training.ray_cluster import (
     OWN_FAILURES,
     WorkerRequest,
@@ -38,6 +46,7 @@ POLL_SECONDS = 0.5
 SETTLE_SECONDS = 3.0  # after a failure, how long the others may take to end by themselves
 STOP_SECONDS = 20.0  # from SIGTERM (the checkpoint is kept) to SIGKILL
 TAIL_LINES = 40  # a worker's last lines that are no progress event, for its error
+FETCH_SECONDS = 600.0  # to copy a complete run back from the chief's node
 
 
 @dataclass
@@ -200,14 +209,53 @@ def run_job(job: Job, command: list[str], *, address: str, request: WorkerReques
 
 
 def _chief_run(job: Job) -> Path:
+    """The run the chief printed; copied back from the chief's node when it is not here."""
     chief = job.workers[0]
     printed = [line for line in chief.stdout if line.strip()]
     if not printed:
         raise MlcliError(f"{chief.name(len(job.workers))} exited 0 but printed no run directory")
     run = Path(printed[-1].strip())
     if not run.is_dir():
-        job.reporter.warning(
-            f"the run was written to {run} on {chief.host}, which this machine does not see: "
-            "--output must be storage every worker and the driver reach (docs/ray.md)"
-        )
+        return _copy_back(job, run)
     return run
+
+
+def _copy_back(job: Job, run: Path) -> Path:
+    """The complete run at `run` on the chief's node, copied to the same path here."""
+    import ray
+
+    chief = job.workers[0]
+    try:
+        archive = ray.get(chief.actor.pack.remote(str(run)), timeout=FETCH_SECONDS)
+    except ray.exceptions.RayError as error:
+        raise RunError(
+            f"{run}: the run is complete on the chief's node ({chief.host}), but copying it "
+            f"here failed ({first_line(error)}); copy it yourself, or use an --output every "
+            "node shares"
+        ) from error
+    copied = unpack_run(archive, run)
+    job.reporter.event(
+        "copied",
+        f"{copied} from the chief's node {chief.host} ({len(archive) / 1e6:.1f} MB): "
+        "the runs folder is not shared",
+    )
+    return copied
+
+
+def unpack_run(archive: bytes, run: Path) -> Path:
+    """Writes a complete run from its archive (`TrainingWorker.pack`) to `run` here.
+
+    It is unpacked into a partial folder that is renamed when complete, and `latest` points
+    at it, as `mlcli train` completes a run. Raises `RunError` (exit 4) when `run` exists.
+    """
+    partial = runs.Run(run.parent / f".{run.name}{runs.PARTIAL_SUFFIX}")
+    if run.exists():
+        raise RunError(f"{run}: already exists; the chief's run was not copied over it")
+    try:
+        partial.path.mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as unpacked:
+            unpacked.extractall(partial.path, filter="data")
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as error:  # EOF: cut short
+        shutil.rmtree(partial.path, ignore_errors=True)
+        raise RunError(f"{run}: cannot write the chief's run here ({error})") from error
+    return runs.complete_run(partial).path

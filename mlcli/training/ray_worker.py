@@ -16,11 +16,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,6 +110,13 @@ class TrainingWorker:
             lines = list(self._lines)
             self._lines.clear()
         return lines, code, list(self._stdout) if code is not None else []
+
+    def pack(self, path: str) -> bytes:
+        """The run directory at `path` on this node as a gzipped tar, for the driver."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            archive.add(path, arcname=".")
+        return buffer.getvalue()
 
     def stop(self, grace_seconds: float) -> int | None:
         """SIGTERM to the child (it keeps its last epoch's checkpoint, exit 130), SIGKILL to

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from mlcli.errors import DataError, InterruptedRunError
+from mlcli.errors import DataError, InterruptedRunError, RunError
 from mlcli.reporting import Reporter
 from mlcli.training import ray_job
 from mlcli.training.ray_cluster import WorkerRequest
+from mlcli.training.ray_worker import TrainingWorker
 
 Step = tuple[list[str], int | None, list[str]]  # what a poll answers: lines, code, stdout
 
@@ -40,6 +41,8 @@ class StandIn:
         self.start = _Method(lambda *args: ray.put(4242))
         self.poll = _Method(self._poll)
         self.stop = _Method(self._stop)
+        self.pack = _Method(lambda path: ray.put(TrainingWorker().pack(self.packed)))
+        self.packed = ""  # the folder `pack` archives, whatever path it is asked for
 
     def _poll(self) -> Any:
         self.polls += 1
@@ -181,3 +184,39 @@ def test_verbose_relays_every_workers_other_lines(ray: Any, tmp_path: Path) -> N
         ("worker 0", "chief says"),
         ("worker 1", "worker says"),
     ]
+
+
+def _a_complete_run(folder: Path) -> Path:
+    (folder / "plots").mkdir(parents=True)
+    (folder / "model.keras").write_bytes(b"\x00weights" * 100)
+    (folder / "plots" / "loss.png").write_bytes(b"png")
+    return folder
+
+
+def test_a_run_this_machine_does_not_see_is_copied_back_from_the_chiefs_node(
+    ray: Any, tmp_path: Path
+) -> None:
+    elsewhere = _a_complete_run(tmp_path / "chief-node" / "runs" / "a" / "1")
+    run = tmp_path / "here" / "runs" / "a" / "1"  # the same --output, not shared
+    chief = StandIn(ray, [([], 0, [str(run)])])
+    chief.packed = str(elsewhere)
+    job = _job(ray, chief, StandIn(ray, [([], 0, [])]))
+    assert _run(job) == run
+    assert chief.pack.calls == [(str(run),)]
+    assert (run / "model.keras").read_bytes() == b"\x00weights" * 100
+    assert (run / "plots" / "loss.png").read_bytes() == b"png"
+    assert (run.parent / "latest").resolve() == run.resolve()
+    assert sorted(p.name for p in run.parent.iterdir()) == ["1", "latest"]  # no partial left
+    assert [name for name, _ in job.reporter.events] == ["copied"]  # type: ignore[attr-defined]
+
+
+def test_a_copied_run_never_replaces_one_here_nor_leaves_half_of_itself(tmp_path: Path) -> None:
+    archive = TrainingWorker().pack(str(_a_complete_run(tmp_path / "chief")))
+    taken = tmp_path / "runs" / "a" / "1"
+    taken.mkdir(parents=True)
+    with pytest.raises(RunError, match="already exists"):
+        ray_job.unpack_run(archive, taken)
+    broken = tmp_path / "runs" / "a" / "2"
+    with pytest.raises(RunError, match="cannot write"):
+        ray_job.unpack_run(archive[: len(archive) // 2], broken)
+    assert sorted(p.name for p in broken.parent.iterdir()) == ["1"]
