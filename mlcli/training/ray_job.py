@@ -67,17 +67,22 @@ class Worker:
 
     @property
     def ended(self) -> bool:
+        """Whether its child exited or its actor is gone."""
         return self.code is not None or self.lost is not None
 
     @property
     def failed(self) -> bool:
+        """Whether it ended any other way than its child's exit 0."""
         return self.lost is not None or (self.code is not None and self.code != 0)
 
     def name(self, workers: int) -> str:
+        """`worker 0 of 2 (the chief) on 10.0.0.1`."""
         role = " (the chief)" if self.index == 0 else ""
         return f"worker {self.index} of {workers}{role} on {self.host or 'an unknown node'}"
 
     def failure(self, workers: int) -> str:
+        """How it failed, for the job's error: its exit code and last error line, or why its
+        actor is gone."""
         if self.lost is not None:
             return f"{self.name(workers)}: {self.lost}"
         said = error_line(list(self.tail))

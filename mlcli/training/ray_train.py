@@ -5,8 +5,9 @@ default, SPREAD on request), each holding `--cpus-per-worker` CPUs and `--gpus-p
 Each actor reports its node and a free port; the driver builds every worker's `TF_CONFIG` from
 them (worker 0 is the chief) and each actor runs `python -m mlcli train ...` as a child with
 it: the same config, `--set`, `--output` and `--resume` as given here. The chief writes the one
-run directory (`--output` must be storage every worker reaches); its progress events are
-replayed into this process's reporter, and its run directory is returned.
+run directory (best on storage every worker reaches; else it is copied back from the chief's
+node once complete); its progress events are replayed into this process's reporter, and its
+run directory is returned.
 
 Not Ray Train's `TensorflowTrainer`: it sets `TF_USE_LEGACY_KERAS=1` and trains through
 `tf.keras`, while mlcli trains Keras 3 models under `MultiWorkerMirroredStrategy` with its own
@@ -33,7 +34,7 @@ from mlcli.training.ray_cluster import (
     worker_address,
     worker_command,
 )
-from mlcli.training.ray_job import Job, Worker, run_job
+from mlcli.training.ray_job import Job, Worker, first_line, run_job
 from mlcli.training.ray_worker import TrainingWorker
 
 COMMAND = "mlcli train"
@@ -95,7 +96,13 @@ def _locate(workers: list[Worker]) -> None:
 
     hosts = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
     for attempt in range(3):
-        answers = ray.get([worker.actor.where.remote() for worker in workers], timeout=120)
+        try:
+            answers = ray.get([worker.actor.where.remote() for worker in workers], timeout=120)
+        except ray.exceptions.RayError as error:
+            raise ConfigError(
+                f"Ray could not start the training workers ({first_line(error)}); every node "
+                "needs the same mlcli install, with the ray and train extras (docs/ray.md)"
+            ) from error
         for worker, (node, port) in zip(workers, answers, strict=True):
             worker.host = hosts.get(node, node)
             worker.address = worker_address(worker.host, port)
@@ -129,9 +136,10 @@ def train_on_ray(
             Every worker reads it, and the data it names, at the same path.
         address: the Ray cluster (`mlcli._ray.connect`): local, auto, HOST:PORT or ray://...
         request: the workers, the CPUs and GPUs of each, and their placement.
-        overrides, output_dir, resume, device, verbose: as `mlcli.training.train.train`'s;
-            the runs folder (`output_dir`, else the config's `output.dir`) must be a path
-            every worker can write and this process can read: shared storage.
+        overrides, output_dir, resume, device, verbose: as `mlcli.training.train.train`'s.
+            The runs folder (`output_dir`, else the config's `output.dir`) is best shared by
+            every worker and this process; a complete run this process does not see is
+            copied back from the chief's node. `resume` needs shared storage.
         reporter: receives the chief's progress events.
 
     Raises:
@@ -139,6 +147,8 @@ def train_on_ray(
             cluster too small for the workers (exit 2).
         InterruptedRunError: a worker died or was stopped; the chief's partial run is kept
             for `--resume` (exit 130).
+        MlcliError: the error of a worker that failed on its own (its config, data, run, a
+            divergence: exit 2, 3, 4 or 6), naming the worker and its node.
     """
     reporter = reporter or QuietReporter()
     request.check()
