@@ -8,6 +8,10 @@ multiclass task with `training.label_smoothing` takes this loss too. Outside tra
 gives one prediction per row, which this loss takes as a single member. The metrics
 (`member_metrics`) score the members' mean prediction, as the saved model gives it.
 
+They are registered Keras objects (package `mlcli`): under MultiWorkerMirroredStrategy the
+trained core is copied out of the strategy through its compile config
+(`mlcli.training.distributed.local_copy`), which Keras can only rebuild from registered names.
+
 Imported only where Keras is loaded (`mlcli.training.compile`).
 """
 
@@ -17,7 +21,10 @@ from typing import Any
 
 import keras
 
+_register = keras.saving.register_keras_serializable(package="mlcli")
 
+
+@_register
 class MemberLoss(keras.losses.Loss):
     """The task's loss (binary or multiclass cross-entropy, squared error), averaged over the
     members of an ensemble.
@@ -79,22 +86,27 @@ class _OverMembersMean:
         return super().update_state(y_true, averaged, sample_weight)  # type: ignore[misc]
 
 
+@_register
 class _BinaryAccuracy(_OverMembersMean, keras.metrics.BinaryAccuracy):
     pass
 
 
+@_register
 class _AUC(_OverMembersMean, keras.metrics.AUC):
     pass
 
 
+@_register
 class _SparseCategoricalAccuracy(_OverMembersMean, keras.metrics.SparseCategoricalAccuracy):
     multiclass = True
 
 
+@_register
 class _RootMeanSquaredError(_OverMembersMean, keras.metrics.RootMeanSquaredError):
     pass
 
 
+@_register
 class _MeanAbsoluteError(_OverMembersMean, keras.metrics.MeanAbsoluteError):
     pass
 

@@ -290,3 +290,37 @@ def test_the_loop_restores_early_stoppings_best_epoch_and_kept_epoch_names_it():
     assert kept["epoch"] < len(val_loss) < 8  # it stopped early, and the weights went back
     for final, best in zip(model.get_weights(), weights[kept["epoch"] - 1], strict=True):
         np.testing.assert_array_equal(final, best)
+
+
+@pytest.mark.parametrize(
+    ("task", "ensemble", "label_smoothing"),
+    [  # every loss and metric of mlcli.training.members
+        ("binary", True, 0.1),
+        ("multiclass", True, 0.0),
+        ("multiclass", False, 0.1),
+        ("regression", True, 0.0),
+    ],
+)
+def test_local_copy_rebuilds_every_loss_and_metric_mlcli_compiles(
+    task: str, ensemble: bool, label_smoothing: float
+):
+    """The chief saves `local_copy(core)`: its compile config must rebuild, members' loss and
+    metrics (ensembles, multiclass label smoothing) included; the copy scores as the core."""
+    import keras
+
+    from mlcli.training import distributed
+    from mlcli.training.compile import loss_and_metrics
+
+    keras.utils.set_random_seed(0)
+    outputs = {"binary": 1, "multiclass": 3, "regression": 1}[task]
+    inputs = keras.Input((4,))
+    activation = "softmax" if task == "multiclass" else "sigmoid"
+    core = keras.Model(inputs, keras.layers.Dense(outputs, activation=activation)(inputs))
+    loss, metrics = loss_and_metrics(task, label_smoothing=label_smoothing, ensemble=ensemble)
+    core.compile(optimizer="adam", loss=loss, metrics=metrics)
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32") + (task == "multiclass") * (x[:, 1] > 0)
+    expected = core.evaluate(x, y, verbose=0, return_dict=True)
+    copy = distributed.local_copy(core)
+    assert type(copy.loss) is type(core.loss)
+    assert copy.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(expected, rel=1e-5)
