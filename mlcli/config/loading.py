@@ -45,7 +45,6 @@ from mlcli.config.overrides import (
     set_path,
 )
 from mlcli.config.schema import EXTENDS, Config, SourceSpec
-from mlcli.config.training import resolved_learning_rate
 from mlcli.errors import SHORTEST_SECRET, ConfigError, remember_secret
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -166,22 +165,6 @@ def parse_config(
     if references:
         _remember(config, document, references)
     return config
-
-
-def resolve_learning_rate(config: Config, task: str) -> Config:
-    """The config with `training.learning_rate: auto` as the task's number (`mlcli.train`
-    calls it once the task is known, so config.yaml holds the number it trained with), its
-    `${VAR}` references kept."""
-    if config.training.learning_rate != "auto":
-        return config
-    rate = resolved_learning_rate(config.training, task)
-    training = config.training.model_copy(update={"learning_rate": rate})
-    resolved = config.model_copy(update={"training": training})
-    entry = _references.get(id(config))
-    if entry is not None and entry[0]() is config:
-        key = id(resolved)
-        _references[key] = (weakref.ref(resolved, lambda _: _references.pop(key, None)), entry[1])
-    return resolved
 
 
 def _absolute_path(path: str, folder: Path) -> str:

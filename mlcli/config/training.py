@@ -154,17 +154,6 @@ class EarlyStoppingConfig(StrictModel):
 DEVICE_PATTERN = r"^(auto|cpu|cpu:[1-9][0-9]*|gpu|gpu:[0-9]+(,[0-9]+)*)$"
 
 
-LearningRate = Annotated[float, Field(gt=0.0, le=10.0)]
-# What `training.learning_rate: auto` is, by task: measured with benchmarks/quality_bench.py on
-# the Adult, wine quality and California examples, 3 seeds each (docs/models-and-quality.md,
-# "Learning rates"); the same for every optimizer, as only adam and adamw were measured.
-AUTO_LEARNING_RATES: dict[str, float] = {
-    "binary": 0.001,
-    "multiclass": 0.001,
-    "regression": 0.002,
-}
-
-
 class TrainingConfig(StrictModel):
     """How the model is fitted."""
 
@@ -175,12 +164,8 @@ class TrainingConfig(StrictModel):
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field(
         "adamw", description="The Keras optimizer."
     )
-    learning_rate: LearningRate | Literal["auto"] = Field(
-        "auto",
-        description="The optimizer's initial learning rate; auto: by task (binary "
-        f"{AUTO_LEARNING_RATES['binary']}, multiclass {AUTO_LEARNING_RATES['multiclass']}, "
-        f"regression {AUTO_LEARNING_RATES['regression']}, what measured best on the examples), "
-        "written into the run's config.yaml as the number used.",
+    learning_rate: float = Field(
+        0.001, gt=0.0, le=10.0, description="The optimizer's initial learning rate."
     )
     weight_decay: float = Field(
         1e-4,
@@ -235,24 +220,3 @@ class TrainingConfig(StrictModel):
         "the saved model: temperature (one fitted temperature; binary and multiclass) or "
         "isotonic (a fitted increasing curve; binary only).",
     )
-
-
-def resolved_learning_rate(training: TrainingConfig, task: str) -> float:
-    """The learning rate a run of `task` trains with: the config's number, or `auto`'s."""
-    if training.learning_rate == "auto":
-        return AUTO_LEARNING_RATES[task]
-    return training.learning_rate
-
-
-def learning_rate_of(training: TrainingConfig) -> float:
-    """A resolved config's learning rate (`mlcli.train` resolves `auto` before fitting).
-
-    Raises:
-        ValueError: it is still `auto`: resolve it with the task first.
-    """
-    if training.learning_rate == "auto":
-        raise ValueError(
-            "training.learning_rate is `auto`: resolve it for the task first "
-            "(mlcli.config.loading.resolve_learning_rate, as mlcli.train does)"
-        )
-    return training.learning_rate

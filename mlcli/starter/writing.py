@@ -120,7 +120,6 @@ def _model_and_training(report: InitReport, *, streamed: bool) -> tuple[Lines, L
     examples/california_housing."""
     rows = report.sample_rows
     batch = ("batch_size", _batch_size(rows), f"for about {rows} rows")
-    rate = ("learning_rate", "auto", "by task: " + _auto_rates())
     if report.target.task == "regression":
         binning = "quantile" if streamed else "tree"
         why = "quantiles (a streamed table)" if streamed else "a decision tree on the target"
@@ -137,7 +136,7 @@ def _model_and_training(report: InitReport, *, streamed: bool) -> tuple[Lines, L
         training: Lines = [
             ("epochs", 80, "at most; early stopping ends training sooner"),
             batch,
-            rate,
+            ("learning_rate", 0.002, ""),
             ("learning_rate_schedule", "cosine", "decays to 0 over the epochs"),
             ("early_stopping", {"monitor": "val_loss", "patience": 12}, ""),
         ]
@@ -152,17 +151,11 @@ def _model_and_training(report: InitReport, *, streamed: bool) -> tuple[Lines, L
     training = [
         ("epochs", 50, "at most; early stopping ends training sooner"),
         batch,
-        rate,
+        ("learning_rate", 0.001, ""),
         ("label_smoothing", 0.1, "RealMLP's default"),
         ("early_stopping", {"monitor": "val_loss", "patience": 5}, ""),
     ]
     return model, training
-
-
-def _auto_rates() -> str:
-    from mlcli.config.training import AUTO_LEARNING_RATES
-
-    return ", ".join(f"{task} {rate}" for task, rate in AUTO_LEARNING_RATES.items())
 
 
 def render_config(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mlcli.config.schema import Config
-from mlcli.config.training import TrainingConfig, learning_rate_of
+from mlcli.config.training import TrainingConfig
 from mlcli.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -88,10 +88,10 @@ def make_optimizer(
         "sgd": keras.optimizers.SGD,
         "rmsprop": keras.optimizers.RMSprop,
     }
-    learning_rate: Any = learning_rate_of(config)
+    learning_rate: Any = config.learning_rate
     if config.learning_rate_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch)
+            config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch)
         )
     optimizer = optimizers[config.optimizer](
         learning_rate=learning_rate, weight_decay=config.weight_decay
@@ -163,6 +163,6 @@ def schedule_callbacks(config: TrainingConfig) -> list[keras.callbacks.Callback]
             factor=0.5,
             patience=max(1, (stopping.patience if stopping else 4) // 2),
             min_delta=stopping.min_delta if stopping else 0.0,
-            min_lr=learning_rate_of(config) / 64,
+            min_lr=config.learning_rate / 64,
         )
     ]

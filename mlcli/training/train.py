@@ -23,7 +23,7 @@ import numpy as np
 
 from mlcli import __version__, files
 from mlcli._tensorflow import start_import
-from mlcli.config.loading import config_to_yaml, load_config, resolve_learning_rate
+from mlcli.config.loading import config_to_yaml, load_config
 from mlcli.config.overrides import dotted_items
 from mlcli.config.schema import Config
 from mlcli.data.splits import check_headers
@@ -148,7 +148,6 @@ def train(
         # runtime starts
         start_import(verbose=verbose)
         data = TrainingData.load(config, reporter)  # while TensorFlow may still be loading
-        config = resolve_learning_rate(config, data.schema.target.task)
         check_monitor(config, data.schema.target.task)
         check_calibration(config, data.schema.target.task)
         run = resumed
@@ -260,10 +259,6 @@ def _resumed_config(
     else:
         candidate = load_config(given, overrides=overrides)
         source = f"{given}{' with --set' if overrides else ''}"
-    if run.file(runs.SCHEMA).is_file():  # `auto` means the number the run resolved it to
-        candidate = resolve_learning_rate(
-            candidate, FeatureSchema.load(run.file(runs.SCHEMA)).target.task
-        )
     before = dotted_items(saved.model_dump(mode="json"))
     after = dotted_items(candidate.model_dump(mode="json"))
     for key in [*before, *(k for k in after if k not in before)]:

@@ -182,30 +182,3 @@ def test_allow_unset_keeps_an_unset_reference_as_written(write_config, monkeypat
     assert config.tracking is not None and config.tracking.mlflow is not None
     assert config.tracking.mlflow.uri == "${MLFLOW_URI}"
     assert "uri: ${MLFLOW_URI}" in config_to_yaml(config)
-
-
-@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
-def test_resolve_learning_rate_writes_the_tasks_number_and_keeps_references(
-    write_config, monkeypatch, task
-):
-    from mlcli.config.loading import resolve_learning_rate
-    from mlcli.config.training import AUTO_LEARNING_RATES
-
-    monkeypatch.setenv("MLFLOW_URI", "sqlite:///mine.db")
-    monkeypatch.setenv("EPOCHS", "3")
-    path = write_config(tracking={"mlflow": {"uri": "${MLFLOW_URI}"}})
-    path.write_text(path.read_text().replace("epochs: 2", "epochs: ${EPOCHS}"))
-    config = load_config(path)
-    resolved = resolve_learning_rate(config, task)
-    assert config.training.learning_rate == "auto"  # the caller's config is left as it was
-    saved = yaml.safe_load(config_to_yaml(resolved))
-    assert saved["training"]["learning_rate"] == AUTO_LEARNING_RATES[task]
-    assert saved["training"]["epochs"] == "${EPOCHS}"  # a number filled from a variable
-    assert saved["tracking"]["mlflow"]["uri"] == "${MLFLOW_URI}"
-
-
-def test_resolve_learning_rate_leaves_a_number_alone(write_config):
-    from mlcli.config.loading import resolve_learning_rate
-
-    config = load_config(write_config(training={"learning_rate": 0.03}))
-    assert resolve_learning_rate(config, "regression") is config

@@ -158,15 +158,15 @@ def test_init_imports_no_tensorflow():
 
 
 @pytest.mark.parametrize(
-    ("target", "task", "embedding", "members", "smoothing"),
+    ("target", "task", "embedding", "members", "smoothing", "rate"),
     [
-        ("col_3", "binary", "periodic", 4, 0.1),
-        ("col_1", "multiclass", "periodic", 4, 0.1),
-        ("col_2", "regression", "piecewise_linear", 8, 0.0),
+        ("col_3", "binary", "periodic", 4, 0.1, 0.001),
+        ("col_1", "multiclass", "periodic", 4, 0.1, 0.001),
+        ("col_2", "regression", "piecewise_linear", 8, 0.0, 0.002),
     ],
 )
 def test_the_written_model_and_training_are_the_tasks_measured_recipe(
-    tmp_path, target, task, embedding, members, smoothing
+    tmp_path, target, task, embedding, members, smoothing, rate
 ):
     data = _uci_like(tmp_path, rows=200)
     output = tmp_path / "config.yaml"
@@ -178,11 +178,10 @@ def test_the_written_model_and_training_are_the_tasks_measured_recipe(
     assert config.model.numeric_embedding.type == embedding
     assert config.model.ensemble == members
     assert config.training.label_smoothing == smoothing
-    assert config.training.learning_rate == "auto"
+    assert config.training.learning_rate == rate
     regression = task == "regression"
     assert (config.training.learning_rate_schedule == "cosine") is regression
     assert (config.model.numeric_embedding.binning == "tree") is regression
-    assert "learning_rate: auto" in output.read_text()
 
 
 def test_a_table_large_enough_to_stream_gets_quantile_bins(tmp_path, monkeypatch):
@@ -197,7 +196,6 @@ def test_a_table_large_enough_to_stream_gets_quantile_bins(tmp_path, monkeypatch
 
 @pytest.mark.parametrize(("target", "task"), [("col_3", "binary"), ("col_2", "regression")])
 def test_written_config_trains_unchanged(tmp_path, monkeypatch, target, task):
-    from mlcli.config.training import AUTO_LEARNING_RATES
     from mlcli.training.train import train
 
     monkeypatch.chdir(tmp_path)
@@ -209,7 +207,6 @@ def test_written_config_trains_unchanged(tmp_path, monkeypatch, target, task):
     assert run.parent.name == "people"
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["target"]["task"] == task
-    assert saved["training"]["learning_rate"] == AUTO_LEARNING_RATES[task]
     assert json.loads((run / "manifest.json").read_text())["ensemble"] == saved["model"]["ensemble"]
 
 
