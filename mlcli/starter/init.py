@@ -24,6 +24,7 @@ from mlcli.config.messages import did_you_mean
 from mlcli.config.schema import EXTENDS, CsvOptions
 from mlcli.data.columns import check_usable
 from mlcli.data.dialect import DEFAULT_NA_VALUES, CsvDialect, sniff_csv
+from mlcli.data.streamed_splits import STREAMING_THRESHOLD_BYTES
 from mlcli.data.tables import TableSource, expand_paths, read_sample, resolve_source
 from mlcli.errors import ConfigError, DataError
 from mlcli.files import write_text
@@ -178,6 +179,7 @@ def init(
         written=time.strftime("%Y-%m-%d"),
         extends=list(presets),
         inherited=inherited,
+        streamed=path.stat().st_size > STREAMING_THRESHOLD_BYTES,
     )
     _check(text, output)
     output.parent.mkdir(parents=True, exist_ok=True)

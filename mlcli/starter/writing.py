@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from mlcli.starter.profiling import ColumnProfile, InitReport
 
 _COMMENT_COLUMN = 40
+Lines = list[tuple[str, Any, str]]  # (key, value, comment) of a section
 
 
 def scalar(value: Any) -> str:
@@ -62,7 +63,7 @@ def _data_lines(report: InitReport, train: str, inherited: dict[str, Any]) -> li
     return lines
 
 
-def _section(name: str, lines: list[tuple[str, Any, str]], inherited: dict[str, Any]) -> list[str]:
+def _section(name: str, lines: Lines, inherited: dict[str, Any]) -> list[str]:
     """A section's `key: value  # comment` lines but those a preset sets; none for a section
     whose presets set its `type` (another model family takes other keys)."""
     preset = inherited.get(name, {})
@@ -113,6 +114,50 @@ def _batch_size(rows: int) -> int:
     return 32
 
 
+def _model_and_training(report: InitReport, *, streamed: bool) -> tuple[Lines, Lines]:
+    """The `model:` and `training:` keys: the shipped examples' recipes, which measured best
+    (docs/models-and-quality.md): classification as examples/adult, regression as
+    examples/california_housing."""
+    rows = report.sample_rows
+    batch = ("batch_size", _batch_size(rows), f"for about {rows} rows")
+    if report.target.task == "regression":
+        binning = "quantile" if streamed else "tree"
+        why = "quantiles (a streamed table)" if streamed else "a decision tree on the target"
+        model: Lines = [
+            ("hidden_units", [256, 256], "an MLP"),
+            ("dropout", 0.1, ""),
+            (
+                "numeric_embedding",
+                {"type": "piecewise_linear", "bins": 64, "dim": 24, "binning": binning},
+                f"piecewise-linear numbers, bins from {why}",
+            ),
+            ("ensemble", 8, "8 members in one network (TabM), predictions averaged"),
+        ]
+        training: Lines = [
+            ("epochs", 80, "at most; early stopping ends training sooner"),
+            batch,
+            ("learning_rate", 0.002, ""),
+            ("learning_rate_schedule", "cosine", "decays to 0 over the epochs"),
+            ("early_stopping", {"monitor": "val_loss", "patience": 12}, ""),
+        ]
+        return model, training
+    periodic = {"type": "periodic", "frequencies": 16, "dim": 16, "frequency_scale": 10.0}
+    model = [
+        ("hidden_units", [128, 64], "the classic MLP"),
+        ("dropout", 0.1, ""),
+        ("numeric_embedding", periodic, "sin/cos of learned frequencies per number"),
+        ("ensemble", 4, "4 members in one network (TabM), probabilities averaged"),
+    ]
+    training = [
+        ("epochs", 50, "at most; early stopping ends training sooner"),
+        batch,
+        ("learning_rate", 0.001, ""),
+        ("label_smoothing", 0.1, "RealMLP's default"),
+        ("early_stopping", {"monitor": "val_loss", "patience": 5}, ""),
+    ]
+    return model, training
+
+
 def render_config(
     report: InitReport,
     *,
@@ -122,11 +167,13 @@ def render_config(
     written: str,
     extends: list[str] | None = None,
     inherited: dict[str, Any] | None = None,
+    streamed: bool = False,
 ) -> str:
     """The commented YAML text of the config `init` inferred.
 
     With `extends`, the config names those presets first and leaves out the keys they set
-    (`inherited`: the presets merged).
+    (`inherited`: the presets merged). `streamed`: the training file is large enough to be
+    streamed (`data.streaming: auto`), so a regression's bins come from quantiles, not trees.
     """
     inherited = inherited or {}
     preset_lines = (
@@ -139,14 +186,7 @@ def render_config(
         "# Each guess carries its reason: check them, then run `mlcli train <this file>`.",
         "# Every key is described in mlcli's docs/config.md and by `mlcli config schema`.",
     ]
-    rows = report.sample_rows
-    model = [("hidden_units", [128, 64], "the classic MLP"), ("dropout", 0.1, "")]
-    training = [
-        ("epochs", 50, "at most; early stopping ends training sooner"),
-        ("batch_size", _batch_size(rows), f"for about {rows} rows"),
-        ("learning_rate", 0.001, ""),
-        ("early_stopping", {"monitor": "val_loss", "patience": 5}, ""),
-    ]
+    model, training = _model_and_training(report, streamed=streamed)
     lines = [
         *header,
         *preset_lines,

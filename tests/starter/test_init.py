@@ -157,16 +157,57 @@ def test_init_imports_no_tensorflow():
     assert result.stdout.strip() == "False"
 
 
-def test_written_config_trains_unchanged(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("target", "task", "embedding", "members", "smoothing", "rate"),
+    [
+        ("col_3", "binary", "periodic", 4, 0.1, 0.001),
+        ("col_1", "multiclass", "periodic", 4, 0.1, 0.001),
+        ("col_2", "regression", "piecewise_linear", 8, 0.0, 0.002),
+    ],
+)
+def test_the_written_model_and_training_are_the_tasks_measured_recipe(
+    tmp_path, target, task, embedding, members, smoothing, rate
+):
+    data = _uci_like(tmp_path, rows=200)
+    output = tmp_path / "config.yaml"
+    result = runner.invoke(app, ["init", str(data), "-t", target, "-o", str(output), "-q"])
+    assert result.exit_code == 0, result.output
+    config = load_config(output)
+    assert config.target.task == task
+    assert config.model.type == "mlp"
+    assert config.model.numeric_embedding.type == embedding
+    assert config.model.ensemble == members
+    assert config.training.label_smoothing == smoothing
+    assert config.training.learning_rate == rate
+    regression = task == "regression"
+    assert (config.training.learning_rate_schedule == "cosine") is regression
+    assert (config.model.numeric_embedding.binning == "tree") is regression
+
+
+def test_a_table_large_enough_to_stream_gets_quantile_bins(tmp_path, monkeypatch):
+    monkeypatch.setattr("mlcli.starter.init.STREAMING_THRESHOLD_BYTES", 100)
+    output = tmp_path / "config.yaml"
+    data = _uci_like(tmp_path, rows=200)
+    result = runner.invoke(app, ["init", str(data), "-t", "col_2", "-o", str(output), "-q"])
+    assert result.exit_code == 0, result.output
+    embedding = load_config(output).model.numeric_embedding
+    assert (embedding.type, embedding.binning) == ("piecewise_linear", "quantile")
+
+
+@pytest.mark.parametrize(("target", "task"), [("col_3", "binary"), ("col_2", "regression")])
+def test_written_config_trains_unchanged(tmp_path, monkeypatch, target, task):
     from mlcli.training.train import train
 
     monkeypatch.chdir(tmp_path)
     data = _uci_like(tmp_path, rows=200)
-    result = runner.invoke(app, ["init", str(data), "--target", "col_3", "-q"])
+    result = runner.invoke(app, ["init", str(data), "--target", target, "-q"])
     assert result.exit_code == 0, result.output
     run = train("config.yaml", overrides=["training.epochs=1"])
     assert (run / "model.keras").is_file()
     assert run.parent.name == "people"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["target"]["task"] == task
+    assert json.loads((run / "manifest.json").read_text())["ensemble"] == saved["model"]["ensemble"]
 
 
 @pytest.mark.parametrize(
@@ -235,7 +276,9 @@ def test_init_with_presets_extends_them_and_leaves_their_keys_to_them(tmp_path, 
     text = (tmp_path / "config.yaml").read_text()
     written = yaml.safe_load(text)
     assert written["extends"] == ["models/resnet", "training/fast", "data/uci"]
-    assert "model" not in written and "training" not in written  # the presets set them
+    assert "model" not in written  # the preset sets model.type: another family's keys
+    # the preset sets every training key but label smoothing, which a classifier gets
+    assert written["training"] == {"label_smoothing": 0.1}
     # the dialect the preset names is not repeated; what the file needs beyond it is written
     assert set(written["data"]["csv"]) == {"columns", "skip_rows"}
     assert "--preset models/resnet --preset training/fast" in text.splitlines()[0]

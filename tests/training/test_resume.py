@@ -323,8 +323,9 @@ time.sleep(600)
         (["--set", "model.dropout=0.5"], "model.dropout"),
         ({"training": {"epochs": 3, "batch_size": 64, "steps_per_execution": 1}}, "batch_size"),
         ({"seed": 8}, "seed"),
+        (["--set", "training.learning_rate=0.5"], "training.learning_rate"),
     ],
-    ids=["set-epochs", "set-dropout", "config-batch-size", "config-seed"],
+    ids=["set-epochs", "set-dropout", "config-batch-size", "config-seed", "set-learning-rate"],
 )
 def test_resume_refuses_a_config_or_set_that_differs_from_the_runs(
     interrupted, write_config, change, key
