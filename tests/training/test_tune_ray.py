@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlcli.cli.app import app
-from mlcli.errors import InterruptedRunError
+from mlcli.errors import ConfigError, InterruptedRunError
 from mlcli.training.trials import COMPLETE, FAILED, TrialPlan, TrialResult
 from mlcli.training.tune_ray import search_on_ray, trial_shape
 
@@ -65,6 +65,15 @@ def crashing_second(plan: TrialPlan, number: int, values: dict[str, Any], cpus: 
     """Trial 1's worker process dies."""
     if number == 1:
         os._exit(1)
+    return scored(plan, number, values, cpus)
+
+
+def wrong_metric_second(
+    plan: TrialPlan, number: int, values: dict[str, Any], cpus: int
+) -> TrialResult:
+    """Trial 1 fails as a search does whose `tune.metric` is not in the run's metrics."""
+    if number == 1:
+        raise ConfigError("config.yaml: config key `tune.metric`: 'validation.nope' is not in")
     return scored(plan, number, values, cpus)
 
 
@@ -130,6 +139,14 @@ def test_a_worker_that_dies_fails_its_trial_with_the_reason(ray_here, tmp_path):
     assert [r.state for r in results] == [COMPLETE, FAILED, COMPLETE]
     assert "Ray worker died" in (results[1].error or "")
     assert results[1].values and results[1].score is None
+
+
+def test_an_error_of_the_search_itself_ends_it_as_sequential_tune_does(ray_here, tmp_path):
+    """Not a failed trial: the trial's own `ConfigError` (exit 2), not Ray's wrapper."""
+    with pytest.raises(ConfigError) as raised:
+        _search(tmp_path, wrong_metric_second, trials=4)
+    assert type(raised.value) is ConfigError and raised.value.exit_code == 2
+    assert str(raised.value).startswith("config.yaml: config key `tune.metric`")
 
 
 def test_an_interrupt_cancels_the_running_trials_and_writes_the_finished(ray_here, tmp_path):
