@@ -22,7 +22,9 @@ import importlib.util
 import logging
 import os
 import re
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -119,13 +121,29 @@ def _init(address: str, cpus: int | None) -> Any:
     return ray.init(address=address, **options)
 
 
+def _signal_handlers() -> dict[int, Any]:
+    """SIGINT's and SIGTERM's handlers now (none off the main thread, which cannot set them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    """Puts back what `_signal_handlers` saw: starting a local Ray instance replaces SIGTERM's
+    handler with one that exits 1, where mlcli's boundary stops a command with exit 130."""
+    for number, handler in handlers.items():
+        if handler is not None and signal.getsignal(number) is not handler:
+            signal.signal(number, handler)
+
+
 @contextlib.contextmanager
 def connect(address: str, *, command: str, cpus: int | None = None) -> Iterator[Cluster]:
     """Connects to (or starts) the Ray cluster `address` names for the length of the block.
 
     `local` starts a Ray instance on this machine with `cpus` CPUs (all of them when None),
     stopped when the block ends; another address is checked to answer first (exit 2 within
-    `REACH_SECONDS` when it does not). Raises `missing_extra` (exit 2) without Ray.
+    `REACH_SECONDS` when it does not). Raises `missing_extra` (exit 2) without Ray. The
+    process's SIGINT and SIGTERM handlers are the same after `ray.init` as before it.
     """
     require_ray(command)
     target = parse_address(address)
@@ -137,10 +155,13 @@ def connect(address: str, *, command: str, cpus: int | None = None) -> Iterator[
 
     already = ray.is_initialized()
     if not already:
+        handlers = _signal_handlers()
         try:
             _init(address, cpus)
         except ConnectionError as error:
             raise ConfigError(f"--ray {address}: {error}") from error
+        finally:
+            _restore(handlers)
     try:
         resources = ray.cluster_resources()
         yield Cluster(

@@ -107,3 +107,21 @@ def test_connect_joins_a_running_instance_and_leaves_it_running(ray_local: Any) 
         assert cluster.cpus == 2
         assert cluster.nodes == 1
     assert ray_local.is_initialized()
+
+
+def test_the_signal_handlers_that_ray_init_replaces_are_put_back() -> None:
+    """A local Ray instance installs a SIGTERM handler that exits 1; `connect` restores
+    mlcli's, so that SIGTERM still stops a `--ray` command with exit 130."""
+    import signal
+
+    def mine(number: int, frame: Any) -> None:
+        del number, frame
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        saved = _ray._signal_handlers()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # what ray.init does, in effect
+        _ray._restore(saved)
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -25,8 +25,6 @@ and raises `InterruptedRunError` (exit 130).
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -147,13 +145,6 @@ def _cancel(running: dict[Any, Any]) -> None:
         _, left = ray.wait(left, num_returns=len(left), timeout=WAIT_SECONDS)
 
 
-def _keep_sigterm(handler: Any) -> None:
-    """Puts back the SIGTERM handler that was set before Ray started: a local Ray instance
-    replaces it with its own, which exits 1, where mlcli's stops the search (exit 130)."""
-    if handler is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
-
-
 def _tell(study: Any, trial: Any, result: TrialResult) -> None:
     from optuna.trial import TrialState
 
@@ -192,9 +183,7 @@ def search_on_ray(
     """
     import ray
 
-    sigterm = signal.getsignal(signal.SIGTERM)
     with connect(address, command=COMMAND) as cluster:
-        _keep_sigterm(sigterm)
         at_once, cpus = trial_shape(
             cluster_cpus=cluster.cpus,
             node_cpus=_largest_node_cpus(),
