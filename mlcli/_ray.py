@@ -35,6 +35,7 @@ LOCAL = "local"  # what a bare `--ray` means: start a Ray instance on this machi
 AUTO = "auto"  # RAY_ADDRESS, else the cluster a local `ray start` left running
 REACH_SECONDS = 3.0  # how long an address may take to accept a TCP connection
 CLIENT_PORT = 10001  # Ray Client's default port, for `ray://host` without one
+_TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 # host:port, [v6]:port or ray://host[:port]; a bare name is no address (a run or a config).
 _ADDRESS = re.compile(r"^(ray://)?(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9._-]+)(:(\d{1,5}))?$")
 
@@ -113,6 +114,9 @@ def _init(address: str, cpus: int | None) -> Any:
         "configure_logging": True,
     }
     if address == LOCAL:
+        # Ray's default for a new instance, token authentication, is kept; its warning that
+        # says so would be one more stderr line on every `--ray` command
+        logging.getLogger(_TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)
         options["num_cpus"] = cpus
         # a local instance of its own, not whatever RAY_ADDRESS names
         return ray.init(address="local", **options)
