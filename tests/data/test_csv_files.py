@@ -106,3 +106,15 @@ def test_a_compressed_file_cut_short_is_a_data_error_naming_it(
         else:
             read_table(source)
     assert read_table(TableSource(paths=(whole,), format="csv")).num_rows == 3000
+
+
+@pytest.mark.parametrize("megabytes", [1, 3])
+def test_a_streamed_csv_comes_in_blocks_of_at_most_a_mebibyte(tmp_path, megabytes):
+    """pyarrow reads up to 32 blocks ahead: the block bounds what the read-ahead holds."""
+    row = b"12345.5,some text here,7\n"
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"x,note,y\n" + row * ((megabytes << 20) // len(row)))
+    assert csv_files.STREAM_BLOCK_BYTES <= 1 << 20
+    batches = list(iter_batches(TableSource(paths=(path,), format="csv")))
+    assert max(batch.num_rows for batch in batches) * len(row) <= csv_files.STREAM_BLOCK_BYTES
+    assert sum(batch.num_rows for batch in batches) == (megabytes << 20) // len(row)
