@@ -224,6 +224,13 @@ def predict_on_ray(
         reporter: where progress goes.
     """
     reporter = reporter or QuietReporter()
+    from mlcli.data.remote import is_uri
+
+    if is_uri(str(output)):
+        raise ConfigError(
+            f"--output {output}: --ray writes a local or shared folder, renamed into place when "
+            "complete; an object store has no such rename: write to a shared folder, then copy"
+        )
     final = Path(output)
     chosen = folder_format(final, format)
     _check_output(final, force=force)

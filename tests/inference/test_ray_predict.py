@@ -171,6 +171,7 @@ def test_without_ray_the_error_says_install_mlcli_ray(light_runs, tmp_path, monk
     ("extra", "message"),
     [
         (["-o", "-"], "not stdout"),
+        (["-o", "s3://bucket/scores"], "shared folder"),
         (["--fail-on-drift", "0.2"], "--fail-on-drift"),
         (["--actors", "0"], "--actors"),
         (["--format", "xml"], "--format"),
