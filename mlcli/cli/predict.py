@@ -36,7 +36,7 @@ OutputOption = Annotated[
 ]
 ActorsOption = Annotated[
     int | None,
-    typer.Option("--actors", help="With --ray: predicting actors (default: the cluster's CPUs)."),
+    typer.Option("--actors", help="With --ray: predicting actors (default: CPUs but one a node)."),
 ]
 KeepOption = Annotated[
     list[str] | None,

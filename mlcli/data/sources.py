@@ -86,7 +86,7 @@ def source_for_run(
     if str(data) == STDIN:
         if stdin is None:
             raise DataError("--data -: no standard input to read")
-        csv = _with_overrides(config.data.csv, overrides)
+        csv = with_overrides(config.data.csv, overrides)
         head = b""
         while b"\n" not in head and len(head) < HEAD_BYTES:
             chunk = stdin.read(65536)
@@ -109,13 +109,14 @@ def source_for_run(
     source = resolve_source(spec or str(path), data=config.data)
     if source.format == "parquet":
         return source
-    csv = _with_overrides(source.csv, overrides)
+    csv = with_overrides(source.csv, overrides)
     if "header" not in overrides:
         csv = detect_header(csv, read_head_bytes(source.paths[0]), names)
     return TableSource(paths=source.paths, format=source.format, csv=csv)
 
 
-def _with_overrides(csv: CsvOptions, overrides: Mapping[str, Any]) -> CsvOptions:
+def with_overrides(csv: CsvOptions, overrides: Mapping[str, Any]) -> CsvOptions:
+    """`csv` with command-line CSV options laid over (`ConfigError` when they do not fit)."""
     if not overrides:
         return csv
     options = {**csv.model_dump(exclude_unset=True), **overrides}

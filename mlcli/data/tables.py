@@ -12,7 +12,7 @@ import glob
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from mlcli.config.messages import did_you_mean
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pyarrow (and numpy) load when a table is read, not to check
 
 _COMPRESSION_SUFFIXES = {".gz", ".zst", ".zstd", ".bz2", ".lz4"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
-_TABLE_SUFFIXES = {".csv", ".tsv", ".txt", ".data", ".test", ".parquet", ".pq"}
+TABLE_SUFFIXES = {".csv", ".tsv", ".txt", ".data", ".test", ".parquet", ".pq"}
 
 Format = Literal["csv", "parquet"]
 
@@ -45,7 +45,7 @@ class TableSource:
         if self.stdin is not None:
             return "stdin"
         first = self.paths[0].name
-        for suffix in (*_COMPRESSION_SUFFIXES, *_TABLE_SUFFIXES):
+        for suffix in (*_COMPRESSION_SUFFIXES, *TABLE_SUFFIXES):
             first = first.removesuffix(suffix)
         return first or "data"
 
@@ -58,7 +58,8 @@ class TableSource:
         return f"{self.paths[0]} (+{len(self.paths) - 1} more files)"
 
 
-def _format_of(path: Path) -> Format:
+def format_of(path: PurePath) -> Format:
+    """parquet for .parquet/.pq (compressed or not), else csv."""
     suffixes = [s.lower() for s in path.suffixes]
     while suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
         suffixes.pop()
@@ -86,7 +87,7 @@ def expand_paths(patterns: str | Sequence[str]) -> tuple[Path, ...]:
                 p
                 for p in full.iterdir()
                 if p.is_file()
-                and any(s.lower() in _TABLE_SUFFIXES for s in p.suffixes)
+                and any(s.lower() in TABLE_SUFFIXES for s in p.suffixes)
                 and not p.name.startswith((".", "_"))
             )
             if not inside:
@@ -120,7 +121,7 @@ def resolve_source(
         patterns = spec
     paths = expand_paths(patterns)
     chosen = format_override or data.format
-    formats: set[Format] = {_format_of(p) for p in paths}
+    formats: set[Format] = {format_of(p) for p in paths}
     if chosen in ("csv", "parquet"):
         formats = {"parquet" if chosen == "parquet" else "csv"}
     if len(formats) > 1:

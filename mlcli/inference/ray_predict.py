@@ -36,6 +36,7 @@ from mlcli.inference.writers import FORMATS
 from mlcli.reporting import QuietReporter, Reporter
 
 if TYPE_CHECKING:
+    from mlcli.data.remote import RemoteTable
     from mlcli.data.tables import TableSource
     from mlcli.features.schema import FeatureSchema
 
@@ -107,27 +108,35 @@ def _source(
     schema: FeatureSchema,
     keep: Sequence[str],
     csv_overrides: Mapping[str, Any] | None,
-) -> TableSource:
+) -> TableSource | RemoteTable:
+    from mlcli.data.remote import is_uri, remote_table
     from mlcli.data.sources import STDIN, source_for_run
     from mlcli.data.tables import check_header
 
     if str(data) == STDIN:
         raise ConfigError("--data -: --ray reads files that every Ray node can read, not stdin")
+    if is_uri(str(data)):  # s3://, gs://, file://...: read through pyarrow's filesystems
+        return remote_table(
+            run_config, str(data), names=schema.input_names, csv_overrides=csv_overrides
+        )
     source = source_for_run(run_config, data, names=schema.input_names, csv_overrides=csv_overrides)
     check_header(source, [*schema.input_names, *[k for k in keep if k not in schema.input_names]])
     return source
 
 
-def _read(source: TableSource, schema: FeatureSchema, keep: Sequence[str]) -> Any:
+def _read(source: TableSource | RemoteTable, schema: FeatureSchema, keep: Sequence[str]) -> Any:
     """The Ray dataset of the source's files, parsed as the local predict parses them."""
     import ray.data
 
     from mlcli.data.csv_files import reader_options
 
     paths = [str(path) for path in source.paths]
+    filesystem = getattr(source, "filesystem", None)  # a URI's; None: the local one
     needed = [*schema.input_names, *[k for k in keep if k not in schema.input_names]]
     if source.format == "parquet":
-        return ray.data.read_parquet(paths, columns=needed, partitioning=None)
+        return ray.data.read_parquet(
+            paths, columns=needed, partitioning=None, filesystem=filesystem
+        )
     read, parse, convert = reader_options(source.csv, column_types=input_column_types(schema, keep))
     # the local reader checks UTF-8 itself, naming the row; on Ray pyarrow checks it
     convert.check_utf8 = True
@@ -136,6 +145,7 @@ def _read(source: TableSource, schema: FeatureSchema, keep: Sequence[str]) -> An
         read_options=read,
         parse_options=parse,
         convert_options=convert,
+        filesystem=filesystem,
         partitioning=None,  # type: ignore[arg-type]  # Ray reads None as "no partitions"
     )
 
@@ -214,6 +224,13 @@ def predict_on_ray(
         reporter: where progress goes.
     """
     reporter = reporter or QuietReporter()
+    from mlcli.data.remote import is_uri
+
+    if is_uri(str(output)):
+        raise ConfigError(
+            f"--output {output}: --ray writes a local or shared folder, renamed into place when "
+            "complete; an object store has no such rename: write to a shared folder, then copy"
+        )
     final = Path(output)
     chosen = folder_format(final, format)
     _check_output(final, force=force)
@@ -297,7 +314,7 @@ def _prepare_runtime(loaded: Any, *, reporter: Reporter) -> str:
 
 def _run_pipeline(
     run: Path,
-    source: TableSource,
+    source: TableSource | RemoteTable,
     schema: FeatureSchema,
     *,
     final: Path,

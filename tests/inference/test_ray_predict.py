@@ -56,10 +56,11 @@ def _assert_same_rows(got: pa.Table, expected: pa.Table) -> None:
             assert values.to_pylist() == reference.to_pylist(), name
 
 
-@pytest.mark.parametrize("task", ["binary", "regression"])
+@pytest.mark.parametrize(("task", "uri"), [("binary", False), ("regression", True)])
 def test_parquet_parts_predict_as_the_local_predict_row_for_row(
-    ray_local, light_runs, tmp_path, task
+    ray_local, light_runs, tmp_path, task, uri
 ):
+    """The regression run reads the folder as a file:// URI, through pyarrow's filesystems."""
     table = make_table(1000, seed=21)  # other rows than training's
     data = _parts(table, tmp_path / "data")
     local, folder = tmp_path / "local.parquet", tmp_path / "predictions"
@@ -70,7 +71,7 @@ def test_parquet_parts_predict_as_the_local_predict_row_for_row(
     code, stderr = _predict(
         str(light_runs[task]),
         "--data",
-        str(data),
+        f"file://{data}" if uri else str(data),
         "-o",
         str(folder),
         "--keep",
@@ -170,6 +171,7 @@ def test_without_ray_the_error_says_install_mlcli_ray(light_runs, tmp_path, monk
     ("extra", "message"),
     [
         (["-o", "-"], "not stdout"),
+        (["-o", "s3://bucket/scores"], "shared folder"),
         (["--fail-on-drift", "0.2"], "--fail-on-drift"),
         (["--actors", "0"], "--actors"),
         (["--format", "xml"], "--format"),
