@@ -247,6 +247,23 @@ def _copy_back(job: Job, run: Path) -> Path:
     return copied
 
 
+def _extract_run(archive: tarfile.TarFile, folder: Path) -> None:
+    """Extracts a run's archive into `folder` with tarfile's "data" filter (no absolute paths,
+    no `..`, no links out of it, no devices). Python before 3.11.4 has no filters: there, only
+    plain files and folders whose names stay inside `folder` are accepted (what `pack` writes).
+    """
+    if hasattr(tarfile, "data_filter"):
+        archive.extractall(folder, filter="data")
+        return
+    root = folder.resolve()
+    members = archive.getmembers()
+    for member in members:
+        target = (root / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
+            raise tarfile.TarError(f"{member.name!r} is not a file or folder inside the run")
+    archive.extractall(folder, members=members)  # every member checked above
+
+
 def unpack_run(archive: bytes, run: Path) -> Path:
     """Writes a complete run from its archive (`TrainingWorker.pack`) to `run` here.
 
@@ -259,7 +276,7 @@ def unpack_run(archive: bytes, run: Path) -> Path:
     try:
         partial.path.mkdir(parents=True)
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as unpacked:
-            unpacked.extractall(partial.path, filter="data")
+            _extract_run(unpacked, partial.path)
     except (OSError, EOFError, zlib.error, tarfile.TarError) as error:  # EOF: cut short
         shutil.rmtree(partial.path, ignore_errors=True)
         raise RunError(f"{run}: cannot write the chief's run here ({error})") from error

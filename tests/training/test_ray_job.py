@@ -220,3 +220,32 @@ def test_a_copied_run_never_replaces_one_here_nor_leaves_half_of_itself(tmp_path
     with pytest.raises(RunError, match="cannot write"):
         ray_job.unpack_run(archive[: len(archive) // 2], broken)
     assert sorted(p.name for p in broken.parent.iterdir()) == ["1"]
+
+
+@pytest.mark.parametrize("filters", [True, False], ids=["tarfile-filters", "python-before-3.11.4"])
+def test_a_copied_run_unpacks_whole_and_an_archive_reaching_outside_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filters: bool
+) -> None:
+    """With tarfile's "data" filter, and without it (Python 3.11.0-3.11.3 have none)."""
+    import io
+    import tarfile
+
+    if not filters:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    elif not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python's tarfile has no extraction filters")
+    archive = TrainingWorker().pack(str(_a_complete_run(tmp_path / "chief")))
+    run = ray_job.unpack_run(archive, tmp_path / "runs" / "a" / "1")
+    assert (run / "model.keras").read_bytes() == b"\x00weights" * 100
+    assert (run / "plots" / "loss.png").read_bytes() == b"png"
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as evil:
+        member = tarfile.TarInfo("../../outside.txt")
+        member.size = 3
+        evil.addfile(member, io.BytesIO(b"bad"))
+    with pytest.raises(RunError, match="cannot write"):
+        ray_job.unpack_run(buffer.getvalue(), tmp_path / "runs" / "a" / "2")
+    assert not (tmp_path / "runs" / "outside.txt").exists()
+    assert not (tmp_path / "outside.txt").exists()
+    assert sorted(p.name for p in (tmp_path / "runs" / "a").iterdir()) == ["1", "latest"]
