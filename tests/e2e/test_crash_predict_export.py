@@ -85,8 +85,8 @@ def test_killed_export_never_leaves_a_half_written_folder(
     final = output / "tiny-binary" / "1" if export_format == "saved_model" else output
     for moment in sorted(rng.uniform(2.0, 14.0) for _ in range(2)):
         code = _killed_at(command, moment)
-        if final.exists():  # renamed only once written and checked
-            assert code == 0
+        if final.exists():  # renamed only once written and checked (a kill may come after)
+            assert code in (None, 0)
             info = json.loads((final / "export.json").read_text())
             assert info["check"]["passed"] and (final / looks_complete).is_file()
             break

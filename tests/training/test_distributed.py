@@ -119,7 +119,10 @@ def test_two_workers_train_one_run_that_matches_a_single_process(write_config, t
     run = Path(chief_output)
     assert sorted(p.name for p in runs_folder.iterdir()) == sorted([run.name, "latest"])
     assert Path(worker_output) == runs_folder  # the worker points at the chief's runs
-    assert not list((tmp_path / "scratch").iterdir())  # its scratch run folder is gone
+    # its scratch run folder is gone; TensorFlow's autograph also writes its generated modules
+    # to TMPDIR and removes them, but not their bytecode where Python writes it
+    left = [path.name for path in (tmp_path / "scratch").iterdir() if path.name != "__pycache__"]
+    assert not left
     device = json.loads((run / MANIFEST).read_text())["device"]
     assert device["strategy"] == "MultiWorkerMirroredStrategy"
     assert (device["workers"], device["replicas"], device["global_batch_size"]) == (2, 2, 32)
