@@ -21,6 +21,7 @@ mlcli.inference.ray_predict.predict_on_ray(
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlcli import files
 from mlcli._ray import connect, parse_address, require_ray
-from mlcli.errors import ConfigError, MlcliError, RunError
+from mlcli.errors import ConfigError, DataError, MlcliError, RunError
 from mlcli.inference.labels import threshold_origin
 from mlcli.inference.predict import DEFAULT_BATCH_SIZE, check_options, input_column_types
 from mlcli.inference.writers import FORMATS
@@ -150,6 +151,9 @@ def _read(source: TableSource | RemoteTable, schema: FeatureSchema, keep: Sequen
     )
 
 
+_RAY_CSV_ERROR = re.compile(r"(Failed to read CSV file: [^\n]*?)\. Please check")
+
+
 def _unwrapped(error: BaseException, source: str) -> MlcliError | None:
     """The mlcli error (or pyarrow's reading error, as a `DataError`) behind a Ray error."""
     import pyarrow as pa
@@ -170,7 +174,15 @@ def _unwrapped(error: BaseException, source: str) -> MlcliError | None:
         if isinstance(current, pa.ArrowException):  # Ray's planning: files' schemas merged
             return unreadable(source, current)
         current = cause if isinstance(cause, BaseException) else current.__cause__
-    return None
+    # Ray Data's CSV reader wraps pyarrow's error in a ValueError whose cause is lost on its
+    # way from the worker: its text is all that is left
+    failed = _RAY_CSV_ERROR.search(str(error))
+    if failed is None:
+        return None
+    return DataError(
+        f"{source}: cannot read the table: {failed.group(1)}; expected CSV rows as the run "
+        "reads them (the local mlcli predict names the line)"
+    )
 
 
 @contextlib.contextmanager

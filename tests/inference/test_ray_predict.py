@@ -138,6 +138,25 @@ def test_ages_that_are_words_fail_with_exit_3_and_leave_no_folder(
     assert sorted(e.name for e in tmp_path.iterdir()) == ["data"]  # no folder, no temporary
 
 
+@pytest.mark.parametrize("bad_line", ["|a banner line", "1,2"], ids=["banner", "short-row"])
+def test_a_csv_row_pyarrow_cannot_parse_fails_with_exit_3_and_leaves_no_folder(
+    ray_local, light_runs, tmp_path, bad_line
+):
+    """Ray's CSV reader loses pyarrow's error on its way back: still exit 3, one line, no folder."""
+    data = tmp_path / "dä ta"
+    data.mkdir()
+    pa_csv.write_csv(make_table(50, seed=5), data / "rows ü.csv")
+    lines = (data / "rows ü.csv").read_text().splitlines()
+    (data / "rows ü.csv").write_text("\n".join([lines[0], bad_line, *lines[1:]]) + "\n")
+    folder = tmp_path / "predictions"
+    run = str(light_runs["binary"])
+    code, stderr = _predict(run, "--data", str(data / "rows ü.csv"), "-o", str(folder), "--ray")
+    assert code == 3, stderr
+    assert "rows ü.csv" in stderr and "Traceback" not in stderr and "bug" not in stderr
+    assert len(stderr.strip().splitlines()[-1]) < 400
+    assert sorted(e.name for e in tmp_path.iterdir()) == ["dä ta"]
+
+
 def _no_ray_start(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("Ray was reached")
